@@ -1,0 +1,244 @@
+//! The watched snapshot: a background task that keeps an `Arc<Snapshot>` current.
+//!
+//! It lists the prefix at revision R, watches from R+1, applies each batch of events
+//! and publishes a new immutable snapshot (swapped atomically through a
+//! `tokio::sync::watch` channel). When the watch breaks it reconnects from the last
+//! revision seen, with exponential backoff; when that revision was compacted it re-lists.
+//! While etcd is unreachable consumers keep the last snapshot (static stability) and
+//! the metrics say how stale it is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use shardline_shared::keys::Prefix;
+use shardline_shared::snapshot::{Change, Invalid, Snapshot};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::metrics::ControlMetrics;
+use crate::store::{Event, KvStore, WatchItem};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Owner of the background watch task; dropping it stops the task.
+#[derive(Debug)]
+pub struct SnapshotWatcher {
+    rx: watch::Receiver<Arc<Snapshot>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SnapshotWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SnapshotWatcher {
+    /// Starts watching `prefix`. The first snapshot (revision > 0) is published once the
+    /// first listing succeeds; until then [`SnapshotWatcher::current`] is empty at revision 0.
+    pub fn spawn(store: Arc<dyn KvStore>, prefix: Prefix, metrics: ControlMetrics) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(prefix.clone())));
+        let task = tokio::spawn(run(store, prefix, tx, metrics));
+        Self { rx, task }
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that is notified on every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.rx.clone()
+    }
+
+    /// Waits until the snapshot reflects at least `revision`.
+    pub async fn wait_for_revision(&self, revision: i64) -> Arc<Snapshot> {
+        let mut rx = self.rx.clone();
+        match rx.wait_for(|s| s.revision() >= revision).await {
+            Ok(s) => s.clone(),
+            // The task never drops its sender while `self` lives.
+            Err(_) => self.current(),
+        }
+    }
+
+    /// Waits for the first successful listing.
+    pub async fn ready(&self) -> Arc<Snapshot> {
+        self.wait_for_revision(1).await
+    }
+}
+
+fn invalid_kind(prefix: &Prefix, key: &str) -> &'static str {
+    let rest = key.strip_prefix(prefix.root()).unwrap_or("");
+    match rest.split('/').next() {
+        Some("workers") => "worker",
+        Some("worker-admin") => "worker_admin",
+        Some("tenants") => "tenant",
+        Some("models") => "model",
+        Some("assignments") => "assignment",
+        Some("placement") => "placement",
+        Some("controller") => "controller",
+        _ => "unknown",
+    }
+}
+
+fn report(prefix: &Prefix, metrics: &ControlMetrics, invalid: &Invalid) {
+    metrics
+        .invalid_values
+        .with_label_values(&[invalid_kind(prefix, &invalid.key)])
+        .inc();
+    warn!(key = %invalid.key, reason = %invalid.reason, "ignoring invalid control-plane value");
+}
+
+struct Publisher {
+    tx: watch::Sender<Arc<Snapshot>>,
+    metrics: ControlMetrics,
+    last_contact: Instant,
+}
+
+impl Publisher {
+    fn publish(&mut self, snap: &Snapshot) {
+        self.metrics.snapshot_revision.set(snap.revision());
+        self.touch();
+        self.tx.send_replace(Arc::new(snap.clone()));
+    }
+
+    fn touch(&mut self) {
+        self.last_contact = Instant::now();
+        self.metrics.snapshot_age_seconds.set(0.0);
+    }
+
+    fn age(&self) {
+        self.metrics
+            .snapshot_age_seconds
+            .set(self.last_contact.elapsed().as_secs_f64());
+    }
+}
+
+async fn run(
+    store: Arc<dyn KvStore>,
+    prefix: Prefix,
+    tx: watch::Sender<Arc<Snapshot>>,
+    metrics: ControlMetrics,
+) {
+    let mut out = Publisher {
+        tx,
+        metrics: metrics.clone(),
+        last_contact: Instant::now(),
+    };
+    let mut snap: Option<Snapshot> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let current = match snap.take() {
+            Some(s) => s,
+            None => match store.list(prefix.root()).await {
+                Ok(listing) => {
+                    let (s, invalid) = Snapshot::from_kvs(
+                        prefix.clone(),
+                        listing.revision,
+                        listing
+                            .kvs
+                            .iter()
+                            .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision)),
+                    );
+                    invalid.iter().for_each(|i| report(&prefix, &metrics, i));
+                    metrics.resyncs.inc();
+                    info!(revision = s.revision(), "control-plane snapshot listed");
+                    out.publish(&s);
+                    s
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "listing the control plane failed");
+                    out.age();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let (next, healthy) = follow(&*store, &prefix, current, &mut out).await;
+        metrics.watch_connected.set(0);
+        snap = next;
+        if healthy {
+            backoff = BACKOFF_MIN;
+        } else {
+            out.age();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// Follows one watch stream. Returns the snapshot to continue from (`None` = re-list)
+/// and whether the stream delivered anything (to reset the backoff).
+async fn follow(
+    store: &dyn KvStore,
+    prefix: &Prefix,
+    mut snap: Snapshot,
+    out: &mut Publisher,
+) -> (Option<Snapshot>, bool) {
+    let from = snap.revision() + 1;
+    let mut stream = match store.watch(prefix.root(), from).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "watching the control plane failed; serving the last snapshot");
+            return (Some(snap), false);
+        }
+    };
+    out.metrics.watch_connected.set(1);
+    debug!(from, "watching control plane");
+    let mut healthy = false;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = ticker.tick() => {
+                out.age();
+                continue;
+            }
+        };
+        match item {
+            Some(Ok(WatchItem::Batch { revision, events })) => {
+                healthy = true;
+                if events.is_empty() {
+                    out.touch();
+                    continue;
+                }
+                for e in &events {
+                    let change = match e {
+                        Event::Put(kv) => Change::Put {
+                            key: &kv.key,
+                            value: &kv.value,
+                            mod_revision: kv.mod_revision,
+                        },
+                        Event::Delete { key, .. } => Change::Delete { key },
+                    };
+                    if let Err(invalid) = snap.apply(change) {
+                        report(prefix, &out.metrics, &invalid);
+                    }
+                }
+                let last_event = events.iter().map(Event::mod_revision).max().unwrap_or(0);
+                snap.set_revision(revision.max(last_event).max(snap.revision()));
+                out.publish(&snap);
+            }
+            Some(Ok(WatchItem::Compacted { compact_revision })) => {
+                warn!(
+                    from,
+                    compact_revision, "watch start revision was compacted; re-listing"
+                );
+                return (None, true);
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "control-plane watch broke; reconnecting");
+                return (Some(snap), healthy);
+            }
+            None => {
+                warn!("control-plane watch ended; reconnecting");
+                return (Some(snap), healthy);
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Shardline's pure core, shared by the router, the worker, `shardctl` and the tests.
+//!
+//! Nothing here does I/O or needs a runtime:
+//! - [`ids`]: validated tenant, model, version and worker names;
+//! - [`manifest`]: `config.json`, the registry manifest and their validation;
+//! - [`auth`]: API key generation, digests and constant-time checks;
+//! - [`keys`]: the etcd key layout (build and parse);
+//! - [`records`]: the JSON values stored under those keys;
+//! - [`snapshot`]: the in-memory view of the whole control plane, built from key/values;
+//! - [`placement`]: sticky rendezvous shuffle sharding (`place`, `rebalance`);
+//! - [`metrics`]: Prometheus metric names.
+
+pub mod auth;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod metrics;
+pub mod records;
+pub mod snapshot;
+
+pub use ids::{IdError, ModelKey, ModelName, TenantId, VersionId, WorkerId};

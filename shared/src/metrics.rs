@@ -1,0 +1,32 @@
+//! Prometheus metric names shared by code, dashboards and alerts.
+//!
+//! Components register their metrics into a registry they are given; the names are
+//! constants here so that `deploy/` and the code cannot drift apart.
+
+/// Control plane (every component that watches etcd).
+pub const CONTROL_SNAPSHOT_REVISION: &str = "shardline_control_snapshot_revision";
+pub const CONTROL_SNAPSHOT_AGE_SECONDS: &str = "shardline_control_snapshot_age_seconds";
+pub const CONTROL_WATCH_CONNECTED: &str = "shardline_control_watch_connected";
+pub const CONTROL_RESYNCS_TOTAL: &str = "shardline_control_resyncs_total";
+pub const CONTROL_INVALID_VALUES_TOTAL: &str = "shardline_control_invalid_values_total";
+pub const CONTROL_LEASE_REGISTRATIONS_TOTAL: &str = "shardline_control_lease_registrations_total";
+
+/// Router.
+pub const ROUTER_REQUESTS_TOTAL: &str = "shardline_router_requests_total";
+pub const ROUTER_REQUEST_DURATION_SECONDS: &str = "shardline_router_request_duration_seconds";
+pub const ROUTER_RETRIES_TOTAL: &str = "shardline_router_retries_total";
+pub const ROUTER_UPSTREAM_DURATION_SECONDS: &str = "shardline_router_upstream_duration_seconds";
+
+/// Worker.
+pub const WORKER_MODEL_LOADS_TOTAL: &str = "shardline_worker_model_loads_total";
+pub const WORKER_MODEL_LOAD_DURATION_SECONDS: &str = "shardline_worker_model_load_duration_seconds";
+pub const WORKER_COLD_START_WAIT_SECONDS: &str = "shardline_worker_cold_start_wait_seconds";
+pub const WORKER_MODELS_RESIDENT: &str = "shardline_worker_models_resident";
+pub const WORKER_RESIDENT_BYTES: &str = "shardline_worker_resident_bytes";
+pub const WORKER_CAPACITY_BYTES: &str = "shardline_worker_capacity_bytes";
+pub const WORKER_EVICTIONS_TOTAL: &str = "shardline_worker_evictions_total";
+pub const WORKER_INFERENCE_DURATION_SECONDS: &str = "shardline_worker_inference_duration_seconds";
+pub const WORKER_IN_FLIGHT: &str = "shardline_worker_in_flight";
+
+/// Every component.
+pub const BUILD_INFO: &str = "shardline_build_info";

@@ -1,0 +1,236 @@
+//! The JSON values stored in etcd, one type per key kind of [`crate::keys::Key`].
+//!
+//! Every record rejects unknown fields on read (so a typo in a hand-edited value is a
+//! loud warning, not a silently ignored setting) and is written as plain, readable JSON
+//! so that `etcdctl get --prefix /shardline` is useful to an operator.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::KeyDigest;
+use crate::ids::{ModelKey, VersionId, WorkerId};
+
+/// `workers/<id>`: written by a worker under its lease; gone when the lease expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerRecord {
+    /// `host:port` routers use to reach the worker.
+    pub address: String,
+    /// Memory budget for models, in bytes.
+    pub capacity_bytes: u64,
+    /// Bytes currently accounted to resident models.
+    #[serde(default)]
+    pub used_bytes: u64,
+    /// Models currently loaded (published at most about once a second).
+    #[serde(default)]
+    pub resident: Vec<ResidentModel>,
+    /// The worker's build (crate version and git revision when known).
+    pub build_version: String,
+    /// Unix seconds when this worker process started.
+    #[serde(default)]
+    pub started_at: u64,
+}
+
+/// A model version resident on a worker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentModel {
+    #[serde(flatten)]
+    pub model: ModelKey,
+    pub version: VersionId,
+    pub bytes: u64,
+}
+
+/// `worker-admin/<id>`: operator intent for a worker; absent means active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerAdmin {
+    pub state: AdminState,
+}
+
+/// Whether a worker takes new shards and keeps its current ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Keeps its shards and takes new ones.
+    #[default]
+    Active,
+    /// Keeps its shards, takes no new ones.
+    Cordoned,
+    /// Its shards are being moved away; takes no new ones.
+    Draining,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Cordoned => "cordoned",
+            AdminState::Draining => "draining",
+        }
+    }
+}
+
+/// `tenants/<tenant>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRecord {
+    /// Workers per shard for this tenant's models; `None` uses the placement default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_size: Option<u32>,
+    #[serde(default)]
+    pub limits: TenantLimits,
+    /// Digests of the tenant's API keys; plain keys are never stored.
+    #[serde(default)]
+    pub keys: Vec<KeyDigest>,
+    /// Unix seconds when created.
+    #[serde(default)]
+    pub created_at: u64,
+}
+
+/// Per-tenant admission limits enforced by each router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Concurrent requests per router; `0` means unlimited.
+    pub max_in_flight: u32,
+    /// Requests per second per router; `0` means unlimited.
+    pub rate_per_sec: u32,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            rate_per_sec: 0,
+        }
+    }
+}
+
+/// `models/<tenant>/<model>`: the version served when none is named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveVersion {
+    pub version: VersionId,
+    /// Unix seconds of the last switch.
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+/// `assignments/<tenant>/<model>`: the shard of workers serving a model.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// Current members, in the placement's preference order.
+    pub workers: Vec<WorkerId>,
+    /// Bumped on every change; lets a reader tell two assignments apart at a glance.
+    pub epoch: u64,
+    /// Members being replaced: still served from until the new ones are warm.
+    #[serde(default)]
+    pub previous: Vec<WorkerId>,
+}
+
+/// `placement`: parameters every placement run must agree on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Algorithm identifier; a change of algorithm is a deliberate migration.
+    pub algorithm: String,
+    /// SipHash key, as 32 lowercase hex characters (two little-endian u64).
+    pub seed: String,
+    /// Shard size for tenants that do not set their own.
+    pub default_k: u32,
+    /// Maximum number of workers two shards may share.
+    pub max_overlap: u32,
+    /// Load cap slack ε in thousandths: cap = ⌈(1 + ε)·Σk / n⌉.
+    pub epsilon_permille: u32,
+    /// Bumped whenever the parameters change.
+    pub epoch: u64,
+}
+
+/// The placement algorithm this release implements.
+pub const PLACEMENT_ALGORITHM: &str = "rendezvous-sticky/v1";
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: PLACEMENT_ALGORITHM.into(),
+            seed: "73686172646c696e652d706c6163652d".into(),
+            default_k: 4,
+            max_overlap: 2,
+            epsilon_permille: 100,
+            epoch: 1,
+        }
+    }
+}
+
+impl PlacementConfig {
+    /// The SipHash key halves, or an error naming what is wrong with `seed`.
+    pub fn seed_keys(&self) -> Result<(u64, u64), String> {
+        let bytes = hex::decode(&self.seed)
+            .ok()
+            .filter(|b| b.len() == 16)
+            .ok_or_else(|| format!("placement seed {:?} must be 32 hex characters", self.seed))?;
+        let (a, b) = bytes.split_at(8);
+        let k0 = u64::from_le_bytes(a.try_into().map_err(|_| "seed".to_owned())?);
+        let k1 = u64::from_le_bytes(b.try_into().map_err(|_| "seed".to_owned())?);
+        Ok((k0, k1))
+    }
+
+    /// Checks the parameters for use.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.algorithm != PLACEMENT_ALGORITHM {
+            return Err(format!(
+                "placement algorithm {:?} is not supported (expected {PLACEMENT_ALGORITHM:?})",
+                self.algorithm
+            ));
+        }
+        self.seed_keys()?;
+        if !(1..=64).contains(&self.default_k) {
+            return Err("default_k must be between 1 and 64".into());
+        }
+        if self.epsilon_permille > 10_000 {
+            return Err("epsilon_permille must be at most 10000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_and_reject_unknown_fields() {
+        let w: WorkerRecord = serde_json::from_str(
+            r#"{"address":"127.0.0.1:9000","capacity_bytes":1024,"build_version":"0.1.0",
+                "resident":[{"tenant":"acme","model":"risk","version":"1","bytes":10}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w.resident[0].model.tenant.as_str(), "acme");
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(json.contains(r#""tenant":"acme","model":"risk""#), "{json}");
+        assert!(serde_json::from_str::<WorkerRecord>(r#"{"address":"a","capacity_bytes":1,"build_version":"x","typo":1}"#).is_err());
+        assert!(serde_json::from_str::<WorkerAdmin>(r#"{"state":"paused"}"#).is_err());
+        let a: Assignment = serde_json::from_str(r#"{"workers":["w1","w2"],"epoch":3}"#).unwrap();
+        assert!(a.previous.is_empty());
+        assert!(serde_json::from_str::<Assignment>(r#"{"workers":["W1"],"epoch":3}"#).is_err());
+    }
+
+    #[test]
+    fn placement_defaults_are_valid() {
+        let p = PlacementConfig::default();
+        p.validate().unwrap();
+        let (k0, k1) = p.seed_keys().unwrap();
+        assert_ne!(k0, k1);
+        let bad = PlacementConfig {
+            seed: "xyz".into(),
+            ..p.clone()
+        };
+        assert!(bad.validate().unwrap_err().contains("32 hex"));
+        let bad = PlacementConfig {
+            algorithm: "ring".into(),
+            ..p
+        };
+        assert!(bad.validate().is_err());
+    }
+}

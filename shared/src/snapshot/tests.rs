@@ -1,0 +1,197 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::auth::ApiKey;
+use crate::manifest::{FileDigest, ModelConfig};
+
+pub(crate) fn manifest_json(tenant: &str, model: &str, version: &str) -> String {
+    let config = ModelConfig::from_json(
+        br#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"features","dim":4},
+             "layers":[{"weight":"w","bias":"b","activation":"sigmoid"}],"output":{"name":"risk","dim":1}}"#,
+    )
+    .unwrap();
+    let digest = FileDigest {
+        sha256: "ab".repeat(32),
+        size: 10,
+    };
+    let m = Manifest {
+        tenant: TenantId::new(tenant).unwrap(),
+        model: crate::ModelName::new(model).unwrap(),
+        version: VersionId::new(version).unwrap(),
+        location: format!("{tenant}/{model}/{version}"),
+        config_file: digest.clone(),
+        weights_file: digest,
+        config,
+        dims: vec![4, 1],
+        published_at: 1,
+    };
+    serde_json::to_string(&m).unwrap()
+}
+
+fn put<'a>(snap: &mut Snapshot, key: &'a str, value: &'a str, rev: i64) -> Result<(), Invalid> {
+    snap.apply(Change::Put {
+        key,
+        value: value.as_bytes(),
+        mod_revision: rev,
+    })
+}
+
+fn mk(t: &str, m: &str) -> ModelKey {
+    ModelKey::parse_shard_key(&format!("{t}/{m}")).unwrap()
+}
+
+#[test]
+fn builds_every_section() {
+    let key = ApiKey::generate().unwrap();
+    let tenant = serde_json::to_string(&TenantRecord {
+        shard_size: Some(3),
+        limits: Default::default(),
+        keys: vec![key.digest(1)],
+        created_at: 1,
+    })
+    .unwrap();
+    let manifest = manifest_json("acme", "risk", "1");
+    let kvs: Vec<(&str, &str)> = vec![
+        ("/shardline/workers/w1", r#"{"address":"127.0.0.1:1","capacity_bytes":100,"build_version":"t"}"#),
+        ("/shardline/worker-admin/w1", r#"{"state":"cordoned"}"#),
+        ("/shardline/tenants/acme", &tenant),
+        ("/shardline/models/acme/risk/1", &manifest),
+        ("/shardline/models/acme/risk", r#"{"version":"1"}"#),
+        ("/shardline/assignments/acme/risk", r#"{"workers":["w1"],"epoch":1}"#),
+        ("/other/ignored", "garbage"),
+    ];
+    let (snap, invalid) = Snapshot::from_kvs(
+        Prefix::default(),
+        42,
+        kvs.iter().enumerate().map(|(i, (k, v))| (*k, v.as_bytes(), i as i64 + 1)),
+    );
+    assert!(invalid.is_empty(), "{invalid:?}");
+    assert_eq!(snap.revision(), 42);
+    let w1 = WorkerId::new("w1").unwrap();
+    assert_eq!(snap.workers()[&w1].mod_revision, 1);
+    assert_eq!(snap.admin_state(&w1), AdminState::Cordoned);
+    let acme = TenantId::new("acme").unwrap();
+    assert_eq!(snap.tenant_for_key(key.expose()), Some(&acme));
+    assert_eq!(snap.tenant_for_key("sl_nope"), None);
+    assert_eq!(snap.shard_size(&acme), 3);
+    let m = mk("acme", "risk");
+    assert_eq!(snap.model(&m).unwrap().live_manifest().unwrap().version.as_str(), "1");
+    assert_eq!(snap.assignments()[&m].value.workers, vec![w1]);
+    assert_eq!(snap.placement(), PlacementConfig::default());
+}
+
+#[test]
+fn corrupt_values_are_skipped_reported_and_recoverable() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    let good = r#"{"workers":["w1"],"epoch":1}"#;
+    put(&mut snap, "/shardline/assignments/a/m", good, 5).unwrap();
+    for (key, bad) in [
+        ("/shardline/assignments/a/m", "{not json"),
+        ("/shardline/assignments/a/m", r#"{"workers":["../etc"],"epoch":1}"#),
+        ("/shardline/workers/w1", r#"{"address":1}"#),
+        ("/shardline/placement", r#"{"algorithm":"ring","seed":"00","default_k":1,"max_overlap":0,"epsilon_permille":0,"epoch":1}"#),
+        ("/shardline/tenants/t", r#"{"keys":[{"id":"x","sha256":"zz","created_at":0}]}"#),
+        ("/shardline/models/a/m/1", &manifest_json("a", "other", "1")),
+        ("/shardline/NOT/a/key", "{}"),
+    ] {
+        let err = put(&mut snap, key, bad, 6).expect_err(key);
+        assert_eq!(err.key, key);
+        assert!(!err.reason.is_empty());
+        assert!(snap.invalid().contains_key(key));
+    }
+    // The refused assignment counts as absent, deterministically.
+    assert!(snap.assignments().is_empty());
+    assert!(snap.workers().is_empty());
+    put(&mut snap, "/shardline/assignments/a/m", good, 7).unwrap();
+    assert_eq!(snap.assignments()[&mk("a", "m")].mod_revision, 7);
+    assert!(!snap.invalid().contains_key("/shardline/assignments/a/m"));
+}
+
+#[test]
+fn deletes_remove_and_models_disappear_when_empty() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    let manifest = manifest_json("a", "m", "1");
+    put(&mut snap, "/shardline/models/a/m/1", &manifest, 1).unwrap();
+    put(&mut snap, "/shardline/models/a/m", r#"{"version":"1"}"#, 2).unwrap();
+    snap.apply(Change::Delete { key: "/shardline/models/a/m/1" }).unwrap();
+    assert!(snap.model(&mk("a", "m")).unwrap().live_manifest().is_none());
+    snap.apply(Change::Delete { key: "/shardline/models/a/m" }).unwrap();
+    assert!(snap.models().is_empty());
+}
+
+#[test]
+fn heartbeat_does_not_copy_other_sections() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    put(&mut snap, "/shardline/models/a/m/1", &manifest_json("a", "m", "1"), 1).unwrap();
+    let before = snap.clone();
+    put(
+        &mut snap,
+        "/shardline/workers/w1",
+        r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#,
+        2,
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&before.models, &snap.models));
+    assert!(!Arc::ptr_eq(&before.workers, &snap.workers));
+}
+
+fn arb_op() -> impl Strategy<Value = (usize, Option<usize>)> {
+    (0..KEYS.len(), prop::option::of(0..VALUES.len()))
+}
+
+const KEYS: &[&str] = &[
+    "/shardline/workers/w1",
+    "/shardline/workers/w2",
+    "/shardline/worker-admin/w1",
+    "/shardline/assignments/a/m",
+    "/shardline/models/a/m",
+    "/shardline/placement",
+    "/shardline/tenants/a",
+];
+const VALUES: &[&str] = &[
+    r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#,
+    r#"{"state":"draining"}"#,
+    r#"{"workers":["w1","w2"],"epoch":2}"#,
+    r#"{"version":"1"}"#,
+    r#"{"algorithm":"rendezvous-sticky/v1","seed":"000102030405060708090a0b0c0d0e0f","default_k":2,"max_overlap":1,"epsilon_permille":0,"epoch":1}"#,
+    r#"{"shard_size":2}"#,
+    "garbage",
+];
+
+proptest! {
+    /// Applying any sequence of events gives the same view as listing the final state:
+    /// the property the watcher's correctness rests on.
+    #[test]
+    fn incremental_equals_relist(ops in prop::collection::vec(arb_op(), 0..40)) {
+        let mut live = Snapshot::empty(Prefix::default());
+        let mut store: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
+        for (rev, (k, v)) in ops.iter().enumerate() {
+            let rev = rev as i64 + 1;
+            let key = KEYS[*k];
+            match v {
+                Some(v) => {
+                    let _ = put(&mut live, key, VALUES[*v], rev);
+                    store.insert(key, (VALUES[*v], rev));
+                }
+                None => {
+                    let _ = live.apply(Change::Delete { key });
+                    store.remove(key);
+                }
+            }
+        }
+        let rev = ops.len() as i64;
+        live.set_revision(rev);
+        let (listed, _) = Snapshot::from_kvs(
+            Prefix::default(),
+            rev,
+            store.iter().map(|(k, (v, r))| (*k, v.as_bytes(), *r)),
+        );
+        prop_assert_eq!(live.workers(), listed.workers());
+        prop_assert_eq!(live.admin(), listed.admin());
+        prop_assert_eq!(live.tenants(), listed.tenants());
+        prop_assert_eq!(live.models(), listed.models());
+        prop_assert_eq!(live.assignments(), listed.assignments());
+        prop_assert_eq!(live.placement_record(), listed.placement_record());
+        prop_assert_eq!(live.invalid(), listed.invalid());
+    }
+}
