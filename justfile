@@ -1,0 +1,35 @@
+# Shardline's tasks. `just --list` shows them all.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
+
+# Show the available recipes.
+default:
+    @just --list
+
+# Install what builds and tests need: etcd, protoc (apt, when permitted) and the Python venv.
+setup:
+    scripts/ensure-deps.sh
+    scripts/ensure-venv.sh
+
+# Format check, clippy, and every test (unit, property, real etcd and S3 integration).
+test: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --workspace --locked; \
+    else \
+        cargo test --workspace --locked; \
+    fi
+    cargo test --workspace --doc --locked
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Every benchmark (ratios against a baseline measured in the same run).
+bench: bench-placement
+
+# Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
+bench-placement:
+    cargo bench -p shardline-shared --bench placement

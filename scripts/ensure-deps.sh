@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Makes sure the system tools Shardline's build and tests need are present:
+# etcd + etcdctl (real etcd for integration tests), protoc + protobuf headers (etcd-client
+# build). Installs them with apt when missing and permitted (root, or passwordless sudo);
+# otherwise says exactly what to install and fails.
+set -euo pipefail
+
+packages=()
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || packages+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || packages+=(libprotobuf-dev)
+
+if [ ${#packages[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "shardline: installing missing system packages: ${packages[*]}" >&2
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later) and protoc with the protobuf headers, then retry" >&2
+    exit 1
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+else
+    echo "shardline: missing packages; run: sudo apt-get install -y ${packages[*]}" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
