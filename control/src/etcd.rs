@@ -55,12 +55,13 @@ impl EtcdStore {
             .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
             .with_keep_alive_while_idle(true);
-        let client = Client::connect(&list, Some(options))
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                endpoints: joined.clone(),
-                reason: e.to_string(),
-            })?;
+        let client =
+            Client::connect(&list, Some(options))
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    endpoints: joined.clone(),
+                    reason: e.to_string(),
+                })?;
         Ok(Self {
             client,
             endpoints: joined,
@@ -77,9 +78,9 @@ impl EtcdStore {
         match &e {
             E::TransportError(_) | E::IoError(_) => self.unavailable(e.to_string()),
             E::GRpcStatus(s) => match s.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                    self.unavailable(s.message().to_owned())
-                }
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => self.unavailable(s.message().to_owned()),
                 _ if s.message().contains("lease not found") => StoreError::LeaseNotFound(0),
                 _ => StoreError::Failed(format!("{}: {}", code_name(s.code()), s.message())),
             },
@@ -100,10 +101,9 @@ impl EtcdStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
             Ok(r) => r.map_err(|e| self.error(e)),
-            Err(_) => Err(self.unavailable(format!(
-                "no answer within {} s",
-                REQUEST_TIMEOUT.as_secs()
-            ))),
+            Err(_) => {
+                Err(self.unavailable(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())))
+            }
         }
     }
 }

@@ -176,7 +176,10 @@ async fn keep(
             match keeper.store.keep_alive(lease).await {
                 Ok(_) => {}
                 Err(StoreError::LeaseNotFound(_)) => {
-                    warn!(lease = format_args!("{lease:x}"), "worker lease lost; registering again");
+                    warn!(
+                        lease = format_args!("{lease:x}"),
+                        "worker lease lost; registering again"
+                    );
                     let current = record.borrow_and_update().clone();
                     match keeper.register(&current).await {
                         Ok(new) => {

@@ -169,10 +169,9 @@ impl KvStore for MemStore {
         let live = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
                 Ok(item) => Some((Ok(item), rx)),
-                Err(broadcast::error::RecvError::Lagged(_)) => Some((
-                    Err(StoreError::Failed("watcher fell behind".into())),
-                    rx,
-                )),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Some((Err(StoreError::Failed("watcher fell behind".into())), rx))
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         });

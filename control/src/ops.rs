@@ -145,11 +145,14 @@ impl ControlPlane {
             created_at: now,
         };
         let k = Key::Tenant(tenant.clone());
-        match self.write(&k, &record, Precondition::Absent, "tenant").await {
+        match self
+            .write(&k, &record, Precondition::Absent, "tenant")
+            .await
+        {
             Ok(_) => Ok(key),
-            Err(OpError::Conflict(_)) => Err(OpError::Refused(format!(
-                "tenant {tenant} already exists"
-            ))),
+            Err(OpError::Conflict(_)) => {
+                Err(OpError::Refused(format!("tenant {tenant} already exists")))
+            }
             Err(e) => Err(e),
         }
     }
@@ -183,7 +186,10 @@ impl ControlPlane {
             )));
         }
         let assigned = self.store.list(&assignments_prefix).await?;
-        let mut txn = Txn::new().check(self.key(&k), Precondition::ModRevision(current.mod_revision));
+        let mut txn = Txn::new().check(
+            self.key(&k),
+            Precondition::ModRevision(current.mod_revision),
+        );
         for kv in owned.kvs.iter().chain(&assigned.kvs) {
             txn = txn
                 .check(kv.key.clone(), Precondition::ModRevision(kv.mod_revision))
@@ -201,7 +207,10 @@ impl ControlPlane {
             .validate()
             .map_err(|e| OpError::Refused(e.to_string()))?;
         let k = Key::ModelVersion(manifest.key(), manifest.version.clone());
-        match self.write(&k, manifest, Precondition::Absent, "version").await {
+        match self
+            .write(&k, manifest, Precondition::Absent, "version")
+            .await
+        {
             Err(OpError::Conflict(_)) => Err(OpError::Refused(format!(
                 "version {} of {} already exists; publish a new version",
                 manifest.version,
@@ -271,15 +280,18 @@ impl ControlPlane {
     ) -> Result<i64, OpError> {
         let k = Key::WorkerAdmin(worker.clone());
         let current = self.store.get(&self.key(&k)).await?;
-        let pre = current
-            .as_ref()
-            .map_or(Precondition::Absent, |kv| Precondition::ModRevision(kv.mod_revision));
+        let pre = current.as_ref().map_or(Precondition::Absent, |kv| {
+            Precondition::ModRevision(kv.mod_revision)
+        });
         let op = match state {
             AdminState::Active => Op::delete(self.key(&k)),
             other => Op::put(self.key(&k), to_json(&WorkerAdmin { state: other })),
         };
-        self.commit(Txn::new().check(self.key(&k), pre).op(op), "worker admin state")
-            .await
+        self.commit(
+            Txn::new().check(self.key(&k), pre).op(op),
+            "worker admin state",
+        )
+        .await
     }
 
     // ----- assignments and placement -----
@@ -292,8 +304,13 @@ impl ControlPlane {
         expected: Option<i64>,
     ) -> Result<i64, OpError> {
         let pre = expected.map_or(Precondition::Absent, Precondition::ModRevision);
-        self.write(&Key::Assignment(model.clone()), assignment, pre, "assignment")
-            .await
+        self.write(
+            &Key::Assignment(model.clone()),
+            assignment,
+            pre,
+            "assignment",
+        )
+        .await
     }
 
     /// Writes placement parameters if the stored ones are still at `expected`.

@@ -1,6 +1,8 @@
 //! One conformance suite for every `KvStore`: the in-memory double must behave like
 //! real etcd (started per test by the harness), or unit tests built on it prove nothing.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,9 @@ async fn memory() -> Backend {
 
 async fn etcd() -> Backend {
     let etcd = EtcdProcess::start().await.expect("start etcd");
-    let store = EtcdStore::connect(&[etcd.endpoint()]).await.expect("connect");
+    let store = EtcdStore::connect(&[etcd.endpoint()])
+        .await
+        .expect("connect");
     Backend {
         store: Arc::new(store),
         _etcd: Some(etcd),
@@ -54,7 +58,11 @@ conformance!(
 );
 
 async fn put(s: &dyn KvStore, key: &str, value: &str) -> i64 {
-    match s.txn(Txn::new().op(Op::put(key, value))).await.expect("txn") {
+    match s
+        .txn(Txn::new().op(Op::put(key, value)))
+        .await
+        .expect("txn")
+    {
         TxnOutcome::Applied { revision } => revision,
         TxnOutcome::Refused => panic!("unconditional put refused"),
     }
@@ -87,13 +95,23 @@ async fn put_get_list_and_revisions(b: Backend) {
     let listing = s.list("/t/").await.unwrap();
     let keys: Vec<_> = listing.kvs.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/t/a", "/t/b"]);
-    assert!(listing.revision > r2, "listing revision covers the later /u/c write");
+    assert!(
+        listing.revision > r2,
+        "listing revision covers the later /u/c write"
+    );
 }
 
 async fn absent_precondition_refuses_existing_key(b: Backend) {
     let s = &*b.store;
-    let create = || Txn::new().check("/k", Precondition::Absent).op(Op::put("/k", "v"));
-    assert!(matches!(s.txn(create()).await.unwrap(), TxnOutcome::Applied { .. }));
+    let create = || {
+        Txn::new()
+            .check("/k", Precondition::Absent)
+            .op(Op::put("/k", "v"))
+    };
+    assert!(matches!(
+        s.txn(create()).await.unwrap(),
+        TxnOutcome::Applied { .. }
+    ));
     assert_eq!(s.txn(create()).await.unwrap(), TxnOutcome::Refused);
 }
 
@@ -112,7 +130,10 @@ async fn stale_mod_revision_is_refused_and_nothing_applies(b: Backend) {
     let fresh = Txn::new()
         .check("/k", Precondition::ModRevision(r2))
         .op(Op::delete("/k"));
-    assert!(matches!(s.txn(fresh).await.unwrap(), TxnOutcome::Applied { .. }));
+    assert!(matches!(
+        s.txn(fresh).await.unwrap(),
+        TxnOutcome::Applied { .. }
+    ));
     assert_eq!(s.get("/k").await.unwrap(), None);
 }
 
@@ -163,7 +184,12 @@ async fn watch_from_compacted_revision_reports_compaction(b: Backend) {
             break item;
         }
     };
-    assert_eq!(item, WatchItem::Compacted { compact_revision: r3 });
+    assert_eq!(
+        item,
+        WatchItem::Compacted {
+            compact_revision: r3
+        }
+    );
     // Watching from the compaction revision itself still works.
     let mut stream = s.watch("/c/", r3).await.unwrap();
     let (_, events) = next_batch(&mut stream).await;

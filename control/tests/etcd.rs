@@ -1,6 +1,8 @@
 //! The control plane against a real etcd: leases, the watched snapshot through
 //! restarts and compaction, corrupt values, and the layout as `etcdctl` shows it.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;
@@ -20,7 +22,11 @@ use tokio::sync::watch;
 
 async fn etcd() -> (EtcdProcess, Arc<EtcdStore>) {
     let etcd = EtcdProcess::start().await.expect("start etcd");
-    let store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.expect("connect"));
+    let store = Arc::new(
+        EtcdStore::connect(&[etcd.endpoint()])
+            .await
+            .expect("connect"),
+    );
     (etcd, store)
 }
 
@@ -57,7 +63,8 @@ async fn lease_expiry_removes_worker_after_ttl_when_keepalive_stops() {
     reg.modify(|r| r.used_bytes = 77);
     eventually("update published", || async {
         let kv = store.get(&key).await.unwrap()?;
-        let rec: shardline_shared::records::WorkerRecord = serde_json::from_slice(&kv.value).ok()?;
+        let rec: shardline_shared::records::WorkerRecord =
+            serde_json::from_slice(&kv.value).ok()?;
         (rec.used_bytes == 77 && kv.lease == reg.lease()).then_some(())
     })
     .await;
@@ -114,7 +121,11 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
     let m = model("risk");
     let mut expected = None;
     for epoch in 1..=30 {
-        expected = Some(cp.write_assignment(&m, &assignment(epoch), expected).await.unwrap());
+        expected = Some(
+            cp.write_assignment(&m, &assignment(epoch), expected)
+                .await
+                .unwrap(),
+        );
     }
     // Every published snapshot is at a later revision with a later epoch than the last.
     let mut last = (0, 0);
@@ -125,7 +136,10 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
             .unwrap();
         let snap = rx.borrow_and_update().clone();
         let epoch = snap.assignments().get(&m).map_or(0, |a| a.value.epoch);
-        assert!(snap.revision() > last.0 && epoch > last.1, "{last:?} -> {epoch}");
+        assert!(
+            snap.revision() > last.0 && epoch > last.1,
+            "{last:?} -> {epoch}"
+        );
         last = (snap.revision(), epoch);
     }
 
@@ -141,7 +155,10 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
     assert!(metrics.snapshot_age_seconds.get() >= 1.0);
 
     etcd.restart().await.unwrap();
-    let rev = cp.write_assignment(&model("fraud"), &assignment(1), None).await.unwrap();
+    let rev = cp
+        .write_assignment(&model("fraud"), &assignment(1), None)
+        .await
+        .unwrap();
     let snap = tokio::time::timeout(Duration::from_secs(15), watcher.wait_for_revision(rev))
         .await
         .expect("watcher caught up after restart");
@@ -160,7 +177,10 @@ struct Gated {
 
 #[async_trait]
 impl KvStore for Gated {
-    async fn get(&self, key: &str) -> Result<Option<shardline_control::store::KeyValue>, StoreError> {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<shardline_control::store::KeyValue>, StoreError> {
         self.inner.get(key).await
     }
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
@@ -209,8 +229,14 @@ async fn watcher_whose_revision_was_compacted_relists_to_the_correct_snapshot() 
     });
     let metrics = ControlMetrics::unregistered().unwrap();
     let watcher = SnapshotWatcher::spawn(gated.clone(), Prefix::default(), metrics.clone());
-    let rev = cp.write_assignment(&model("a"), &assignment(1), None).await.unwrap();
-    let rev_b = cp.write_assignment(&model("b"), &assignment(1), None).await.unwrap();
+    let rev = cp
+        .write_assignment(&model("a"), &assignment(1), None)
+        .await
+        .unwrap();
+    let rev_b = cp
+        .write_assignment(&model("b"), &assignment(1), None)
+        .await
+        .unwrap();
     watcher.wait_for_revision(rev_b).await;
     assert_eq!(metrics.resyncs.get(), 1);
 
@@ -220,13 +246,18 @@ async fn watcher_whose_revision_was_compacted_relists_to_the_correct_snapshot() 
         (metrics.watch_connected.get() == 0).then_some(())
     })
     .await;
-    cp.write_assignment(&model("a"), &assignment(2), Some(rev)).await.unwrap();
+    cp.write_assignment(&model("a"), &assignment(2), Some(rev))
+        .await
+        .unwrap();
     let b_key = cp.key(&Key::Assignment(model("b")));
     store
         .txn(Txn::new().op(shardline_control::store::Op::delete(b_key)))
         .await
         .unwrap();
-    let last = cp.write_assignment(&model("c"), &assignment(7), None).await.unwrap();
+    let last = cp
+        .write_assignment(&model("c"), &assignment(7), None)
+        .await
+        .unwrap();
     store.compact(last).await.unwrap();
     gated.open.send_replace(true);
 
@@ -250,13 +281,33 @@ async fn corrupt_values_are_skipped_counted_and_do_not_stop_the_watcher() {
     support::put_raw(&*store, "/shardline/tenants/bad", b"{not json").await;
     let watcher = SnapshotWatcher::spawn(store.clone(), Prefix::default(), metrics.clone());
     watcher.ready().await;
-    assert_eq!(metrics.invalid_values.with_label_values(&["tenant"]).get(), 1);
-    support::put_raw(&*store, "/shardline/assignments/acme/x", br#"{"workers":"w1"}"#).await;
+    assert_eq!(
+        metrics.invalid_values.with_label_values(&["tenant"]).get(),
+        1
+    );
+    support::put_raw(
+        &*store,
+        "/shardline/assignments/acme/x",
+        br#"{"workers":"w1"}"#,
+    )
+    .await;
     support::put_raw(&*store, "/shardline/no-such-section", b"{}").await;
-    let rev = cp.write_assignment(&model("good"), &assignment(1), None).await.unwrap();
+    let rev = cp
+        .write_assignment(&model("good"), &assignment(1), None)
+        .await
+        .unwrap();
     let snap = watcher.wait_for_revision(rev).await;
-    assert_eq!(metrics.invalid_values.with_label_values(&["assignment"]).get(), 1);
-    assert_eq!(metrics.invalid_values.with_label_values(&["unknown"]).get(), 1);
+    assert_eq!(
+        metrics
+            .invalid_values
+            .with_label_values(&["assignment"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics.invalid_values.with_label_values(&["unknown"]).get(),
+        1
+    );
     assert!(snap.assignments().contains_key(&model("good")));
     assert!(!snap.assignments().contains_key(&model("x")));
     assert_eq!(snap.invalid().len(), 3, "{:?}", snap.invalid());

@@ -3,6 +3,8 @@
 //! `docs/etcd-layout.md`: every key documented, every value readable JSON, no plain
 //! API key anywhere.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;
@@ -48,7 +50,10 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
     let cp = ControlPlane::new(store.clone(), Prefix::default());
 
     let acme = TenantId::new("acme").unwrap();
-    let key = cp.create_tenant(&acme, Some(3), TenantLimits::default()).await.unwrap();
+    let key = cp
+        .create_tenant(&acme, Some(3), TenantLimits::default())
+        .await
+        .unwrap();
     let m = support::manifest("acme", "risk", "1");
     cp.register_version(&m).await.unwrap();
     cp.set_live(&m.key(), &m.version).await.unwrap();
@@ -59,10 +64,16 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
         epoch: 1,
         previous: vec![],
     };
-    cp.write_assignment(&ModelKey::parse_shard_key("acme/risk").unwrap(), &assignment, None)
+    cp.write_assignment(
+        &ModelKey::parse_shard_key("acme/risk").unwrap(),
+        &assignment,
+        None,
+    )
+    .await
+    .unwrap();
+    cp.write_placement(&PlacementConfig::default(), None)
         .await
         .unwrap();
-    cp.write_placement(&PlacementConfig::default(), None).await.unwrap();
     let config = LeaseConfig {
         ttl: Duration::from_secs(10),
         min_update_interval: Duration::from_secs(1),
@@ -79,13 +90,26 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
 
     let out = tokio::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &etcd.endpoint(), "get", "--prefix", "/shardline"])
+        .args([
+            "--endpoints",
+            &etcd.endpoint(),
+            "get",
+            "--prefix",
+            "/shardline",
+        ])
         .output()
         .await
         .expect("etcdctl runs (apt package etcd-client)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("etcdctl prints text");
-    assert!(!text.contains(&key.expose()[3..]), "plain API key must never be stored");
+    assert!(
+        !text.contains(&key.expose()[3..]),
+        "plain API key must never be stored"
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() % 2, 0, "key/value pairs:\n{text}");
 

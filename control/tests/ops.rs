@@ -1,6 +1,8 @@
 //! Typed operations and the lease keeper against the in-memory double (which the
 //! conformance suite holds to etcd's behaviour). No sleeping: time is paused.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;
@@ -29,7 +31,10 @@ async fn tenant_lifecycle_and_key_rotation() {
         ControlMetrics::unregistered().unwrap(),
     );
     let acme = TenantId::new("acme").unwrap();
-    let k1 = cp.create_tenant(&acme, None, TenantLimits::default()).await.unwrap();
+    let k1 = cp
+        .create_tenant(&acme, None, TenantLimits::default())
+        .await
+        .unwrap();
     let again = cp.create_tenant(&acme, None, TenantLimits::default()).await;
     assert!(matches!(again, Err(OpError::Refused(m)) if m.contains("already exists")));
     let b = TenantId::new("b").unwrap();
@@ -43,7 +48,11 @@ async fn tenant_lifecycle_and_key_rotation() {
     let k2 = cp.rotate_key(&acme).await.unwrap();
     let rev = mem.list("/").await.unwrap().revision;
     let snap = watcher.wait_for_revision(rev).await;
-    assert_eq!(snap.tenant_for_key(k1.expose()), None, "old key stops working");
+    assert_eq!(
+        snap.tenant_for_key(k1.expose()),
+        None,
+        "old key stops working"
+    );
     assert_eq!(snap.tenant_for_key(k2.expose()), Some(&acme));
 
     let missing = cp.rotate_key(&TenantId::new("ghost").unwrap()).await;
@@ -57,8 +66,13 @@ async fn tenant_lifecycle_and_key_rotation() {
         epoch: 1,
         previous: vec![],
     };
-    cp.write_assignment(&m.key(), &assignment, None).await.unwrap();
-    assert!(matches!(cp.delete_tenant(&acme, false).await, Err(OpError::Refused(_))));
+    cp.write_assignment(&m.key(), &assignment, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cp.delete_tenant(&acme, false).await,
+        Err(OpError::Refused(_))
+    ));
     cp.delete_tenant(&acme, true).await.unwrap();
     let left = mem.list("/shardline/").await.unwrap();
     assert!(left.kvs.is_empty(), "{:?}", left.kvs);
@@ -75,17 +89,28 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
     assert!(matches!(dup, Err(OpError::Refused(m)) if m.contains("already exists")));
 
     let v2 = VersionId::new("2").unwrap();
-    assert!(matches!(cp.set_live(&key, &v2).await, Err(OpError::NotFound(_))));
+    assert!(matches!(
+        cp.set_live(&key, &v2).await,
+        Err(OpError::NotFound(_))
+    ));
     cp.set_live(&key, &m1.version).await.unwrap();
     cp.register_version(&m2).await.unwrap();
     cp.set_live(&key, &v2).await.unwrap();
-    assert!(matches!(cp.unpublish(&key, &v2).await, Err(OpError::Refused(m)) if m.contains("is live")));
+    assert!(
+        matches!(cp.unpublish(&key, &v2).await, Err(OpError::Refused(m)) if m.contains("is live"))
+    );
     cp.unpublish(&key, &m1.version).await.unwrap();
-    assert!(matches!(cp.unpublish(&key, &m1.version).await, Err(OpError::NotFound(_))));
+    assert!(matches!(
+        cp.unpublish(&key, &m1.version).await,
+        Err(OpError::NotFound(_))
+    ));
 
     let mut bad = support::manifest("acme", "risk", "3");
     bad.location = "../../etc".into();
-    assert!(matches!(cp.register_version(&bad).await, Err(OpError::Refused(_))));
+    assert!(matches!(
+        cp.register_version(&bad).await,
+        Err(OpError::Refused(_))
+    ));
 }
 
 #[tokio::test]
@@ -98,11 +123,21 @@ async fn assignment_cas_refuses_stale_writers() {
         previous: vec![],
     };
     let r1 = cp.write_assignment(&key, &a(1), None).await.unwrap();
-    assert!(matches!(cp.write_assignment(&key, &a(9), None).await, Err(OpError::Conflict(_))));
+    assert!(matches!(
+        cp.write_assignment(&key, &a(9), None).await,
+        Err(OpError::Conflict(_))
+    ));
     let r2 = cp.write_assignment(&key, &a(2), Some(r1)).await.unwrap();
     // A second controller that read r1 loses.
-    assert!(matches!(cp.write_assignment(&key, &a(3), Some(r1)).await, Err(OpError::Conflict(_))));
-    let stored = cp.read::<Assignment>(&Key::Assignment(key.clone())).await.unwrap().unwrap();
+    assert!(matches!(
+        cp.write_assignment(&key, &a(3), Some(r1)).await,
+        Err(OpError::Conflict(_))
+    ));
+    let stored = cp
+        .read::<Assignment>(&Key::Assignment(key.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stored.value.epoch, stored.mod_revision), (2, r2));
 }
 
@@ -112,9 +147,16 @@ async fn worker_admin_states_round_trip() {
     let w = WorkerId::new("w1").unwrap();
     cp.set_worker_admin(&w, AdminState::Draining).await.unwrap();
     let key = cp.key(&Key::WorkerAdmin(w.clone()));
-    assert_eq!(mem.get(&key).await.unwrap().unwrap().value, br#"{"state":"draining"}"#);
+    assert_eq!(
+        mem.get(&key).await.unwrap().unwrap().value,
+        br#"{"state":"draining"}"#
+    );
     cp.set_worker_admin(&w, AdminState::Active).await.unwrap();
-    assert_eq!(mem.get(&key).await.unwrap(), None, "active is the absence of a record");
+    assert_eq!(
+        mem.get(&key).await.unwrap(),
+        None,
+        "active is the absence of a record"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,8 +183,15 @@ async fn keeper_re_registers_after_expiry_and_throttles_updates() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kv = mem.get(&key).await.unwrap().unwrap();
-    assert!(kv.mod_revision - before <= 2, "throttled: {} writes", kv.mod_revision - before);
-    assert!(String::from_utf8_lossy(&kv.value).contains("\"used_bytes\":9"), "last update wins");
+    assert!(
+        kv.mod_revision - before <= 2,
+        "throttled: {} writes",
+        kv.mod_revision - before
+    );
+    assert!(
+        String::from_utf8_lossy(&kv.value).contains("\"used_bytes\":9"),
+        "last update wins"
+    );
 
     // The lease expires (etcd was away too long): the keeper registers anew within TTL/3.
     mem.expire_lease(first);

@@ -106,7 +106,10 @@ mod tests {
         assert!(!d.verify(b.expose()));
         assert!(!d.verify(""));
         assert_eq!(d.bytes(), Some(digest_bytes(a.expose())));
-        assert!(digests_equal(&d.bytes().unwrap(), &digest_bytes(a.expose())));
+        assert!(digests_equal(
+            &d.bytes().unwrap(),
+            &digest_bytes(a.expose())
+        ));
     }
 
     #[test]

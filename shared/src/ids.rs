@@ -209,10 +209,7 @@ mod tests {
             assert!(err.starts_with("model name"), "{err}");
         }
         let long = "a".repeat(64);
-        assert!(matches!(
-            WorkerId::new(long),
-            Err(IdError::TooLong { .. })
-        ));
+        assert!(matches!(WorkerId::new(long), Err(IdError::TooLong { .. })));
     }
 
     #[test]

@@ -192,7 +192,10 @@ mod tests {
                 Key::Tenant(TenantId::new("acme").unwrap()),
                 "/shardline/tenants/acme",
             ),
-            (Key::LiveVersion(mk("acme", "risk")), "/shardline/models/acme/risk"),
+            (
+                Key::LiveVersion(mk("acme", "risk")),
+                "/shardline/models/acme/risk",
+            ),
             (
                 Key::ModelVersion(mk("acme", "risk"), v),
                 "/shardline/models/acme/risk/3",
@@ -235,11 +238,18 @@ mod tests {
         let p = Prefix::default();
         let m = mk("acme", "risk");
         let v = VersionId::new("1").unwrap();
-        assert!(p
-            .key(&Key::ModelVersion(m.clone(), v))
-            .starts_with(&p.model_versions(&m)));
-        assert!(!p.key(&Key::LiveVersion(m.clone())).starts_with(&p.model_versions(&m)));
-        assert!(p.key(&Key::Assignment(m)).starts_with(&p.section(Section::Assignments)));
+        assert!(
+            p.key(&Key::ModelVersion(m.clone(), v))
+                .starts_with(&p.model_versions(&m))
+        );
+        assert!(
+            !p.key(&Key::LiveVersion(m.clone()))
+                .starts_with(&p.model_versions(&m))
+        );
+        assert!(
+            p.key(&Key::Assignment(m))
+                .starts_with(&p.section(Section::Assignments))
+        );
     }
 
     proptest! {

@@ -134,7 +134,9 @@ impl ModelConfig {
             return Err(invalid("layers must not be empty"));
         }
         if self.layers.len() > MAX_LAYERS {
-            return Err(invalid(format!("at most {MAX_LAYERS} layers are supported")));
+            return Err(invalid(format!(
+                "at most {MAX_LAYERS} layers are supported"
+            )));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -373,17 +375,40 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1},"extra":1}"#, "unknown field `extra`"),
-            (r#"{"format":"shardline/v1","architecture":"cnn","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#, "unknown variant `cnn`"),
-            (r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"swish"}],"output":{"name":"y","dim":1}}"#, "unknown variant `swish`"),
-            (r#"{"format":"shardline/v2","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#, "unsupported format"),
-            (r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":0},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#, "input dim"),
-            (r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[],"output":{"name":"y","dim":1}}"#, "layers must not be empty"),
-            (r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","bias":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#, "used twice"),
+            (
+                r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1},"extra":1}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"format":"shardline/v1","architecture":"cnn","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
+                "unknown variant `cnn`",
+            ),
+            (
+                r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"swish"}],"output":{"name":"y","dim":1}}"#,
+                "unknown variant `swish`",
+            ),
+            (
+                r#"{"format":"shardline/v2","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
+                "unsupported format",
+            ),
+            (
+                r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":0},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
+                "input dim",
+            ),
+            (
+                r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[],"output":{"name":"y","dim":1}}"#,
+                "layers must not be empty",
+            ),
+            (
+                r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","bias":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
+                "used twice",
+            ),
             (r#"{"format":"shardline/v1""#, "not valid"),
         ];
         for (json, needle) in cases {
-            let err = ModelConfig::from_json(json.as_bytes()).unwrap_err().to_string();
+            let err = ModelConfig::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{json}\n=> {err}");
         }
     }
@@ -400,16 +425,25 @@ mod tests {
 
         let mut f16 = good_table();
         f16.get_mut("layers.0.weight").unwrap().dtype = "F16".into();
-        assert!(matches!(c.check_tensors(&f16), Err(ManifestError::Dtype { .. })));
+        assert!(matches!(
+            c.check_tensors(&f16),
+            Err(ManifestError::Dtype { .. })
+        ));
 
         let mut unchained = good_table();
         unchained.get_mut("layers.1.weight").unwrap().shape = vec![1, 128];
         let err = c.check_tensors(&unchained).unwrap_err().to_string();
-        assert!(err.contains("layers.1.weight") && err.contains("[1, 256]"), "{err}");
+        assert!(
+            err.contains("layers.1.weight") && err.contains("[1, 256]"),
+            "{err}"
+        );
 
         let mut bad_bias = good_table();
         bad_bias.get_mut("layers.0.bias").unwrap().shape = vec![255];
-        assert!(matches!(c.check_tensors(&bad_bias), Err(ManifestError::Shape { .. })));
+        assert!(matches!(
+            c.check_tensors(&bad_bias),
+            Err(ManifestError::Shape { .. })
+        ));
 
         let mut wrong_out = good_table();
         wrong_out.get_mut("layers.1.weight").unwrap().shape = vec![2, 256];
@@ -419,7 +453,10 @@ mod tests {
 
         let mut rank3 = good_table();
         rank3.get_mut("layers.0.weight").unwrap().shape = vec![256, 64, 1];
-        assert!(matches!(c.check_tensors(&rank3), Err(ManifestError::Shape { .. })));
+        assert!(matches!(
+            c.check_tensors(&rank3),
+            Err(ManifestError::Shape { .. })
+        ));
     }
 
     #[test]

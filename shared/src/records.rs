@@ -209,7 +209,12 @@ mod tests {
         assert_eq!(w.resident[0].model.tenant.as_str(), "acme");
         let json = serde_json::to_string(&w).unwrap();
         assert!(json.contains(r#""tenant":"acme","model":"risk""#), "{json}");
-        assert!(serde_json::from_str::<WorkerRecord>(r#"{"address":"a","capacity_bytes":1,"build_version":"x","typo":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<WorkerRecord>(
+                r#"{"address":"a","capacity_bytes":1,"build_version":"x","typo":1}"#
+            )
+            .is_err()
+        );
         assert!(serde_json::from_str::<WorkerAdmin>(r#"{"state":"paused"}"#).is_err());
         let a: Assignment = serde_json::from_str(r#"{"workers":["w1","w2"],"epoch":3}"#).unwrap();
         assert!(a.previous.is_empty());

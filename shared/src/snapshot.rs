@@ -330,7 +330,10 @@ impl Snapshot {
 
     /// Operator state of a worker (active when nothing is recorded).
     pub fn admin_state(&self, id: &WorkerId) -> AdminState {
-        self.admin.get(id).map(|a| a.value.state).unwrap_or_default()
+        self.admin
+            .get(id)
+            .map(|a| a.value.state)
+            .unwrap_or_default()
     }
 
     /// Recorded admin states, including those of workers that are not live.

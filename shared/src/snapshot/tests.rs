@@ -52,18 +52,26 @@ fn builds_every_section() {
     .unwrap();
     let manifest = manifest_json("acme", "risk", "1");
     let kvs: Vec<(&str, &str)> = vec![
-        ("/shardline/workers/w1", r#"{"address":"127.0.0.1:1","capacity_bytes":100,"build_version":"t"}"#),
+        (
+            "/shardline/workers/w1",
+            r#"{"address":"127.0.0.1:1","capacity_bytes":100,"build_version":"t"}"#,
+        ),
         ("/shardline/worker-admin/w1", r#"{"state":"cordoned"}"#),
         ("/shardline/tenants/acme", &tenant),
         ("/shardline/models/acme/risk/1", &manifest),
         ("/shardline/models/acme/risk", r#"{"version":"1"}"#),
-        ("/shardline/assignments/acme/risk", r#"{"workers":["w1"],"epoch":1}"#),
+        (
+            "/shardline/assignments/acme/risk",
+            r#"{"workers":["w1"],"epoch":1}"#,
+        ),
         ("/other/ignored", "garbage"),
     ];
     let (snap, invalid) = Snapshot::from_kvs(
         Prefix::default(),
         42,
-        kvs.iter().enumerate().map(|(i, (k, v))| (*k, v.as_bytes(), i as i64 + 1)),
+        kvs.iter()
+            .enumerate()
+            .map(|(i, (k, v))| (*k, v.as_bytes(), i as i64 + 1)),
     );
     assert!(invalid.is_empty(), "{invalid:?}");
     assert_eq!(snap.revision(), 42);
@@ -75,7 +83,15 @@ fn builds_every_section() {
     assert_eq!(snap.tenant_for_key("sl_nope"), None);
     assert_eq!(snap.shard_size(&acme), 3);
     let m = mk("acme", "risk");
-    assert_eq!(snap.model(&m).unwrap().live_manifest().unwrap().version.as_str(), "1");
+    assert_eq!(
+        snap.model(&m)
+            .unwrap()
+            .live_manifest()
+            .unwrap()
+            .version
+            .as_str(),
+        "1"
+    );
     assert_eq!(snap.assignments()[&m].value.workers, vec![w1]);
     assert_eq!(snap.placement(), PlacementConfig::default());
 }
@@ -87,10 +103,19 @@ fn corrupt_values_are_skipped_reported_and_recoverable() {
     put(&mut snap, "/shardline/assignments/a/m", good, 5).unwrap();
     for (key, bad) in [
         ("/shardline/assignments/a/m", "{not json"),
-        ("/shardline/assignments/a/m", r#"{"workers":["../etc"],"epoch":1}"#),
+        (
+            "/shardline/assignments/a/m",
+            r#"{"workers":["../etc"],"epoch":1}"#,
+        ),
         ("/shardline/workers/w1", r#"{"address":1}"#),
-        ("/shardline/placement", r#"{"algorithm":"ring","seed":"00","default_k":1,"max_overlap":0,"epsilon_permille":0,"epoch":1}"#),
-        ("/shardline/tenants/t", r#"{"keys":[{"id":"x","sha256":"zz","created_at":0}]}"#),
+        (
+            "/shardline/placement",
+            r#"{"algorithm":"ring","seed":"00","default_k":1,"max_overlap":0,"epsilon_permille":0,"epoch":1}"#,
+        ),
+        (
+            "/shardline/tenants/t",
+            r#"{"keys":[{"id":"x","sha256":"zz","created_at":0}]}"#,
+        ),
         ("/shardline/models/a/m/1", &manifest_json("a", "other", "1")),
         ("/shardline/NOT/a/key", "{}"),
     ] {
@@ -113,16 +138,28 @@ fn deletes_remove_and_models_disappear_when_empty() {
     let manifest = manifest_json("a", "m", "1");
     put(&mut snap, "/shardline/models/a/m/1", &manifest, 1).unwrap();
     put(&mut snap, "/shardline/models/a/m", r#"{"version":"1"}"#, 2).unwrap();
-    snap.apply(Change::Delete { key: "/shardline/models/a/m/1" }).unwrap();
+    snap.apply(Change::Delete {
+        key: "/shardline/models/a/m/1",
+    })
+    .unwrap();
     assert!(snap.model(&mk("a", "m")).unwrap().live_manifest().is_none());
-    snap.apply(Change::Delete { key: "/shardline/models/a/m" }).unwrap();
+    snap.apply(Change::Delete {
+        key: "/shardline/models/a/m",
+    })
+    .unwrap();
     assert!(snap.models().is_empty());
 }
 
 #[test]
 fn heartbeat_does_not_copy_other_sections() {
     let mut snap = Snapshot::empty(Prefix::default());
-    put(&mut snap, "/shardline/models/a/m/1", &manifest_json("a", "m", "1"), 1).unwrap();
+    put(
+        &mut snap,
+        "/shardline/models/a/m/1",
+        &manifest_json("a", "m", "1"),
+        1,
+    )
+    .unwrap();
     let before = snap.clone();
     put(
         &mut snap,
