@@ -8,5 +8,6 @@
 //!
 //! Fetching artifacts, caching, eviction and HTTP live in other modules.
 
+pub mod config;
 pub mod decode;
 pub mod model;

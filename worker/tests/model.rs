@@ -1,7 +1,5 @@
 //! The MLP runtime against a plain-Rust f64 reference, and against broken artifacts.
 
-#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
 use proptest::prelude::*;
 use safetensors::{Dtype, tensor::TensorView};
 use shardline_shared::manifest::{
@@ -37,10 +35,10 @@ fn f32_tensor(name: &str, shape: &[usize], values: &[f32]) -> Raw {
 
 fn safetensors_bytes(tensors: &[Raw]) -> Vec<u8> {
     let views = tensors.iter().map(|t| {
-        let view = TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap();
+        let view = TensorView::new(t.dtype, t.shape.clone(), &t.bytes).expect("tensor view");
         (t.name.clone(), view)
     });
-    safetensors::serialize(views, None).unwrap()
+    safetensors::serialize(views, None).expect("serialize test weights")
 }
 
 /// A dense layer in plain Rust: `[out, in]` weights, optional bias, activation.
@@ -317,7 +315,7 @@ fn two_layer() -> Vec<RefLayer> {
 }
 
 fn load_err(config: &ModelConfig, bytes: &[u8]) -> ModelError {
-    MlpModel::from_safetensors(config, bytes).unwrap_err()
+    MlpModel::from_safetensors(config, bytes).expect_err("the model should be refused")
 }
 
 #[test]
