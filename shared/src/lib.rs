@@ -15,6 +15,7 @@ pub mod ids;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;
+pub mod placement;
 pub mod records;
 pub mod snapshot;
 

@@ -419,5 +419,6 @@ fn parse<T: DeserializeOwned>(value: &[u8], mod_revision: i64) -> Result<Version
     })
 }
 
+mod problem;
 #[cfg(test)]
 mod tests;

@@ -170,7 +170,7 @@ impl Group {
     /// word (which carries the length byte) per worker.
     fn share_leading_words(&mut self) {
         let n = self.nwords;
-        let mut common = n - 1;
+        let mut common = n.saturating_sub(1);
         if let Some(first) = self.words.get(..n) {
             for ws in self.words.chunks_exact(n) {
                 common = common.min(ws.iter().zip(first).take_while(|(a, b)| a == b).count());

@@ -232,3 +232,95 @@ proptest! {
         prop_assert_eq!(live.invalid(), listed.invalid());
     }
 }
+
+#[test]
+fn placement_problem_reflects_liveness_admin_state_and_live_models() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    let worker = r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#;
+    for w in ["w1", "w2", "w3"] {
+        put(&mut snap, &format!("/shardline/workers/{w}"), worker, 1).unwrap();
+    }
+    put(
+        &mut snap,
+        "/shardline/worker-admin/w2",
+        r#"{"state":"cordoned"}"#,
+        2,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/worker-admin/w3",
+        r#"{"state":"draining"}"#,
+        2,
+    )
+    .unwrap();
+    // Admin state of a worker that is not live does not make it appear.
+    put(
+        &mut snap,
+        "/shardline/worker-admin/w9",
+        r#"{"state":"cordoned"}"#,
+        2,
+    )
+    .unwrap();
+    put(&mut snap, "/shardline/tenants/a", r#"{"shard_size":2}"#, 3).unwrap();
+    put(
+        &mut snap,
+        "/shardline/models/a/live/1",
+        &manifest_json("a", "live", "1"),
+        4,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/models/a/live",
+        r#"{"version":"1"}"#,
+        5,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/models/a/draft/1",
+        &manifest_json("a", "draft", "1"),
+        6,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/assignments/a/live",
+        r#"{"workers":["w3","w1"],"epoch":1}"#,
+        7,
+    )
+    .unwrap();
+
+    let problem = snap.placement_problem();
+    let flags: Vec<(&str, bool, bool)> = problem
+        .workers
+        .iter()
+        .map(|w| (w.id.as_str(), w.keep, w.take))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("w1", true, true),
+            ("w2", true, false),
+            ("w3", false, false)
+        ]
+    );
+    assert_eq!(
+        problem.shards.len(),
+        1,
+        "only models with a live version need a shard"
+    );
+    let shard = &problem.shards[0];
+    assert_eq!((shard.key.model.as_str(), shard.k), ("live", 2));
+    assert_eq!(
+        shard.current,
+        [WorkerId::new("w3").unwrap(), WorkerId::new("w1").unwrap()]
+    );
+
+    // Placing it drops the draining member and keeps the survivor.
+    let plan = crate::placement::place(&problem, &snap.placement_params().unwrap());
+    let members = &plan.shards[&shard.key];
+    assert_eq!(members[0].as_str(), "w1");
+    assert_eq!(members.len(), 1, "w2 is cordoned and takes no new members");
+}
