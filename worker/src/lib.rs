@@ -8,6 +8,7 @@
 //!
 //! Fetching artifacts, caching, eviction and HTTP live in other modules.
 
+pub mod cache;
 pub mod config;
 pub mod decode;
 pub mod model;
