@@ -1,14 +1,26 @@
 //! Shardline's worker: loads tenants' models on demand and scores inference requests.
 //!
-//! The pure model runtime lives here, with no I/O and no runtime:
+//! Pure parts (no I/O, no runtime):
 //! - [`model`]: builds an [`model::MlpModel`] from `config.json` and safetensors bytes
 //!   (after [`shardline_shared::manifest::ModelConfig::check_tensors`]) and runs it;
 //! - [`decode`]: decodes and validates an Open Inference Protocol v2 REST infer request
-//!   body into a batch, and encodes the response.
+//!   body into a batch, and encodes the response;
+//! - [`cache::policy`]: the memory-budget bookkeeping of resident models.
 //!
-//! Fetching artifacts, caching, eviction and HTTP live in other modules.
+//! I/O and serving:
+//! - [`artifacts`]: verified reads of model files from `file://` or `s3://` stores;
+//! - [`cache`]: single-flight, memory-budgeted, idle-evicting model cache;
+//! - [`state`], [`routes`], [`error`]: the HTTP API and its error mapping;
+//! - [`serve`]: etcd membership, resident-list publishing, `/metrics`, graceful shutdown;
+//! - [`config`], [`metrics`]: flags and Prometheus metrics.
 
+pub mod artifacts;
 pub mod cache;
 pub mod config;
 pub mod decode;
+pub mod error;
+pub mod metrics;
 pub mod model;
+pub mod routes;
+pub mod serve;
+pub mod state;

@@ -1,0 +1,309 @@
+//! The worker's internal HTTP API: Open Inference Protocol v2 under
+//! `/v2/models/{tenant}.{model}[/versions/{v}]/...`, the model-repository extension,
+//! and health. Everything but health needs the internal token (`x-shardline-token`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use shardline_shared::manifest::Manifest;
+use subtle::ConstantTimeEq;
+
+use crate::decode::{InputSpec, decode_infer, encode_infer_response};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Header carrying the router↔worker shared secret.
+pub const TOKEN_HEADER: &str = "x-shardline-token";
+
+/// The worker's router, ready to serve.
+pub fn app(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v2/models/{name}", get(metadata))
+        .route("/v2/models/{name}/versions/{version}", get(metadata_v))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", get(index).post(index))
+        .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v2/repository/models/{name}/unload", post(unload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2", get(server_metadata))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if bool::from(presented.ct_eq(state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid internal token",
+        )
+        .into_response()
+    }
+}
+
+async fn server_ready(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "shardline-worker",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository"],
+    }))
+}
+
+fn oip_name(m: &Manifest) -> String {
+    format!("{}.{}", m.tenant, m.model)
+}
+
+fn metadata_body(state: &AppState, m: &Manifest) -> serde_json::Value {
+    let snap = state.snapshot.borrow().clone();
+    let versions: Vec<String> = snap
+        .model(&m.key())
+        .map(|e| e.versions.keys().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    json!({
+        "name": oip_name(m),
+        "versions": versions,
+        "platform": "shardline_mlp",
+        "inputs": [{"name": m.config.input.name, "datatype": "FP32", "shape": [-1, m.config.input.dim]}],
+        "outputs": [{"name": m.config.output.name, "datatype": "FP32", "shape": [-1, m.config.output.dim]}],
+    })
+}
+
+async fn metadata(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = state.resolve(&name, None)?;
+    Ok(Json(metadata_body(&state, &m)))
+}
+
+async fn metadata_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = state.resolve(&name, Some(&version))?;
+    Ok(Json(metadata_body(&state, &m)))
+}
+
+fn ready_status(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<StatusCode, ApiError> {
+    let m = state.resolve(name, version)?;
+    let resident = state
+        .cache
+        .resident()
+        .iter()
+        .any(|r| r.key.model == m.key() && r.key.version == m.version);
+    Ok(if resident {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    })
+}
+
+async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ready_status(&state, &name, None)
+}
+
+async fn model_ready_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    ready_status(&state, &name, Some(&version))
+}
+
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    score(state, &name, None, &headers, body).await
+}
+
+async fn infer_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    score(state, &name, Some(&version), &headers, body).await
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("could not read request body: {e}"),
+            )
+        }
+    })
+}
+
+/// Rows × params above which scoring moves off the async runtime.
+const BLOCKING_WORK: usize = 1 << 18;
+
+async fn score(
+    state: Arc<AppState>,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let manifest = state.resolve(name, version)?;
+    let _in_flight = state.admit(&manifest.key())?;
+    let bytes = read_body(headers, body, state.limits.max_body).await?;
+    // Decoding needs only the manifest: a bad request never triggers a load.
+    let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
+    let batch = decode_infer(&bytes, &spec)?;
+    drop(bytes);
+    let lease = state.lease(manifest.clone()).await?;
+    let started = Instant::now();
+    let rows = batch.rows;
+    let work = rows * manifest.config.parameter_count(&manifest.dims);
+    let scores = if work > BLOCKING_WORK {
+        tokio::task::spawn_blocking(move || {
+            let out = lease.model.forward(&batch.data, rows);
+            (out, batch)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .and_then(|(out, batch)| Ok((out?, batch)))
+    } else {
+        let out = lease.model.forward(&batch.data, rows);
+        drop(lease);
+        Ok((out?, batch))
+    };
+    let (scores, batch) = scores?;
+    let model_label = manifest.key().to_string();
+    state
+        .metrics
+        .inference_duration
+        .with_label_values(&state.metrics.model_labels(&model_label))
+        .observe(started.elapsed().as_secs_f64());
+    let body = encode_infer_response(
+        &oip_name(&manifest),
+        manifest.version.as_str(),
+        batch.id.as_deref(),
+        &manifest.config.output.name,
+        rows,
+        manifest.config.output.dim,
+        &scores,
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn index(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let models: Vec<serde_json::Value> = state
+        .cache
+        .resident()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": format!("{}.{}", r.key.model.tenant, r.key.model.model),
+                "version": r.key.version.as_str(),
+                "state": if r.draining { "UNLOADING" } else { "READY" },
+                "bytes": r.bytes,
+                "idle_seconds": r.idle_for.as_secs_f64(),
+                "in_flight": r.leases,
+            })
+        })
+        .collect();
+    Json(serde_json::Value::Array(models))
+}
+
+/// `{"parameters": {"version": "3"}}` selects a version; otherwise the live one.
+fn requested_version(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    Ok(v.pointer("/parameters/version")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned))
+}
+
+async fn load(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let bytes = read_body(&headers, body, 64 << 10).await?;
+    let version = requested_version(&bytes)?;
+    let manifest = state.resolve(&name, version.as_deref())?;
+    drop(state.lease(manifest).await?);
+    Ok(StatusCode::OK)
+}
+
+async fn unload(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let bytes = read_body(&headers, body, 64 << 10).await?;
+    let version = requested_version(&bytes)?;
+    let manifest = state.resolve(&name, version.as_deref())?;
+    let key = crate::state::LoadedKey {
+        model: manifest.key(),
+        version: manifest.version.clone(),
+    };
+    state.cache.remove(&key);
+    state.resident_changed.notify_one();
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,232 @@
+//! Running a worker: connect to etcd, watch the snapshot, register under a lease,
+//! publish the resident-model list, serve HTTP and `/metrics`, and shut down cleanly
+//! (deregister first so routers stop sending, then finish in-flight requests).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, Registry, TextEncoder};
+use shardline_control::{
+    ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
+};
+use shardline_shared::records::{ResidentModel, WorkerRecord};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tracing::{info, warn};
+
+use crate::artifacts::ArtifactStore;
+use crate::cache::{CacheConfig, ModelCache};
+use crate::config::WorkerConfig;
+use crate::metrics::WorkerMetrics;
+use crate::routes::app;
+use crate::state::{AppState, Events, Limits};
+
+/// Serves `/metrics` for `registry`.
+pub fn metrics_app(registry: Registry) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let encoder = TextEncoder::new();
+                let mut out = Vec::new();
+                match encoder.encode(&registry.gather(), &mut out) {
+                    Ok(()) => {
+                        ([(CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+        }),
+    )
+}
+
+fn unix_now() -> u64 {
+    shardline_control::ops::unix_now()
+}
+
+/// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
+/// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves
+/// `/metrics` when given.
+pub async fn serve(
+    config: WorkerConfig,
+    store: ArtifactStore,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let args = &config.args;
+    let registry = Registry::new();
+    let metrics = WorkerMetrics::register(&registry, args.per_model_metrics)?;
+    let control_metrics = ControlMetrics::register(&registry)?;
+    metrics.capacity_bytes.set(args.memory_budget as i64);
+
+    let etcd = Arc::new(EtcdStore::connect(&args.etcd).await?);
+    let cp = ControlPlane::new(etcd.clone(), config.prefix.clone());
+    let watcher = SnapshotWatcher::spawn(etcd, config.prefix.clone(), control_metrics.clone());
+
+    let resident_changed = Arc::new(Notify::new());
+    let events = Arc::new(Events {
+        metrics: metrics.clone(),
+        resident_changed: resident_changed.clone(),
+    });
+    let cache = ModelCache::with_events(CacheConfig::new(args.memory_budget), events);
+    let _sweeper = cache.spawn_idle_sweeper(args.idle_ttl, sweep_interval(args.idle_ttl));
+    let limits = Limits {
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        max_rows: args.max_batch_rows,
+        max_in_flight_per_model: args.max_in_flight_per_model,
+        room_wait: Duration::from_secs(5),
+    };
+    let state = Arc::new(AppState::new(
+        watcher.subscribe(),
+        cache,
+        store,
+        metrics.clone(),
+        args.internal_token.clone(),
+        limits,
+        resident_changed.clone(),
+    ));
+
+    if let Some(l) = metrics_listener {
+        let app = metrics_app(registry.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+
+    let record = WorkerRecord {
+        address: config.advertise.clone(),
+        capacity_bytes: args.memory_budget,
+        used_bytes: 0,
+        resident: vec![],
+        build_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: unix_now(),
+    };
+    let lease_config = LeaseConfig {
+        ttl: args.lease_ttl,
+        ..LeaseConfig::default()
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let membership = tokio::spawn(membership(
+        Member {
+            cp,
+            config: config.clone(),
+            record,
+            lease: lease_config,
+            metrics: control_metrics,
+            state: state.clone(),
+            watcher,
+        },
+        stop_rx,
+    ));
+
+    let drain_state = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        info!("shutting down: deregistering, then finishing in-flight requests");
+        drain_state.ready.store(false, Ordering::Relaxed);
+        let _ = stop_tx.send(());
+        // Routers stop choosing this worker once the lease is revoked.
+        let _ = tokio::time::timeout(Duration::from_secs(5), membership).await;
+    };
+    info!(address = %config.advertise, id = %config.id, "worker serving");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(graceful)
+        .await?;
+    Ok(())
+}
+
+fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+struct Member {
+    cp: ControlPlane,
+    config: WorkerConfig,
+    record: WorkerRecord,
+    lease: LeaseConfig,
+    metrics: ControlMetrics,
+    state: Arc<AppState>,
+    watcher: SnapshotWatcher,
+}
+
+/// Registers (retrying until etcd answers), keeps the resident list published, and
+/// revokes the lease when told to stop.
+async fn membership(m: Member, mut stop: oneshot::Receiver<()>) {
+    let Member {
+        cp,
+        config,
+        record,
+        lease,
+        metrics,
+        state,
+        watcher,
+    } = m;
+    let mut backoff = Duration::from_millis(200);
+    let registration = loop {
+        let attempt = Registration::start(&cp, &config.id, record.clone(), lease, metrics.clone());
+        tokio::select! {
+            _ = &mut stop => return,
+            result = attempt => match result {
+                Ok(r) => break r,
+                Err(e) => warn!(error = %e, retry_in = ?backoff, "worker registration failed"),
+            },
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    };
+    tokio::select! {
+        _ = &mut stop => {
+            let _ = registration.shutdown().await;
+            return;
+        }
+        _ = watcher.ready() => {}
+    }
+    state.ready.store(true, Ordering::Relaxed);
+    info!(id = %config.id, "registered and ready");
+    let mut published: Vec<ResidentModel> = vec![];
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = state.resident_changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let usage = state.cache.usage();
+        let mut resident: Vec<ResidentModel> = state
+            .cache
+            .resident()
+            .into_iter()
+            .map(|r| ResidentModel {
+                model: r.key.model,
+                version: r.key.version,
+                bytes: r.bytes,
+            })
+            .collect();
+        resident.sort();
+        state.metrics.models_resident.set(resident.len() as i64);
+        state
+            .metrics
+            .resident_bytes
+            .set((usage.resident_bytes + usage.reserved_bytes) as i64);
+        if resident != published {
+            published = resident.clone();
+            registration.modify(|r| {
+                r.resident = resident;
+                r.used_bytes = usage.resident_bytes;
+            });
+        }
+    }
+    if let Err(e) = registration.shutdown().await {
+        warn!(error = %e, "deregistration failed; the lease will expire");
+    }
+}

@@ -1,0 +1,254 @@
+//! What every request handler shares: the control-plane snapshot, the model cache and
+//! its loader (fetch → verify → build), limits, and metrics.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use shardline_shared::ids::{ModelKey, VersionId};
+use shardline_shared::manifest::{Manifest, ModelConfig};
+use shardline_shared::snapshot::Snapshot;
+use tokio::sync::{Notify, watch};
+
+use crate::artifacts::ArtifactStore;
+use crate::cache::{CacheEvents, EvictReason, Lease, LoadSize, ModelCache, Weighted};
+use crate::error::{ApiError, LoadError};
+use crate::metrics::WorkerMetrics;
+use crate::model::MlpModel;
+
+/// A resident model version, the cache's key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoadedKey {
+    pub model: ModelKey,
+    pub version: VersionId,
+}
+
+impl fmt::Display for LoadedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.model, self.version)
+    }
+}
+
+/// A built model and the manifest it was built from.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: MlpModel,
+    pub manifest: Arc<Manifest>,
+}
+
+impl Weighted for LoadedModel {
+    fn resident_bytes(&self) -> u64 {
+        self.model.resident_bytes()
+    }
+}
+
+/// The worker's model cache.
+pub type Cache = ModelCache<LoadedKey, LoadedModel, LoadError>;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_rows: usize,
+    pub max_in_flight_per_model: u32,
+    /// How long a cold request waits for memory held by in-flight requests.
+    pub room_wait: Duration,
+}
+
+/// Shared by all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub cache: Cache,
+    pub store: ArtifactStore,
+    pub metrics: WorkerMetrics,
+    /// Compared in constant time with `x-shardline-token`.
+    pub token: String,
+    pub limits: Limits,
+    /// True once registered in etcd with a snapshot loaded.
+    pub ready: AtomicBool,
+    /// Signalled when the resident set may have changed (to republish it).
+    pub resident_changed: Arc<Notify>,
+    in_flight: Mutex<HashMap<ModelKey, u32>>,
+}
+
+impl AppState {
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        cache: Cache,
+        store: ArtifactStore,
+        metrics: WorkerMetrics,
+        token: String,
+        limits: Limits,
+        resident_changed: Arc<Notify>,
+    ) -> Self {
+        Self {
+            snapshot,
+            cache,
+            store,
+            metrics,
+            token,
+            limits,
+            ready: AtomicBool::new(false),
+            resident_changed,
+            in_flight: Mutex::default(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Finds the manifest for `name` (`tenant.model`) and an optional version (else the
+    /// live one) in the current snapshot.
+    pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Arc<Manifest>, ApiError> {
+        let unknown = || ApiError::not_found(format!("model {name:?} not found"));
+        let (tenant, model) = name.split_once('.').ok_or_else(unknown)?;
+        let key = ModelKey::parse_shard_key(&format!("{tenant}/{model}")).map_err(|_| unknown())?;
+        let snap = self.snapshot.borrow().clone();
+        let entry = snap.model(&key).ok_or_else(unknown)?;
+        let manifest = match version {
+            Some(v) => {
+                let v = VersionId::new(v).map_err(|_| unknown())?;
+                entry.versions.get(&v).map(|m| &m.value).ok_or_else(|| {
+                    ApiError::not_found(format!("model {name:?} has no version {v:?}"))
+                })?
+            }
+            None => entry.live_manifest().ok_or_else(unknown)?,
+        };
+        Ok(Arc::new(manifest.clone()))
+    }
+
+    /// Counts a request against its model's in-flight limit (429 past it).
+    pub fn admit(self: &Arc<Self>, model: &ModelKey) -> Result<InFlight, ApiError> {
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(model.clone()).or_insert(0);
+        if *n >= self.limits.max_in_flight_per_model {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("model {model} has {n} requests in flight on this worker"),
+            ));
+        }
+        *n += 1;
+        Ok(InFlight {
+            state: self.clone(),
+            model: model.clone(),
+        })
+    }
+
+    /// Leases the model, loading it (once, whatever the concurrency) if needed.
+    pub async fn lease(&self, manifest: Arc<Manifest>) -> Result<Lease<LoadedModel>, ApiError> {
+        let key = LoadedKey {
+            model: manifest.key(),
+            version: manifest.version.clone(),
+        };
+        let resident = manifest.weight_bytes();
+        // The fetched file and the built tensors coexist while building.
+        let size = LoadSize {
+            transient: resident + manifest.weights_file.size + manifest.config_file.size,
+            resident,
+        };
+        let deadline = tokio::time::Instant::now() + self.limits.room_wait;
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let lease = self
+            .cache
+            .get_or_load(key, size, deadline, move || load(store, manifest, metrics))
+            .await?;
+        Ok(lease)
+    }
+}
+
+/// Fetches, verifies and builds one model version, counting the outcome.
+async fn load(
+    store: ArtifactStore,
+    manifest: Arc<Manifest>,
+    metrics: WorkerMetrics,
+) -> Result<LoadedModel, LoadError> {
+    let started = Instant::now();
+    let result = async {
+        let (config_bytes, weights) = store.fetch_model(&manifest).await?;
+        let config = ModelConfig::from_json(&config_bytes)
+            .map_err(|e| LoadError::Model(crate::model::ModelError::Manifest(e)))?;
+        if config != manifest.config {
+            return Err(LoadError::ConfigMismatch);
+        }
+        let built =
+            tokio::task::spawn_blocking(move || MlpModel::from_safetensors(&config, &weights))
+                .await
+                .map_err(|e| LoadError::Join(e.to_string()))??;
+        Ok(LoadedModel {
+            model: built,
+            manifest: manifest.clone(),
+        })
+    }
+    .await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.result_label(),
+    };
+    metrics.loads.with_label_values(&[label]).inc();
+    metrics
+        .load_duration
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        tracing::warn!(model = %manifest.key(), version = %manifest.version, error = %e, "model load failed");
+    }
+    result
+}
+
+/// A request counted against its model's in-flight limit until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    state: Arc<AppState>,
+    model: ModelKey,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self
+            .state
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.model) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.model);
+            }
+        }
+    }
+}
+
+/// Turns cache events into metrics and republishing of the resident set.
+#[derive(Debug)]
+pub struct Events {
+    pub metrics: WorkerMetrics,
+    pub resident_changed: Arc<Notify>,
+}
+
+impl CacheEvents<LoadedKey> for Events {
+    fn on_load(&self, _key: &LoadedKey, _outcome: crate::cache::LoadOutcome, _took: Duration) {
+        self.resident_changed.notify_one();
+    }
+
+    fn on_evict(&self, key: &LoadedKey, reason: EvictReason, bytes: u64) {
+        let label = match reason {
+            EvictReason::Idle => "idle",
+            EvictReason::Memory => "memory",
+            EvictReason::Explicit => "explicit",
+        };
+        self.metrics.evictions.with_label_values(&[label]).inc();
+        tracing::info!(model = %key, reason = label, bytes, "model evicted");
+        self.resident_changed.notify_one();
+    }
+
+    fn on_wait(&self, _key: &LoadedKey, waited: Duration) {
+        self.metrics.cold_start_wait.observe(waited.as_secs_f64());
+    }
+}
