@@ -1,0 +1,281 @@
+//! The worker end to end: real etcd, moto's S3 and the worker's `serve()` on loopback.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardline_shared::WorkerId;
+use shardline_shared::keys::Key;
+use shardline_shared::manifest::WEIGHTS_FILE;
+use shardline_shared::records::WorkerRecord;
+use support::{Fleet, TOKEN, TestModel, assert_close};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
+    let fleet = Fleet::start().await;
+    let model = TestModel::mlp(&[16, 32, 1], 1);
+    fleet.publish("acme", "risk", "1", &model).await;
+    let worker = fleet.worker("w-1", 64 << 20, "10m").await;
+
+    let rows = 3;
+    let input: Vec<f32> = (0..rows * 16).map(|i| (i as f32 * 0.37).sin()).collect();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let http = worker.http.clone();
+            let url = worker.url("/v2/models/acme.risk/infer");
+            let body = serde_json::json!({"id": "req-7", "inputs": [{"name": "features", "shape": [rows, 16], "datatype": "FP32", "data": input}]});
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .header("x-shardline-token", TOKEN)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let want = model.reference(&input, rows);
+    for h in handles {
+        let (status, text) = h.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["model_name"], "acme.risk");
+        assert_eq!(v["model_version"], "1");
+        assert_eq!(v["id"], "req-7");
+        assert_eq!(v["outputs"][0]["shape"], serde_json::json!([rows, 1]));
+        let got: Vec<f32> = v["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&got, &want);
+    }
+    assert_eq!(
+        worker
+            .metric("shardline_worker_model_loads_total{result=\"ok\"}")
+            .await,
+        1.0,
+        "fifty concurrent cold requests, one load"
+    );
+
+    // The worker is registered and publishes what it holds.
+    let key = fleet.cp.key(&Key::Worker(WorkerId::new("w-1").unwrap()));
+    let mut published = false;
+    for _ in 0..60 {
+        let kv = fleet.cp.store().get(&key).await.unwrap().unwrap();
+        let rec: WorkerRecord = serde_json::from_slice(&kv.value).unwrap();
+        if rec.resident.len() == 1 && rec.resident[0].bytes == model.resident_bytes() {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "resident list published to etcd");
+    worker.stop().await;
+    assert!(
+        fleet.cp.store().get(&key).await.unwrap().is_none(),
+        "clean shutdown deregisters at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_for_three_of_five_models_is_never_exceeded() {
+    let fleet = Fleet::start().await;
+    let models: Vec<TestModel> = (0..5)
+        .map(|i| TestModel::mlp(&[64, 1024, 1], 10 + i))
+        .collect();
+    for (i, m) in models.iter().enumerate() {
+        fleet.publish("acme", &format!("m{i}"), "1", m).await;
+    }
+    let size = models[0].resident_bytes();
+    // Three resident models plus one load in progress (file + built copy) fit in 4.5
+    // model sizes; a fourth resident model plus a load would not.
+    let budget = size * 9 / 2;
+    let worker = fleet.worker("w-1", budget, "10m").await;
+    let input: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    for round in 0..3 {
+        for (i, m) in models.iter().enumerate() {
+            let got = worker.score(&format!("acme.m{i}"), &input, 1).await;
+            assert_close(&got, &m.reference(&input, 1));
+            let index = worker.index().await;
+            let bytes: u64 = index.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
+            assert!(bytes <= budget, "round {round}: {bytes} > {budget}");
+            assert!(index.len() <= 3, "round {round}: {} resident", index.len());
+            let accounted = worker.metric("shardline_worker_resident_bytes").await;
+            assert!(accounted <= budget as f64);
+        }
+    }
+    let evictions = worker
+        .metric("shardline_worker_evictions_total{reason=\"memory\"}")
+        .await;
+    assert!(
+        evictions >= 12.0,
+        "cycling 5 through room for 3 evicts: {evictions}"
+    );
+    assert_eq!(
+        worker.metric("shardline_worker_capacity_bytes").await,
+        budget as f64
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_models_are_evicted_after_the_ttl() {
+    let fleet = Fleet::start().await;
+    let model = TestModel::mlp(&[8, 4, 1], 3);
+    fleet.publish("acme", "risk", "1", &model).await;
+    let worker = fleet.worker("w-1", 16 << 20, "1s").await;
+    worker.score("acme.risk", &[0.5; 8], 1).await;
+    assert_eq!(worker.index().await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        worker.index().await.is_empty(),
+        "evicted after idling past the TTL"
+    );
+    assert_eq!(
+        worker
+            .metric("shardline_worker_evictions_total{reason=\"idle\"}")
+            .await,
+        1.0
+    );
+    // And it comes back on the next request.
+    let got = worker.score("acme.risk", &[0.5; 8], 1).await;
+    assert_close(&got, &model.reference(&[0.5; 8], 1));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_artifact_is_refused_every_time_and_others_keep_serving() {
+    let fleet = Fleet::start().await;
+    let good = TestModel::mlp(&[8, 4, 1], 4);
+    let bad = TestModel::mlp(&[8, 4, 1], 5);
+    fleet.publish("acme", "good", "1", &good).await;
+    let manifest = fleet.publish("acme", "bad", "1", &bad).await;
+    // The weights change after registration (same size, different bytes).
+    let mut tampered = bad.weights.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x55;
+    fleet
+        .store
+        .put(&manifest.object_path(WEIGHTS_FILE), Bytes::from(tampered))
+        .await
+        .unwrap();
+    let worker = fleet.worker("w-1", 16 << 20, "10m").await;
+    for attempt in 0..3 {
+        let resp = worker
+            .infer("acme.bad", r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#)
+            .await;
+        assert_eq!(resp.status(), 502, "attempt {attempt}");
+        assert!(resp.headers().contains_key("retry-after"));
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("corrupt") && text.contains("sha256"),
+            "{text}"
+        );
+        let got = worker.score("acme.good", &[0.1; 8], 1).await;
+        assert_close(&got, &good.reference(&[0.1; 8], 1));
+        // Past the negative-cache backoff, the next request tries again (and fails again).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(
+        worker
+            .metric("shardline_worker_model_loads_total{result=\"corrupt\"}")
+            .await
+            >= 2.0
+    );
+    let index = worker.index().await;
+    assert_eq!(index.len(), 1, "only the good model is resident: {index:?}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
+    let mut fleet = Fleet::start().await;
+    let warm = TestModel::mlp(&[8, 4, 1], 6);
+    let cold = TestModel::mlp(&[8, 4, 1], 7);
+    fleet.publish("acme", "warm", "1", &warm).await;
+    fleet.publish("acme", "cold", "1", &cold).await;
+    let worker = fleet.worker("w-1", 16 << 20, "10m").await;
+    worker.score("acme.warm", &[0.2; 8], 1).await;
+
+    fleet.s3.pause().unwrap();
+    let got = worker.score("acme.warm", &[0.3; 8], 1).await;
+    assert_close(&got, &warm.reference(&[0.3; 8], 1));
+    let resp = worker
+        .infer("acme.cold", r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,1,1,1,1,1,1,1]}]}"#)
+        .await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("unavailable"), "{text}");
+
+    fleet.s3.resume().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let got = worker.score("acme.cold", &[1.0; 8], 1).await;
+    assert_close(&got, &cold.reference(&[1.0; 8], 1));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_4xx_answers() {
+    let fleet = Fleet::start().await;
+    let model = TestModel::mlp(&[4, 2, 1], 8);
+    fleet.publish("acme", "risk", "1", &model).await;
+    let worker = fleet.worker("w-1", 16 << 20, "10m").await;
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("malformed json", "{\"inputs\": [".into(), 400),
+        ("wrong shape", r#"{"inputs":[{"name":"features","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#.into(), 400),
+        ("wrong dtype", r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"BYTES","data":["a","b","c","d"]}]}"#.into(), 400),
+        ("rows x dim != data", r#"{"inputs":[{"name":"features","shape":[2,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.into(), 400),
+        ("overflowing number", r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP64","data":[1e400,1,1,1]}]}"#.into(), 400),
+        ("empty batch", r#"{"inputs":[{"name":"features","shape":[0,4],"datatype":"FP32","data":[]}]}"#.into(), 400),
+        ("no inputs", r#"{"inputs":[]}"#.into(), 400),
+        ("10 MB body", format!("{{\"inputs\":[{{\"name\":\"features\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[{}1]}}]}}", "1,".repeat(5 << 20)), 413),
+    ];
+    for (what, body, status) in cases {
+        let resp = worker.infer("acme.risk", body).await;
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with(|c: char| c.is_ascii_lowercase()),
+            "{what}: {v}"
+        );
+    }
+    // None of those loaded the model.
+    assert_eq!(
+        worker
+            .metric("shardline_worker_model_loads_total{result=\"ok\"}")
+            .await,
+        0.0
+    );
+    let unknown = worker.infer("acme.nope", "{}").await;
+    assert_eq!(unknown.status(), 404);
+    let no_token = worker
+        .http
+        .post(worker.url("/v2/models/acme.risk/infer"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let meta: serde_json::Value = worker
+        .http
+        .get(worker.url("/v2/models/acme.risk"))
+        .header("x-shardline-token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 4]));
+    assert_eq!(meta["versions"], serde_json::json!(["1"]));
+    worker.stop().await;
+}
