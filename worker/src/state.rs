@@ -135,6 +135,11 @@ impl AppState {
             ));
         }
         *n += 1;
+        let label = model.to_string();
+        self.metrics
+            .in_flight
+            .with_label_values(&self.metrics.model_labels(&label))
+            .inc();
         Ok(InFlight {
             state: self.clone(),
             model: model.clone(),
@@ -211,6 +216,12 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let label = self.model.to_string();
+        let metrics = &self.state.metrics;
+        metrics
+            .in_flight
+            .with_label_values(&metrics.model_labels(&label))
+            .dec();
         let mut map = self
             .state
             .in_flight
