@@ -277,15 +277,25 @@ fn requested_version(body: &[u8]) -> Result<Option<String>, ApiError> {
         .map(str::to_owned))
 }
 
+/// The manifest a repository call names: `{name}` plus an optional version in the body.
+async fn repository_target(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Arc<Manifest>, ApiError> {
+    let bytes = read_body(headers, body, 64 << 10).await?;
+    let version = requested_version(&bytes)?;
+    state.resolve(name, version.as_deref())
+}
+
 async fn load(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let bytes = read_body(&headers, body, 64 << 10).await?;
-    let version = requested_version(&bytes)?;
-    let manifest = state.resolve(&name, version.as_deref())?;
+    let manifest = repository_target(&state, &name, &headers, body).await?;
     drop(state.lease(manifest).await?);
     Ok(StatusCode::OK)
 }
@@ -296,9 +306,7 @@ async fn unload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let bytes = read_body(&headers, body, 64 << 10).await?;
-    let version = requested_version(&bytes)?;
-    let manifest = state.resolve(&name, version.as_deref())?;
+    let manifest = repository_target(&state, &name, &headers, body).await?;
     let key = crate::state::LoadedKey {
         model: manifest.key(),
         version: manifest.version.clone(),
