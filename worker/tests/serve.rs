@@ -279,3 +279,92 @@ async fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(meta["versions"], serde_json::json!(["1"]));
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_load_prefetches_and_unload_drops() {
+    let fleet = Fleet::start().await;
+    let v1 = TestModel::mlp(&[8, 4, 1], 9);
+    let v2 = TestModel::mlp(&[8, 4, 1], 10);
+    fleet.publish("acme", "risk", "1", &v1).await;
+    fleet.publish("acme", "risk", "2", &v2).await;
+    let worker = fleet.worker("w-1", 16 << 20, "10m").await;
+    let post = |path: String, body: &'static str| {
+        worker
+            .http
+            .post(worker.url(&path))
+            .header("x-shardline-token", TOKEN)
+            .body(body)
+            .send()
+    };
+    let ready = |path: &'static str| {
+        worker
+            .http
+            .get(worker.url(path))
+            .header("x-shardline-token", TOKEN)
+            .send()
+    };
+    assert_eq!(
+        ready("/v2/models/acme.risk/versions/1/ready")
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let r = post(
+        "/v2/repository/models/acme.risk/load".into(),
+        r#"{"parameters":{"version":"1"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        ready("/v2/models/acme.risk/versions/1/ready")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        ready("/v2/models/acme.risk/ready").await.unwrap().status(),
+        503,
+        "v2 is live and cold"
+    );
+    let index = worker.index().await;
+    assert_eq!((index.len(), index[0]["version"].as_str()), (1, Some("1")));
+    assert_eq!(index[0]["name"], "acme.risk");
+    // Scoring v1 explicitly is warm: no further load.
+    let resp = worker
+        .http
+        .post(worker.url("/v2/models/acme.risk/versions/1/infer"))
+        .header("x-shardline-token", TOKEN)
+        .body(r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        worker
+            .metric("shardline_worker_model_loads_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    let r = post(
+        "/v2/repository/models/acme.risk/unload".into(),
+        r#"{"parameters":{"version":"1"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(worker.index().await.is_empty());
+    assert_eq!(
+        worker
+            .metric("shardline_worker_evictions_total{reason=\"explicit\"}")
+            .await,
+        1.0
+    );
+    let missing = post("/v2/repository/models/acme.nope/load".into(), "")
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    worker.stop().await;
+}
