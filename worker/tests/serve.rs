@@ -368,3 +368,48 @@ async fn repository_load_prefetches_and_unload_drops() {
     assert_eq!(missing.status(), 404);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_model_in_flight_limit_answers_429() {
+    let mut fleet = Fleet::start().await;
+    let slow = TestModel::mlp(&[8, 4, 1], 11);
+    let other = TestModel::mlp(&[8, 4, 1], 12);
+    fleet.publish("acme", "slow", "1", &slow).await;
+    fleet.publish("acme", "other", "1", &other).await;
+    let worker = fleet.worker_with("w-1", 16 << 20, "10m", 1).await;
+    let body = r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
+    // With the store paused, the first request holds its model's only slot while loading.
+    fleet.s3.pause().unwrap();
+    let first = {
+        let http = worker.http.clone();
+        let url = worker.url("/v2/models/acme.slow/infer");
+        tokio::spawn(async move {
+            http.post(url)
+                .header("x-shardline-token", TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = worker.infer("acme.slow", body).await;
+    assert_eq!(second.status(), 429);
+    let msg: serde_json::Value = second.json().await.unwrap();
+    assert!(
+        msg["error"].as_str().unwrap().contains("in flight"),
+        "{msg}"
+    );
+    assert_eq!(
+        first.await.unwrap(),
+        503,
+        "the held request fails with the store"
+    );
+    fleet.s3.resume().unwrap();
+    // The slot was released; another model was never limited.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    worker.score("acme.slow", &[0.5; 8], 1).await;
+    worker.score("acme.other", &[0.5; 8], 1).await;
+    worker.stop().await;
+}

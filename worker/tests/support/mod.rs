@@ -225,6 +225,17 @@ impl Fleet {
 
     /// Starts a worker (`serve()`) with this budget and idle TTL.
     pub async fn worker(&self, id: &str, budget: u64, idle_ttl: &str) -> Worker {
+        self.worker_with(id, budget, idle_ttl, 256).await
+    }
+
+    /// As [`Fleet::worker`], with a per-model in-flight limit.
+    pub async fn worker_with(
+        &self,
+        id: &str,
+        budget: u64,
+        idle_ttl: &str,
+        max_in_flight: u32,
+    ) -> Worker {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -246,7 +257,7 @@ impl Fleet {
             "--internal-token",
             TOKEN,
             "--max-in-flight-per-model",
-            "256",
+            &max_in_flight.to_string(),
         ])
         .unwrap();
         let config = args.validate().unwrap();
