@@ -1,0 +1,100 @@
+//! Evicted models give their memory back to the operating system: the resident set size
+//! of a real `worker` process (read from /proc) falls after unloading, not just the
+//! worker's own accounting.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod support;
+
+use std::time::Duration;
+
+use shardline_loadtest::harness::{ManagedProcess, free_port};
+use support::{Fleet, TOKEN, TestModel};
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_rss_drops_after_models_are_evicted() {
+    let fleet = Fleet::start().await;
+    // Four ~17 MB models, each with a 16 MB layer: below glibc's largest mmap
+    // threshold, the case where freed memory tends to stay in the process.
+    let models: Vec<TestModel> = (0..4)
+        .map(|i| TestModel::mlp(&[64, 2048, 2048, 1], 20 + i))
+        .collect();
+    for (i, m) in models.iter().enumerate() {
+        fleet.publish("acme", &format!("big{i}"), "1", m).await;
+    }
+    let port = free_port();
+    let mut worker = ManagedProcess::new("worker", env!("CARGO_BIN_EXE_worker"))
+        .unwrap()
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--etcd",
+            &fleet.etcd.endpoint(),
+            "--store",
+            &fleet.s3.store_url(),
+            "--memory-budget",
+            "1GiB",
+            "--internal-token",
+            TOKEN,
+            "--id",
+            "w-rss",
+        ]);
+    for (k, v) in fleet.s3.env() {
+        worker = worker.env(k, v);
+    }
+    worker.spawn().await.unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    worker
+        .wait_http_ready(&format!("{base}/v2/health/ready"), Duration::from_secs(20), |s, _| {
+            s.as_u16() == 200
+        })
+        .await
+        .unwrap();
+    let pid = worker.pid().unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |what: &'static str, i: usize| {
+        http.post(format!("{base}/v2/repository/models/acme.big{i}/{what}"))
+            .header("x-shardline-token", TOKEN)
+            .send()
+    };
+    let before = rss_bytes(pid);
+    for i in 0..4 {
+        assert_eq!(call("load", i).await.unwrap().status(), 200);
+    }
+    let loaded = rss_bytes(pid);
+    for i in 0..4 {
+        assert_eq!(call("unload", i).await.unwrap().status(), 200);
+    }
+    // Give the allocator a moment to return freed pages.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = rss_bytes(pid);
+    let model_bytes: u64 = models.iter().map(TestModel::resident_bytes).sum();
+    eprintln!(
+        "worker rss: before {} MiB, 4 models loaded {} MiB, after evicting them {} MiB (models {} MiB)",
+        before >> 20,
+        loaded >> 20,
+        after >> 20,
+        model_bytes >> 20
+    );
+    assert!(loaded >= before + model_bytes * 3 / 4, "the models were resident");
+    let kept = after.saturating_sub(before);
+    assert!(
+        kept <= model_bytes / 4,
+        "after evicting every model the worker still holds {} MiB more than before",
+        kept >> 20
+    );
+}
