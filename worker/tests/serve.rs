@@ -413,3 +413,28 @@ async fn per_model_in_flight_limit_answers_429() {
     worker.score("acme.other", &[0.5; 8], 1).await;
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_larger_than_the_whole_budget_gets_507() {
+    let fleet = Fleet::start().await;
+    // ~2 MB of weights; loading needs the file and the built copy: twice that.
+    let big = TestModel::mlp(&[64, 8192, 1], 13);
+    let small = TestModel::mlp(&[8, 4, 1], 14);
+    fleet.publish("acme", "big", "1", &big).await;
+    fleet.publish("acme", "small", "1", &small).await;
+    let worker = fleet.worker("w-1", 3 << 20, "10m").await;
+    let input = serde_json::json!({"inputs": [{"name": "features", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}]});
+    let resp = worker.infer("acme.big", input.to_string()).await;
+    assert_eq!(resp.status(), 507);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("budget"), "{text}");
+    worker.score("acme.small", &[0.5; 8], 1).await;
+    assert_eq!(
+        worker
+            .metric("shardline_worker_model_loads_total{result=\"ok\"}")
+            .await,
+        1.0,
+        "the oversized model was refused before any fetch"
+    );
+    worker.stop().await;
+}
