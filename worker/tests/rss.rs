@@ -59,9 +59,11 @@ async fn worker_rss_drops_after_models_are_evicted() {
     worker.spawn().await.unwrap();
     let base = format!("http://127.0.0.1:{port}");
     worker
-        .wait_http_ready(&format!("{base}/v2/health/ready"), Duration::from_secs(20), |s, _| {
-            s.as_u16() == 200
-        })
+        .wait_http_ready(
+            &format!("{base}/v2/health/ready"),
+            Duration::from_secs(20),
+            |s, _| s.as_u16() == 200,
+        )
         .await
         .unwrap();
     let pid = worker.pid().unwrap();
@@ -90,7 +92,10 @@ async fn worker_rss_drops_after_models_are_evicted() {
         after >> 20,
         model_bytes >> 20
     );
-    assert!(loaded >= before + model_bytes * 3 / 4, "the models were resident");
+    assert!(
+        loaded >= before + model_bytes * 3 / 4,
+        "the models were resident"
+    );
     let kept = after.saturating_sub(before);
     assert!(
         kept <= model_bytes / 4,
