@@ -28,8 +28,12 @@ fmt:
     cargo fmt --all
 
 # Every benchmark (ratios against a baseline measured in the same run).
-bench: bench-placement
+bench: bench-placement bench-worker
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
 bench-placement:
     cargo bench -p shardline-shared --bench placement
+
+# Worker: warm infer over HTTP vs in-process, cold first score vs fetch + parse (50 MB MLP, etcd + moto).
+bench-worker:
+    cargo run --release -p shardline-loadtest --bin loadtest -- bench-worker

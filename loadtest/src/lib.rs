@@ -4,4 +4,5 @@
 //! in the other crates (as a dev-dependency). The `loadtest` binary will drive a running
 //! fleet with bounded, loopback-only request loops.
 
+pub mod bench;
 pub mod harness;

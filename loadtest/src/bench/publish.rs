@@ -1,0 +1,47 @@
+//! Publishing a [`BenchModel`]: upload its two files to the artifact store and register the
+//! manifest as the live version, as `shardctl publish` does (and the worker tests' `Fleet`).
+
+use bytes::Bytes;
+use shardline_control::ControlPlane;
+use shardline_shared::manifest::{CONFIG_FILE, Manifest, WEIGHTS_FILE};
+use shardline_worker::artifacts::ArtifactStore;
+
+use super::model::{BenchModel, digest};
+
+/// Uploads `m` under `<tenant>/<model>/<version>` and makes that version live.
+pub async fn publish(
+    store: &ArtifactStore,
+    cp: &ControlPlane,
+    tenant: &str,
+    model: &str,
+    version: &str,
+    m: &BenchModel,
+) -> anyhow::Result<Manifest> {
+    let location = format!("{tenant}/{model}/{version}");
+    store
+        .put(
+            &format!("{location}/{CONFIG_FILE}"),
+            Bytes::from(m.config_json.clone()),
+        )
+        .await?;
+    store
+        .put(
+            &format!("{location}/{WEIGHTS_FILE}"),
+            Bytes::from(m.weights.clone()),
+        )
+        .await?;
+    let manifest = Manifest {
+        tenant: tenant.parse()?,
+        model: model.parse()?,
+        version: version.parse()?,
+        location,
+        config_file: digest(&m.config_json),
+        weights_file: digest(&m.weights),
+        config: m.config.clone(),
+        dims: m.dims.clone(),
+        published_at: shardline_control::ops::unix_now(),
+    };
+    cp.register_version(&manifest).await?;
+    cp.set_live(&manifest.key(), &manifest.version).await?;
+    Ok(manifest)
+}
