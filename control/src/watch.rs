@@ -8,6 +8,7 @@
 //! the metrics say how stale it is.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -27,12 +28,34 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct SnapshotWatcher {
     rx: watch::Receiver<Arc<Snapshot>>,
+    clock: Arc<ContactClock>,
     task: JoinHandle<()>,
+    ticker: JoinHandle<()>,
 }
 
 impl Drop for SnapshotWatcher {
     fn drop(&mut self) {
         self.task.abort();
+        self.ticker.abort();
+    }
+}
+
+/// When etcd last confirmed the snapshot current, as milliseconds since `base`.
+#[derive(Debug)]
+struct ContactClock {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl ContactClock {
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -41,8 +64,38 @@ impl SnapshotWatcher {
     /// first listing succeeds; until then [`SnapshotWatcher::current`] is empty at revision 0.
     pub fn spawn(store: Arc<dyn KvStore>, prefix: Prefix, metrics: ControlMetrics) -> Self {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(prefix.clone())));
-        let task = tokio::spawn(run(store, prefix, tx, metrics));
-        Self { rx, task }
+        let clock = Arc::new(ContactClock {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        });
+        let ticker = tokio::spawn({
+            let (clock, gauge) = (clock.clone(), metrics.snapshot_age_seconds.clone());
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    every.tick().await;
+                    gauge.set(clock.age().as_secs_f64());
+                }
+            }
+        });
+        let out = Publisher {
+            tx,
+            metrics,
+            clock: clock.clone(),
+        };
+        let task = tokio::spawn(run(store, prefix, out));
+        Self {
+            rx,
+            clock,
+            task,
+            ticker,
+        }
+    }
+
+    /// Time since etcd last confirmed the snapshot current (a listing, events or a
+    /// progress notification). Grows while etcd is unreachable.
+    pub fn age(&self) -> Duration {
+        self.clock.age()
     }
 
     /// The latest snapshot.
@@ -96,7 +149,7 @@ fn report(prefix: &Prefix, metrics: &ControlMetrics, invalid: &Invalid) {
 struct Publisher {
     tx: watch::Sender<Arc<Snapshot>>,
     metrics: ControlMetrics,
-    last_contact: Instant,
+    clock: Arc<ContactClock>,
 }
 
 impl Publisher {
@@ -107,28 +160,13 @@ impl Publisher {
     }
 
     fn touch(&mut self) {
-        self.last_contact = Instant::now();
+        self.clock.touch();
         self.metrics.snapshot_age_seconds.set(0.0);
-    }
-
-    fn age(&self) {
-        self.metrics
-            .snapshot_age_seconds
-            .set(self.last_contact.elapsed().as_secs_f64());
     }
 }
 
-async fn run(
-    store: Arc<dyn KvStore>,
-    prefix: Prefix,
-    tx: watch::Sender<Arc<Snapshot>>,
-    metrics: ControlMetrics,
-) {
-    let mut out = Publisher {
-        tx,
-        metrics: metrics.clone(),
-        last_contact: Instant::now(),
-    };
+async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
+    let metrics = out.metrics.clone();
     let mut snap: Option<Snapshot> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -152,7 +190,6 @@ async fn run(
                 }
                 Err(e) => {
                     warn!(error = %e, retry_in = ?backoff, "listing the control plane failed");
-                    out.age();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -165,7 +202,6 @@ async fn run(
         if healthy {
             backoff = BACKOFF_MIN;
         } else {
-            out.age();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -191,16 +227,8 @@ async fn follow(
     out.metrics.watch_connected.set(1);
     debug!(from, "watching control plane");
     let mut healthy = false;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            _ = ticker.tick() => {
-                out.age();
-                continue;
-            }
-        };
-        match item {
+        match stream.next().await {
             Some(Ok(WatchItem::Batch { revision, events })) => {
                 healthy = true;
                 if events.is_empty() {
