@@ -35,5 +35,6 @@ bench-placement:
     cargo bench -p shardline-shared --bench placement
 
 # Worker: warm infer over HTTP vs in-process, cold first score vs fetch + parse (50 MB MLP, etcd + moto).
+# Runs with the worker binary's malloc setting (see docs/worker.md), since the worker is in-process here.
 bench-worker:
-    cargo run --release -p shardline-loadtest --bin loadtest -- bench-worker
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 cargo run --release -p shardline-loadtest --bin loadtest -- bench-worker
