@@ -6,6 +6,7 @@
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use shardline_shared::ids::ModelKey;
 use shardline_shared::metrics as names;
 
 /// Load-time and latency buckets, in seconds: sub-millisecond scores to minute-long loads.
@@ -110,8 +111,13 @@ impl WorkerMetrics {
         Ok(m)
     }
 
-    /// Label values for a model's series: empty unless per-model metrics are on.
-    pub fn model_labels<'a>(&self, model: &'a str) -> Vec<&'a str> {
-        if self.per_model { vec![model] } else { vec![] }
+    /// Label values for a model's series: empty (and no allocation) unless per-model
+    /// metrics are on.
+    pub fn model_labels(&self, model: &ModelKey) -> Vec<String> {
+        if self.per_model {
+            vec![model.to_string()]
+        } else {
+            vec![]
+        }
     }
 }

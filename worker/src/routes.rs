@@ -228,11 +228,10 @@ async fn score(
         Ok((out?, batch))
     };
     let (scores, batch) = scores?;
-    let model_label = manifest.key().to_string();
     state
         .metrics
         .inference_duration
-        .with_label_values(&state.metrics.model_labels(&model_label))
+        .with_label_values(&state.metrics.model_labels(&manifest.key()))
         .observe(started.elapsed().as_secs_f64());
     let body = encode_infer_response(
         &oip_name(&manifest),

@@ -48,10 +48,6 @@ pub fn metrics_app(registry: Registry) -> Router {
     )
 }
 
-fn unix_now() -> u64 {
-    shardline_control::ops::unix_now()
-}
-
 /// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
 /// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves
 /// `/metrics` when given.
@@ -110,7 +106,7 @@ pub async fn serve(
         used_bytes: 0,
         resident: vec![],
         build_version: env!("CARGO_PKG_VERSION").into(),
-        started_at: unix_now(),
+        started_at: shardline_control::ops::unix_now(),
     };
     let lease_config = LeaseConfig {
         ttl: args.lease_ttl,

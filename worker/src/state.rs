@@ -135,10 +135,9 @@ impl AppState {
             ));
         }
         *n += 1;
-        let label = model.to_string();
         self.metrics
             .in_flight
-            .with_label_values(&self.metrics.model_labels(&label))
+            .with_label_values(&self.metrics.model_labels(model))
             .inc();
         Ok(InFlight {
             state: self.clone(),
@@ -216,11 +215,10 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let label = self.model.to_string();
         let metrics = &self.state.metrics;
         metrics
             .in_flight
-            .with_label_values(&metrics.model_labels(&label))
+            .with_label_values(&metrics.model_labels(&self.model))
             .dec();
         let mut map = self
             .state
