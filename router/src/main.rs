@@ -1,0 +1,2 @@
+//! The `router` binary.
+fn main() {}
