@@ -1,6 +1,12 @@
-//! Metrics of the control-plane client, registered into a registry the caller owns.
+//! Metrics of the control-plane client, registered into a registry the caller owns, and
+//! the `/metrics` endpoint every component serves on its own port.
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use shardline_shared::metrics as names;
 
 /// Counters and gauges updated by the watcher and the lease keeper.
@@ -59,4 +65,24 @@ impl ControlMetrics {
             )?,
         })
     }
+}
+
+/// Serves `/metrics` (Prometheus text format) for `registry`.
+pub fn metrics_app(registry: Registry) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let encoder = TextEncoder::new();
+                let mut out = Vec::new();
+                match encoder.encode(&registry.gather(), &mut out) {
+                    Ok(()) => {
+                        ([(CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+        }),
+    )
 }

@@ -1,2 +1,87 @@
-//! The `router` binary.
-fn main() {}
+//! The `router` binary: parse and validate flags (exit 64 on bad configuration), then
+//! serve until SIGINT or SIGTERM on one runtime thread per core.
+
+use clap::Parser;
+use shardline_router::config::{RouterArgs, RouterConfig};
+
+/// Exit status for bad flags or configuration (`EX_USAGE`).
+const EXIT_CONFIG: i32 = 64;
+
+fn main() {
+    let args = match RouterArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("router: {}", first.trim_start_matches("error: "));
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let config = match args.validate() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("router: invalid configuration: {}", errors.join("; "));
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let threads = config.args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("router: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(config)) {
+        eprintln!("router: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: RouterConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.args.listen).await?;
+    let metrics = match config.args.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    shardline_router::serve::serve(config, listener, metrics, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -4,13 +4,17 @@
 //! - [`ids`]: validated tenant, model, version and worker names;
 //! - [`manifest`]: `config.json`, the registry manifest and their validation;
 //! - [`auth`]: API key generation, digests and constant-time checks;
+//! - [`decode`]: Open Inference Protocol v2 infer request decoding and validation
+//!   (the worker scores what it decodes; the router validates before forwarding);
 //! - [`keys`]: the etcd key layout (build and parse);
 //! - [`records`]: the JSON values stored under those keys;
 //! - [`snapshot`]: the in-memory view of the whole control plane, built from key/values;
 //! - [`placement`]: sticky rendezvous shuffle sharding (`place`, `rebalance`);
-//! - [`metrics`]: Prometheus metric names.
+//! - [`metrics`]: Prometheus metric names;
+//! - [`units`]: sizes and durations on command lines.
 
 pub mod auth;
+pub mod decode;
 pub mod ids;
 pub mod keys;
 pub mod manifest;
@@ -18,5 +22,6 @@ pub mod metrics;
 pub mod placement;
 pub mod records;
 pub mod snapshot;
+pub mod units;
 
 pub use ids::{IdError, ModelKey, ModelName, TenantId, VersionId, WorkerId};

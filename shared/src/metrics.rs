@@ -16,6 +16,10 @@ pub const ROUTER_REQUESTS_TOTAL: &str = "shardline_router_requests_total";
 pub const ROUTER_REQUEST_DURATION_SECONDS: &str = "shardline_router_request_duration_seconds";
 pub const ROUTER_RETRIES_TOTAL: &str = "shardline_router_retries_total";
 pub const ROUTER_UPSTREAM_DURATION_SECONDS: &str = "shardline_router_upstream_duration_seconds";
+pub const ROUTER_UPSTREAM_REQUESTS_TOTAL: &str = "shardline_router_upstream_requests_total";
+pub const ROUTER_RETRIES_REFUSED_TOTAL: &str = "shardline_router_retries_refused_total";
+pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
+pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
 
 /// Worker.
 pub const WORKER_MODEL_LOADS_TOTAL: &str = "shardline_worker_model_loads_total";

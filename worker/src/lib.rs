@@ -3,8 +3,8 @@
 //! Pure parts (no I/O, no runtime):
 //! - [`model`]: builds an [`model::MlpModel`] from `config.json` and safetensors bytes
 //!   (after [`shardline_shared::manifest::ModelConfig::check_tensors`]) and runs it;
-//! - [`decode`]: decodes and validates an Open Inference Protocol v2 REST infer request
-//!   body into a batch, and encodes the response;
+//! - [`decode`]: re-exported from `shardline_shared` (the router validates requests with
+//!   the same decoder): OIP v2 infer request decoding and response encoding;
 //! - [`cache::policy`]: the memory-budget bookkeeping of resident models.
 //!
 //! I/O and serving:
@@ -17,7 +17,7 @@
 pub mod artifacts;
 pub mod cache;
 pub mod config;
-pub mod decode;
+pub use shardline_shared::decode;
 pub mod error;
 pub mod metrics;
 pub mod model;

@@ -23,6 +23,19 @@ use crate::state::AppState;
 /// Header carrying the router↔worker shared secret.
 pub const TOKEN_HEADER: &str = "x-shardline-token";
 
+/// Header by which a router names the model as its client called it (the tenant's own
+/// model name); the infer response's `model_name` then echoes it instead of
+/// `<tenant>.<model>`, so the router can forward the response bytes unchanged.
+pub const PUBLIC_NAME_HEADER: &str = "x-shardline-public-name";
+
+/// Header by which a router names the etcd revision it resolved the model version at;
+/// the worker waits briefly for its own snapshot to get there before resolving.
+pub const REVISION_HEADER: &str = "x-shardline-revision";
+
+fn revision(headers: &HeaderMap) -> Option<i64> {
+    headers.get(REVISION_HEADER)?.to_str().ok()?.parse().ok()
+}
+
 /// The worker's router, ready to serve.
 pub fn app(state: Arc<AppState>) -> Router {
     let protected = Router::new()
@@ -203,6 +216,7 @@ async fn score(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    state.catch_up(revision(headers)).await;
     let manifest = state.resolve(name, version)?;
     let _in_flight = state.admit(&manifest.key())?;
     let bytes = read_body(headers, body, state.limits.max_body).await?;
@@ -233,8 +247,12 @@ async fn score(
         .inference_duration
         .with_label_values(&state.metrics.model_labels(&manifest.key()))
         .observe(started.elapsed().as_secs_f64());
+    let name = headers
+        .get(PUBLIC_NAME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| oip_name(&manifest), str::to_owned);
     let body = encode_infer_response(
-        &oip_name(&manifest),
+        &name,
         manifest.version.as_str(),
         batch.id.as_deref(),
         &manifest.config.output.name,
@@ -283,6 +301,7 @@ async fn repository_target(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Arc<Manifest>, ApiError> {
+    state.catch_up(revision(headers)).await;
     let bytes = read_body(headers, body, 64 << 10).await?;
     let version = requested_version(&bytes)?;
     state.resolve(name, version.as_deref())

@@ -7,12 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
 use shardline_control::{
     ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
 };
@@ -28,25 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Events, Limits};
 
-/// Serves `/metrics` for `registry`.
-pub fn metrics_app(registry: Registry) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let encoder = TextEncoder::new();
-                let mut out = Vec::new();
-                match encoder.encode(&registry.gather(), &mut out) {
-                    Ok(()) => {
-                        ([(CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response()
-                    }
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-                }
-            }
-        }),
-    )
-}
+pub use shardline_control::metrics::metrics_app;
 
 /// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
 /// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves

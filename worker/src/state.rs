@@ -18,6 +18,9 @@ use crate::error::{ApiError, LoadError};
 use crate::metrics::WorkerMetrics;
 use crate::model::MlpModel;
 
+/// Longest a request waits for this worker's snapshot to reach the router's revision.
+const MAX_REVISION_WAIT: Duration = Duration::from_secs(2);
+
 /// A resident model version, the cache's key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LoadedKey {
@@ -119,6 +122,23 @@ impl AppState {
             None => entry.live_manifest().ok_or_else(unknown)?,
         };
         Ok(Arc::new(manifest.clone()))
+    }
+
+    /// Waits (up to `MAX_REVISION_WAIT`) until this worker's snapshot has reached
+    /// `revision`: a router pins the version it resolved at its own snapshot's revision,
+    /// which may be ahead of ours by a watch event, so a just-published version is not
+    /// answered with 404 here.
+    pub async fn catch_up(&self, revision: Option<i64>) {
+        let Some(wanted) = revision else { return };
+        if self.snapshot.borrow().revision() >= wanted {
+            return;
+        }
+        let mut rx = self.snapshot.clone();
+        let _ = tokio::time::timeout(
+            MAX_REVISION_WAIT,
+            rx.wait_for(|s| s.revision() >= wanted),
+        )
+        .await;
     }
 
     /// Counts a request against its model's in-flight limit (429 past it).

@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use shardline_shared::manifest::ModelConfig;
+use crate::manifest::ModelConfig;
 
 /// A sensible default for [`InputSpec::max_rows`].
 pub const DEFAULT_MAX_ROWS: usize = 4096;
@@ -530,7 +530,7 @@ struct Output<'a> {
 
 /// Encodes an OIP v2 infer response with one FP32 output of shape `[rows, dim]`.
 /// `data` holds `rows × dim` values, row-major; non-finite values (which
-/// [`crate::model::MlpModel::forward`] never returns) would be written as `null`.
+/// the worker's model never returns) would be written as `null`.
 pub fn encode_infer_response(
     model_name: &str,
     version: &str,

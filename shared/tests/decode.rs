@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use shardline_worker::decode::{
+use shardline_shared::decode::{
     DEFAULT_MAX_ROWS, DecodeError, InputSpec, decode_infer, encode_infer_response,
 };
 

@@ -1,0 +1,198 @@
+//! The router's command line and environment (`SHARDLINE_<FLAG>`), parsed once and
+//! validated completely: every problem is reported together, and bad configuration
+//! exits with status 64.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use shardline_shared::keys::Prefix;
+use shardline_shared::units::{parse_bytes, parse_duration};
+
+/// Shardline router: authenticates Open Inference Protocol v2 requests, finds the
+/// tenant's model and forwards each request to a worker of the model's shard.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "router",
+    version,
+    after_help = "Example:\n  router --listen 0.0.0.0:8080 --metrics-listen 0.0.0.0:9090 \\\n    --etcd http://etcd-0:2379,http://etcd-1:2379 --internal-token \"$TOKEN\""
+)]
+pub struct RouterArgs {
+    /// Address to serve the public OIP API on.
+    #[arg(long, env = "SHARDLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "SHARDLINE_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, env = "SHARDLINE_PREFIX", default_value = "/shardline")]
+    pub prefix: String,
+    /// Address to serve /metrics on.
+    #[arg(long, env = "SHARDLINE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Shared secret sent to workers in `x-shardline-token`.
+    #[arg(long, env = "SHARDLINE_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: String,
+    /// Router id (controller election, logs); default: the host name.
+    #[arg(long, env = "SHARDLINE_ID")]
+    pub id: Option<String>,
+    /// Largest accepted request body.
+    #[arg(long, env = "SHARDLINE_MAX_BODY", value_parser = parse_bytes, default_value = "8MiB")]
+    pub max_body: u64,
+    /// Largest batch (rows) per request, checked before forwarding.
+    #[arg(long, env = "SHARDLINE_MAX_BATCH_ROWS", default_value_t = 4096)]
+    pub max_batch_rows: usize,
+    /// Deadline of a request that does not set `x-shardline-deadline-ms`.
+    #[arg(long, env = "SHARDLINE_DEFAULT_DEADLINE", value_parser = parse_duration, default_value = "10s")]
+    pub default_deadline: Duration,
+    /// Largest deadline a client may ask for.
+    #[arg(long, env = "SHARDLINE_MAX_DEADLINE", value_parser = parse_duration, default_value = "60s")]
+    pub max_deadline: Duration,
+    /// Longest one attempt on one worker may take before the next member is tried
+    /// (the request's deadline still bounds the whole).
+    #[arg(long, env = "SHARDLINE_ATTEMPT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub attempt_timeout: Duration,
+    /// Retries allowed, in percent of requests over `--retry-window`.
+    #[arg(long, env = "SHARDLINE_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    pub retry_budget_percent: u32,
+    /// Retries per second always allowed on top of the percentage (for low traffic).
+    #[arg(long, env = "SHARDLINE_RETRY_MIN_PER_SEC", default_value_t = 5)]
+    pub retry_min_per_sec: u32,
+    /// Window of the retry budget.
+    #[arg(long, env = "SHARDLINE_RETRY_WINDOW", value_parser = parse_duration, default_value = "10s")]
+    pub retry_window: Duration,
+    /// Do not run the placement controller on this router.
+    #[arg(long, env = "SHARDLINE_NO_CONTROLLER")]
+    pub no_controller: bool,
+    /// Lease TTL of this router's controller candidacy (failover time of the controller).
+    #[arg(long, env = "SHARDLINE_CONTROLLER_LEASE_TTL", value_parser = parse_duration, default_value = "5s")]
+    pub controller_lease_ttl: Duration,
+    /// Runtime threads (default: one per core).
+    #[arg(long, env = "SHARDLINE_THREADS")]
+    pub threads: Option<usize>,
+    /// Label request metrics per tenant model (bounded cardinality is then your choice).
+    #[arg(long, env = "SHARDLINE_PER_MODEL_METRICS")]
+    pub per_model_metrics: bool,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub args: RouterArgs,
+    pub id: String,
+    pub prefix: Prefix,
+}
+
+impl RouterArgs {
+    /// Checks everything and reports every problem at once.
+    pub fn validate(self) -> Result<RouterConfig, Vec<String>> {
+        let mut errors = Vec::new();
+        let prefix = Prefix::new(&self.prefix).map_err(|e| errors.push(format!("--prefix: {e}")));
+        let id = self.id.clone().or_else(default_id).unwrap_or_default();
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            errors.push("--id must be 1 to 128 printable characters".into());
+        }
+        if self.etcd.iter().all(|e| e.trim().is_empty()) {
+            errors.push("--etcd needs at least one endpoint".into());
+        }
+        if self.internal_token.len() < 16 {
+            errors.push("--internal-token must be at least 16 characters".into());
+        }
+        if self.max_body < 1024 || self.max_batch_rows == 0 {
+            errors.push("--max-body must be at least 1KiB and --max-batch-rows positive".into());
+        }
+        if self.default_deadline.is_zero()
+            || self.attempt_timeout.is_zero()
+            || self.max_deadline < self.default_deadline
+        {
+            errors.push(
+                "--default-deadline and --attempt-timeout must be positive, and --max-deadline at least --default-deadline"
+                    .into(),
+            );
+        }
+        if self.retry_budget_percent > 100 || self.retry_window < Duration::from_secs(1) {
+            errors.push(
+                "--retry-budget-percent must be at most 100 and --retry-window at least 1s".into(),
+            );
+        }
+        if self.controller_lease_ttl < Duration::from_secs(2) {
+            errors.push("--controller-lease-ttl must be at least 2s".into());
+        }
+        if self.threads == Some(0) {
+            errors.push("--threads must be positive".into());
+        }
+        match prefix {
+            Ok(prefix) if errors.is_empty() => Ok(RouterConfig {
+                args: self,
+                id,
+                prefix,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The host name (a pod name on Kubernetes), with this process's id: two routers on
+/// one host still get distinct ids.
+fn default_id() -> Option<String> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
+    Some(format!("{}-{}", host.trim(), std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[(&str, &str)]) -> Result<RouterArgs, clap::Error> {
+        let mut flags = vec![
+            ("--etcd", "http://127.0.0.1:2379"),
+            ("--internal-token", "0123456789abcdef"),
+            ("--id", "r-1"),
+        ];
+        for (flag, value) in extra {
+            flags.retain(|(f, _)| f != flag);
+            flags.push((flag, value));
+        }
+        let argv = std::iter::once("router").chain(flags.iter().flat_map(|(f, v)| [*f, *v]));
+        RouterArgs::try_parse_from(argv)
+    }
+
+    #[test]
+    fn valid_config_with_defaults() {
+        let c = args(&[]).unwrap().validate().unwrap();
+        assert_eq!(c.args.default_deadline, Duration::from_secs(10));
+        assert_eq!(c.args.max_body, 8 << 20);
+        assert_eq!(c.id, "r-1");
+        assert_eq!(c.prefix.root(), "/shardline/");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let errs = args(&[
+            ("--prefix", "nope"),
+            ("--internal-token", "short"),
+            ("--max-deadline", "1s"),
+            ("--threads", "0"),
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let all = errs.join("\n");
+        for needle in [
+            "--prefix",
+            "--internal-token",
+            "--max-deadline",
+            "--threads",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn bad_units_are_flag_errors() {
+        let err = args(&[("--max-body", "huge")]).unwrap_err().to_string();
+        assert!(err.contains("huge"), "{err}");
+    }
+}

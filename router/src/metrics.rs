@@ -1,0 +1,130 @@
+//! The router's Prometheus metrics, registered into a registry it is given.
+//!
+//! Names come from `shardline_shared::metrics`. Labels are bounded: status codes,
+//! outcome kinds and worker ids (one per worker of the fleet); a `model` label
+//! (`tenant/model`) is added only with `--per-model-metrics`.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use shardline_shared::ids::ModelKey;
+use shardline_shared::metrics as names;
+
+/// Latency buckets in seconds: sub-millisecond hops to the 60 s deadline cap.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Every metric the router's request path exports.
+#[derive(Debug, Clone)]
+pub struct RouterMetrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub retries: IntCounter,
+    pub retries_refused: IntCounter,
+    pub upstream_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub tenant_limited: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    per_model: bool,
+}
+
+impl RouterMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry, per_model: bool) -> prometheus::Result<Self> {
+        let labels: &[&str] = if per_model {
+            &["code", "model"]
+        } else {
+            &["code"]
+        };
+        let duration_labels: &[&str] = if per_model { &["model"] } else { &[] };
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    names::ROUTER_REQUESTS_TOTAL,
+                    "Public API requests answered, by HTTP status code",
+                ),
+                labels,
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    names::ROUTER_REQUEST_DURATION_SECONDS,
+                    "Time from a request's arrival to its answer, retries included",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                duration_labels,
+            )?,
+            retries: IntCounter::new(
+                names::ROUTER_RETRIES_TOTAL,
+                "Inference attempts sent to another shard member after a failed one",
+            )?,
+            retries_refused: IntCounter::new(
+                names::ROUTER_RETRIES_REFUSED_TOTAL,
+                "Retries not sent because the retry budget was spent",
+            )?,
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    names::ROUTER_UPSTREAM_DURATION_SECONDS,
+                    "Time of one attempt on one worker, by worker",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["worker"],
+            )?,
+            upstream_requests: IntCounterVec::new(
+                Opts::new(
+                    names::ROUTER_UPSTREAM_REQUESTS_TOTAL,
+                    "Attempts sent to workers, by result (ok, client_error, server_error, connect_error, timeout, broken)",
+                ),
+                &["result"],
+            )?,
+            in_flight: IntGauge::new(
+                names::ROUTER_IN_FLIGHT,
+                "Public API requests being handled",
+            )?,
+            tenant_limited: IntCounterVec::new(
+                Opts::new(
+                    names::ROUTER_TENANT_LIMITED_TOTAL,
+                    "Requests refused with 429 by a tenant's limit, by limit (in_flight, rate)",
+                ),
+                &["limit"],
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new(names::BUILD_INFO, "Build of this component (always 1)"),
+                &["component", "version"],
+            )?,
+            per_model,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.retries_refused.clone()))?;
+        registry.register(Box::new(m.upstream_duration.clone()))?;
+        registry.register(Box::new(m.upstream_requests.clone()))?;
+        registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.tenant_limited.clone()))?;
+        registry.register(Box::new(m.build_info.clone()))?;
+        m.build_info
+            .with_label_values(&["router", env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// Counts one answered request.
+    pub fn answered(&self, model: Option<&ModelKey>, code: u16, seconds: f64) {
+        let code = code.to_string();
+        if self.per_model {
+            let model = model.map(ModelKey::shard_key).unwrap_or_default();
+            self.requests.with_label_values(&[&code, &model]).inc();
+            self.request_duration
+                .with_label_values(&[&model])
+                .observe(seconds);
+        } else {
+            self.requests.with_label_values(&[&code]).inc();
+            self.request_duration
+                .with_label_values::<&str>(&[])
+                .observe(seconds);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The inference path: from an authenticated tenant and a model name to a worker's
+//! answer — resolve the version, validate the body, choose shard members, forward with
+//! a deadline, and fail over to another member within the retry budget.
+
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shardline_shared::decode::{InputSpec, decode_infer};
+use shardline_shared::ids::{ModelKey, WorkerId};
+use shardline_shared::manifest::Manifest;
+use shardline_shared::placement;
+use shardline_shared::records::AdminState;
+use shardline_shared::snapshot::Snapshot;
+
+use crate::error::{RouterError, error_response};
+use crate::health::Fleet;
+use crate::select::{self, Candidate};
+use crate::state::AppState;
+use crate::upstream::{Attempt, Outcome};
+
+/// Header naming the worker that answered.
+pub const WORKER_HEADER: &str = "x-shardline-worker";
+/// Header by which a client sets its deadline, in milliseconds.
+pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
+
+/// The request's deadline: its header (capped) or the default.
+pub fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Duration, RouterError> {
+    let Some(v) = headers.get(DEADLINE_HEADER) else {
+        return Ok(state.limits.default_deadline);
+    };
+    let ms = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| {
+            RouterError::BadRequest(format!(
+                "{DEADLINE_HEADER} must be a positive number of milliseconds"
+            ))
+        })?;
+    Ok(Duration::from_millis(ms).min(state.limits.max_deadline))
+}
+
+/// A shard member as the request path sees it.
+#[derive(Debug)]
+struct Member<'a> {
+    id: &'a WorkerId,
+    address: &'a str,
+}
+
+/// The members that may serve `key`: the stored assignment's current then previous
+/// members, or — for a model published too recently to be placed — the top k live
+/// active workers by rendezvous score (deterministic at a given revision). Returns the
+/// live members with their choice attributes.
+fn candidates<'s>(
+    snap: &'s Snapshot,
+    fleet: &Fleet,
+    key: &ModelKey,
+    manifest: &Manifest,
+    now: Instant,
+) -> (Vec<Member<'s>>, Vec<Candidate>) {
+    let mut ids: Vec<(&WorkerId, bool)> = Vec::new();
+    if let Some(a) = snap.assignments().get(key) {
+        ids.extend(a.value.workers.iter().map(|w| (w, false)));
+        ids.extend(
+            a.value
+                .previous
+                .iter()
+                .filter(|w| !a.value.workers.contains(w))
+                .map(|w| (w, true)),
+        );
+    } else if let Ok(params) = snap.placement_params() {
+        let shard_key = key.shard_key();
+        let mut ranked: Vec<(u64, &WorkerId)> = snap
+            .workers()
+            .keys()
+            .filter(|w| snap.admin_state(w) == AdminState::Active)
+            .map(|w| (placement::score(&params, &shard_key, w), w))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let k = snap.shard_size(&key.tenant) as usize;
+        ids.extend(ranked.into_iter().take(k).map(|(_, w)| (w, false)));
+    }
+    let mut members = Vec::with_capacity(ids.len());
+    let mut cands = Vec::with_capacity(ids.len());
+    for (id, previous) in ids {
+        let Some(record) = snap.workers().get(id) else {
+            continue;
+        };
+        let health = fleet.get(id);
+        let resident = record
+            .value
+            .resident
+            .binary_search_by(|r| (&r.model, &r.version).cmp(&(key, &manifest.version)))
+            .is_ok();
+        cands.push(Candidate {
+            index: members.len(),
+            eligible: true,
+            preferred: !previous
+                && snap.admin_state(id) != AdminState::Draining
+                && !fleet.is_ejected(&health, now),
+            resident,
+            in_flight: health.in_flight(),
+        });
+        members.push(Member {
+            id,
+            address: &record.value.address,
+        });
+    }
+    (members, cands)
+}
+
+/// Validates `body` for `manifest`, then forwards it to a member of the model's shard.
+pub async fn infer(
+    state: &AppState,
+    snap: &Snapshot,
+    key: &ModelKey,
+    manifest: &Manifest,
+    body: Bytes,
+    deadline: Duration,
+    started: Instant,
+) -> Result<Response, RouterError> {
+    let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
+    decode_infer(&body, &spec)?;
+
+    let (members, cands) = candidates(snap, &state.fleet, key, manifest, started);
+    let order = select::order(&cands, &mut fastrand::Rng::new());
+    if order.is_empty() {
+        return Err(RouterError::Unavailable(format!(
+            "no live worker serves model {:?}",
+            key.model.as_str()
+        )));
+    }
+    let path = format!(
+        "/v2/models/{}.{}/versions/{}/infer",
+        key.tenant, key.model, manifest.version
+    );
+    let end = started + deadline;
+    state
+        .budget
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .deposit(started);
+    let mut last: Option<(&WorkerId, Outcome)> = None;
+    for (attempt, &i) in order.iter().enumerate() {
+        let member = &members[i];
+        let now = Instant::now();
+        if now >= end {
+            return Err(RouterError::DeadlineExceeded(deadline));
+        }
+        if attempt > 0 {
+            let allowed = state
+                .budget
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .try_withdraw(now);
+            if !allowed {
+                state.metrics.retries_refused.inc();
+                break;
+            }
+            state.metrics.retries.inc();
+        }
+        let remaining = end - now;
+        let last_chance = attempt + 1 == order.len();
+        let timeout = if last_chance {
+            remaining
+        } else {
+            remaining.min(state.limits.attempt_timeout)
+        };
+        let health = state.fleet.get(member.id);
+        let outcome = {
+            let _in_flight = Fleet::enter(&health);
+            state
+                .upstream
+                .send(Attempt {
+                    address: member.address,
+                    path: &path,
+                    body: body.clone(),
+                    public_name: key.model.as_str(),
+                    revision: snap.revision(),
+                    timeout,
+                })
+                .await
+        };
+        let took = now.elapsed().as_secs_f64();
+        state
+            .metrics
+            .upstream_duration
+            .with_label_values(&[member.id.as_str()])
+            .observe(took);
+        state
+            .metrics
+            .upstream_requests
+            .with_label_values(&[outcome.label()])
+            .inc();
+        match &outcome {
+            Outcome::Answered(_) => state.fleet.answered(&health),
+            Outcome::Failed(f) => {
+                tracing::debug!(worker = %member.id, model = %key, failure = ?f, "attempt failed");
+                state.fleet.failed(&health, Instant::now());
+            }
+        }
+        if !outcome.retryable() {
+            return Ok(relay(member.id, outcome));
+        }
+        last = Some((member.id, outcome));
+    }
+    if Instant::now() >= end {
+        return Err(RouterError::DeadlineExceeded(deadline));
+    }
+    match last {
+        Some((id, outcome @ Outcome::Answered(_))) => Ok(relay(id, outcome)),
+        _ => Err(RouterError::Unavailable(format!(
+            "no worker of model {:?}'s shard answered; try again shortly",
+            key.model.as_str()
+        ))),
+    }
+}
+
+/// The worker's answer, as the client gets it.
+fn relay(worker: &WorkerId, outcome: Outcome) -> Response {
+    let mut response = match outcome {
+        Outcome::Answered(a) => {
+            let mut r = (a.status, a.body).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                a.content_type
+                    .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+            );
+            if let Some(after) = a.retry_after {
+                h.insert(header::RETRY_AFTER, after);
+            }
+            r
+        }
+        Outcome::Failed(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker did not answer",
+            Some(Duration::from_secs(1)),
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(worker.as_str()) {
+        response.headers_mut().insert(WORKER_HEADER, v);
+    }
+    response
+}

@@ -1,0 +1,283 @@
+//! The router's public HTTP API: Open Inference Protocol v2 REST for a tenant's own
+//! models (infer, metadata, ready, with or without a version), server health and
+//! metadata. Model endpoints need `Authorization: Bearer <api key>`; the tenant comes
+//! only from the key, so another tenant's model answers exactly like a missing one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus::IntGauge;
+use serde_json::json;
+use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
+use shardline_shared::manifest::Manifest;
+use shardline_shared::snapshot::Snapshot;
+
+use crate::error::RouterError;
+use crate::proxy;
+use crate::state::AppState;
+
+/// The router's public API, ready to serve.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{model}", get(metadata))
+        .route("/v2/models/{model}/versions/{version}", get(metadata_v))
+        .route("/v2/models/{model}/ready", get(ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(ready_v))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .fallback(|| async { RouterError::NoRoute })
+        .method_not_allowed_fallback(|| async { RouterError::MethodNotAllowed })
+        .with_state(state)
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "shardline",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+/// Ready once a snapshot has been read from etcd and at least one worker is live. Stays
+/// ready while etcd is away: the last snapshot keeps serving.
+async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
+    let snap = state.snapshot();
+    if snap.revision() > 0 && !snap.workers().is_empty() {
+        StatusCode::OK.into_response()
+    } else if snap.revision() == 0 {
+        RouterError::Unavailable("no control-plane snapshot yet".into()).into_response()
+    } else {
+        RouterError::Unavailable("no live worker".into()).into_response()
+    }
+}
+
+/// The tenant owning the request's bearer key.
+fn authenticate(snap: &Snapshot, headers: &HeaderMap) -> Result<TenantId, RouterError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(RouterError::Unauthorized)?;
+    let (scheme, key) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(RouterError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(RouterError::Unauthorized);
+    }
+    snap.tenant_for_key(key.trim())
+        .cloned()
+        .ok_or(RouterError::Unauthorized)
+}
+
+/// The manifest of `tenant`'s model `name` at `version` (else the live one).
+fn resolve<'s>(
+    snap: &'s Snapshot,
+    tenant: &TenantId,
+    name: &str,
+    version: Option<&str>,
+) -> Result<(ModelKey, &'s Manifest), RouterError> {
+    let unknown = || RouterError::NotFound(format!("model {name:?} not found"));
+    let model = ModelName::new(name).map_err(|_| unknown())?;
+    let key = ModelKey::new(tenant.clone(), model);
+    let entry = snap.model(&key).ok_or_else(unknown)?;
+    let manifest = match version {
+        Some(v) => {
+            let no_version = || RouterError::NotFound(format!("model {name:?} has no version {v:?}"));
+            let v = VersionId::new(v).map_err(|_| no_version())?;
+            entry
+                .versions
+                .get(&v)
+                .map(|m| &m.value)
+                .ok_or_else(no_version)?
+        }
+        None => entry
+            .live_manifest()
+            .ok_or_else(|| RouterError::NotFound(format!("model {name:?} has no live version")))?,
+    };
+    Ok((key, manifest))
+}
+
+fn metadata_body(snap: &Snapshot, key: &ModelKey, m: &Manifest) -> serde_json::Value {
+    let versions: Vec<String> = snap
+        .model(key)
+        .map(|e| e.versions.keys().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    json!({
+        "name": key.model.as_str(),
+        "versions": versions,
+        "platform": "shardline_mlp",
+        "inputs": [{"name": m.config.input.name, "datatype": "FP32", "shape": [-1, m.config.input.dim]}],
+        "outputs": [{"name": m.config.output.name, "datatype": "FP32", "shape": [-1, m.config.output.dim]}],
+    })
+}
+
+fn model_metadata(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Json<serde_json::Value>, RouterError> {
+    let snap = state.snapshot();
+    let tenant = authenticate(&snap, headers)?;
+    let (key, manifest) = resolve(&snap, &tenant, name, version)?;
+    Ok(Json(metadata_body(&snap, &key, manifest)))
+}
+
+async fn metadata(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, RouterError> {
+    model_metadata(&state, &headers, &name, None)
+}
+
+async fn metadata_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, RouterError> {
+    model_metadata(&state, &headers, &name, Some(&version))
+}
+
+/// 200 when the model can be served now: a live worker of its shard (or, before it is
+/// placed, any live worker) exists.
+fn model_ready(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    version: Option<&str>,
+) -> Result<StatusCode, RouterError> {
+    let snap = state.snapshot();
+    let tenant = authenticate(&snap, headers)?;
+    let (key, _) = resolve(&snap, &tenant, name, version)?;
+    let live = match snap.assignments().get(&key) {
+        Some(a) => a
+            .value
+            .workers
+            .iter()
+            .chain(&a.value.previous)
+            .any(|w| snap.workers().contains_key(w)),
+        None => !snap.workers().is_empty(),
+    };
+    if live {
+        Ok(StatusCode::OK)
+    } else {
+        Err(RouterError::Unavailable(format!(
+            "no live worker serves model {name:?}"
+        )))
+    }
+}
+
+async fn ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, RouterError> {
+    model_ready(&state, &headers, &name, None)
+}
+
+async fn ready_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, RouterError> {
+    model_ready(&state, &headers, &name, Some(&version))
+}
+
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    score(&state, &name, None, &headers, body).await
+}
+
+async fn infer_v(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    score(&state, &name, Some(&version), &headers, body).await
+}
+
+/// Authenticates, admits, reads and forwards one inference; counts its answer.
+async fn score(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
+    let snap = state.snapshot();
+    let mut model = None;
+    let result = async {
+        let tenant = authenticate(&snap, headers)?;
+        let (key, manifest) = resolve(&snap, &tenant, name, version)?;
+        model = Some(key.clone());
+        let deadline = proxy::deadline(headers, state)?;
+        let limits = snap
+            .tenants()
+            .get(&tenant)
+            .map(|t| t.value.limits)
+            .unwrap_or_default();
+        let _permit = state.admit(&tenant, limits, started)?;
+        let bytes = read_body(headers, body, state.limits.max_body).await?;
+        proxy::infer(state, &snap, &key, manifest, bytes, deadline, started).await
+    }
+    .await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    state.metrics.answered(
+        model.as_ref(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlightGauge<'a>(&'a IntGauge);
+
+impl<'a> InFlightGauge<'a> {
+    fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlightGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 (up front when the
+/// length is announced).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RouterError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(RouterError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            RouterError::TooLarge(limit)
+        } else {
+            RouterError::BadRequest(format!("could not read request body: {e}"))
+        }
+    })
+}

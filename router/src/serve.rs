@@ -1,0 +1,114 @@
+//! Running a router: connect to etcd, watch the snapshot, run the placement controller
+//! candidate, serve the public API and `/metrics`, and shut down cleanly (stop
+//! accepting, finish in-flight requests, give up the controller lease).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use shardline_control::metrics::metrics_app;
+use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::budget::RetryBudget;
+use crate::config::RouterConfig;
+use crate::controller::{Controller, ControllerConfig, ControllerMetrics};
+use crate::metrics::RouterMetrics;
+use crate::routes::app;
+use crate::state::{AppState, Limits};
+use crate::upstream::Upstream;
+
+/// Runs the router until `shutdown` completes. `listener` is already bound (tests bind
+/// `127.0.0.1:0`); `metrics_listener` serves `/metrics` when given.
+pub async fn serve(
+    config: RouterConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let args = &config.args;
+    let registry = Registry::new();
+    let metrics = RouterMetrics::register(&registry, args.per_model_metrics)?;
+    let control_metrics = ControlMetrics::register(&registry)?;
+
+    let etcd = Arc::new(EtcdStore::connect(&args.etcd).await?);
+    let cp = ControlPlane::new(etcd.clone(), config.prefix.clone());
+    let watcher = SnapshotWatcher::spawn(etcd, config.prefix.clone(), control_metrics);
+
+    let controller = if args.no_controller {
+        None
+    } else {
+        let controller_metrics = ControllerMetrics::register(&registry)?;
+        Some(Controller::spawn(
+            cp,
+            watcher.subscribe(),
+            ControllerConfig {
+                id: config.id.clone(),
+                internal_token: args.internal_token.clone(),
+                lease_ttl: args.controller_lease_ttl,
+                prefetch_timeout: Duration::from_secs(30),
+                previous_grace: Duration::from_secs(10),
+            },
+            controller_metrics,
+        ))
+    };
+
+    let limits = Limits {
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        max_rows: args.max_batch_rows,
+        default_deadline: args.default_deadline,
+        max_deadline: args.max_deadline,
+        attempt_timeout: args.attempt_timeout,
+    };
+    let budget = RetryBudget::new(
+        args.retry_budget_percent * 10,
+        args.retry_min_per_sec,
+        args.retry_window,
+    );
+    let upstream = Upstream::new(&args.internal_token)?;
+    let state = Arc::new(AppState::new(
+        watcher.subscribe(),
+        upstream,
+        budget,
+        limits,
+        metrics,
+    ));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+
+    if let Some(l) = metrics_listener {
+        let app = metrics_app(registry.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+
+    info!(address = %listener.local_addr()?, id = %config.id, "router serving");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    info!("stopped accepting; in-flight requests finished");
+    housekeeping.abort();
+    if let Some(c) = controller {
+        c.shutdown().await;
+    }
+    drop(watcher);
+    Ok(())
+}
+
+/// Keeps per-worker and per-tenant maps bounded as workers and tenants come and go.
+async fn housekeeping(state: Arc<AppState>) {
+    let mut rx = state.snapshot.clone();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if rx.changed().await.is_err() {
+            return;
+        }
+        let snap = rx.borrow_and_update().clone();
+        state.fleet.retain(|w| snap.workers().contains_key(w));
+        state.retain_tenants(|t| snap.tenants().contains_key(t));
+    }
+}

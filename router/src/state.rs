@@ -1,0 +1,150 @@
+//! What every request handler shares: the control-plane snapshot, the upstream client,
+//! worker health, per-tenant admission gates, the retry budget, limits and metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use shardline_shared::ids::TenantId;
+use shardline_shared::records::TenantLimits;
+use shardline_shared::snapshot::Snapshot;
+use tokio::sync::watch;
+
+use crate::budget::RetryBudget;
+use crate::error::RouterError;
+use crate::health::Fleet;
+use crate::limiter::{InFlight, RateBucket, Refusal, admit};
+use crate::metrics::RouterMetrics;
+use crate::upstream::Upstream;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_rows: usize,
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+    pub attempt_timeout: Duration,
+}
+
+/// One tenant's admission state on this router.
+#[derive(Debug, Default)]
+pub struct TenantGate {
+    in_flight: InFlight,
+    bucket: Mutex<RateBucket>,
+}
+
+/// Holds one of a tenant's in-flight slots until dropped.
+#[derive(Debug)]
+pub struct TenantPermit(Option<Arc<TenantGate>>);
+
+impl Drop for TenantPermit {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0.take() {
+            gate.in_flight.leave();
+        }
+    }
+}
+
+/// Shared by all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub upstream: Upstream,
+    pub fleet: Fleet,
+    pub budget: Mutex<RetryBudget>,
+    pub limits: Limits,
+    pub metrics: RouterMetrics,
+    gates: RwLock<HashMap<TenantId, Arc<TenantGate>>>,
+}
+
+impl AppState {
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        upstream: Upstream,
+        budget: RetryBudget,
+        limits: Limits,
+        metrics: RouterMetrics,
+    ) -> Self {
+        Self {
+            snapshot,
+            upstream,
+            fleet: Fleet::default(),
+            budget: Mutex::new(budget),
+            limits,
+            metrics,
+            gates: RwLock::default(),
+        }
+    }
+
+    /// The current snapshot (a cheap `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Admits one request of `tenant` under `limits`, or refuses it with 429.
+    pub fn admit(
+        &self,
+        tenant: &TenantId,
+        limits: TenantLimits,
+        now: Instant,
+    ) -> Result<TenantPermit, RouterError> {
+        if limits.max_in_flight == 0 && limits.rate_per_sec == 0 {
+            return Ok(TenantPermit(None));
+        }
+        let gate = self.gate(tenant);
+        let admitted = admit(
+            &gate.in_flight,
+            &mut gate.bucket.lock().unwrap_or_else(PoisonError::into_inner),
+            now,
+            limits,
+        );
+        match admitted {
+            Ok(()) => Ok(TenantPermit(Some(gate))),
+            Err(r) => {
+                let (label, message, retry_after) = match r {
+                    Refusal::InFlight { limit } => (
+                        "in_flight",
+                        format!("tenant has {limit} requests in flight on this router, its limit"),
+                        Duration::from_secs(1),
+                    ),
+                    Refusal::Rate { limit, retry_after } => (
+                        "rate",
+                        format!("tenant is over its limit of {limit} requests per second"),
+                        retry_after,
+                    ),
+                };
+                self.metrics.tenant_limited.with_label_values(&[label]).inc();
+                Err(RouterError::TooManyRequests {
+                    message,
+                    retry_after,
+                })
+            }
+        }
+    }
+
+    fn gate(&self, tenant: &TenantId) -> Arc<TenantGate> {
+        if let Some(g) = self
+            .gates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+        {
+            return g.clone();
+        }
+        self.gates
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops gates of tenants that no longer exist (keeps the map bounded).
+    pub fn retain_tenants(&self, exists: impl Fn(&TenantId) -> bool) {
+        self.gates
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|t, _| exists(t));
+    }
+}
