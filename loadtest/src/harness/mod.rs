@@ -39,11 +39,13 @@
 //! ```
 
 mod etcd;
+mod http;
 mod port;
 mod process;
 mod s3;
 
 pub use etcd::{ETCD_BIN_ENV, EtcdProcess};
+pub use http::post_head_only;
 pub use port::free_port;
 pub use process::ManagedProcess;
 pub use s3::{DEFAULT_BUCKET, MOTO_SERVER_ENV, S3Process};

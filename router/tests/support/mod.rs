@@ -1,0 +1,403 @@
+//! A whole Shardline on loopback: real etcd, a model store (a `file://` directory, or
+//! moto's S3), real `worker` and `router` processes, tenants and models published
+//! through the control plane, and helpers that score through a router or a worker.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shardline_control::{ControlPlane, EtcdStore};
+use shardline_loadtest::bench::model::BenchModel;
+use shardline_loadtest::bench::publish::publish;
+use shardline_loadtest::harness::{EtcdProcess, ManagedProcess, S3Process, free_port};
+use shardline_shared::ids::ModelKey;
+use shardline_shared::keys::{Key, Prefix};
+use shardline_shared::manifest::Manifest;
+use shardline_shared::records::{Assignment, TenantLimits};
+use shardline_worker::artifacts::{ArtifactStore, StoreOptions};
+
+pub const TOKEN: &str = "test-internal-token-0123";
+pub const DIM: usize = 64;
+
+/// Path of a binary built next to this test's `router` binary.
+fn sibling_binary(name: &str) -> PathBuf {
+    let router = PathBuf::from(env!("CARGO_BIN_EXE_router"));
+    let path = router.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p shardline-worker`; `just test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A running worker process.
+pub struct WorkerProc {
+    pub id: String,
+    pub address: String,
+    pub process: ManagedProcess,
+}
+
+/// A running router process.
+pub struct RouterProc {
+    pub id: String,
+    pub url: String,
+    pub metrics_url: String,
+    pub process: ManagedProcess,
+}
+
+/// How to start a fleet.
+pub struct FleetBuilder {
+    workers: usize,
+    routers: usize,
+    lease_ttl: &'static str,
+    s3: bool,
+    router_args: Vec<String>,
+}
+
+impl FleetBuilder {
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    pub fn routers(mut self, n: usize) -> Self {
+        self.routers = n;
+        self
+    }
+    pub fn s3(mut self) -> Self {
+        self.s3 = true;
+        self
+    }
+    pub fn router_arg(mut self, arg: &str) -> Self {
+        self.router_args.push(arg.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> TestFleet {
+        let etcd = EtcdProcess::start().await.unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let (s3, store_url, env) = if self.s3 {
+            let s3 = S3Process::start().await.unwrap();
+            let (url, env) = (s3.store_url(), s3.env());
+            (Some(s3), url, env)
+        } else {
+            let url = format!("file://{}", store_dir.path().display());
+            (None, url, vec![])
+        };
+        let store =
+            ArtifactStore::from_url_with(&store_url, StoreOptions::default().with_env(env.clone()))
+                .unwrap();
+        let etcd_store = EtcdStore::connect(&[etcd.endpoint()]).await.unwrap();
+        let cp = ControlPlane::new(std::sync::Arc::new(etcd_store), Prefix::default());
+        let mut fleet = TestFleet {
+            etcd,
+            s3,
+            store_dir,
+            store,
+            store_url,
+            store_env: env,
+            cp,
+            lease_ttl: self.lease_ttl,
+            workers: vec![],
+            routers: vec![],
+            router_args: self.router_args,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        for _ in 0..self.workers {
+            fleet.add_worker().await;
+        }
+        for _ in 0..self.routers {
+            fleet.add_router().await;
+        }
+        fleet
+    }
+}
+
+/// The running fleet; everything stops when it is dropped.
+pub struct TestFleet {
+    pub etcd: EtcdProcess,
+    pub s3: Option<S3Process>,
+    pub store_dir: tempfile::TempDir,
+    pub store: ArtifactStore,
+    pub store_url: String,
+    pub store_env: Vec<(String, String)>,
+    pub cp: ControlPlane,
+    pub lease_ttl: &'static str,
+    pub workers: Vec<WorkerProc>,
+    pub routers: Vec<RouterProc>,
+    router_args: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl TestFleet {
+    pub fn builder() -> FleetBuilder {
+        FleetBuilder {
+            workers: 2,
+            routers: 1,
+            lease_ttl: "3s",
+            s3: false,
+            router_args: vec![],
+        }
+    }
+
+    pub async fn add_worker(&mut self) -> usize {
+        let n = self.workers.len();
+        let id = format!("w-{n}");
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut process = ManagedProcess::new(id.clone(), sibling_binary("worker"))
+            .unwrap()
+            .args([
+                "--listen",
+                &address,
+                "--etcd",
+                &self.etcd.endpoint(),
+                "--store",
+                &self.store_url,
+                "--memory-budget",
+                "256MiB",
+                "--idle-ttl",
+                "10m",
+                "--id",
+                &id,
+                "--internal-token",
+                TOKEN,
+                "--lease-ttl",
+                self.lease_ttl,
+            ]);
+        for (k, v) in &self.store_env {
+            process = process.env(k, v);
+        }
+        process.spawn().await.unwrap();
+        process
+            .wait_http_ready(
+                &format!("http://{address}/v2/health/ready"),
+                Duration::from_secs(30),
+                |s, _| s.is_success(),
+            )
+            .await
+            .unwrap();
+        self.workers.push(WorkerProc {
+            id,
+            address,
+            process,
+        });
+        n
+    }
+
+    pub async fn add_router(&mut self) -> usize {
+        let n = self.routers.len();
+        let id = format!("r-{n}");
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut process = ManagedProcess::new(id.clone(), env!("CARGO_BIN_EXE_router"))
+            .unwrap()
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--etcd",
+                &self.etcd.endpoint(),
+                "--internal-token",
+                TOKEN,
+                "--id",
+                &id,
+                "--controller-lease-ttl",
+                "3s",
+            ])
+            .args(self.router_args.clone());
+        process.spawn().await.unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        process
+            .wait_http_ready(
+                &format!("{url}/v2/health/ready"),
+                Duration::from_secs(30),
+                |s, _| s.is_success(),
+            )
+            .await
+            .unwrap();
+        self.routers.push(RouterProc {
+            id,
+            url,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            process,
+        });
+        n
+    }
+
+    /// Creates a tenant and returns its API key.
+    pub async fn tenant(&self, name: &str, shard_size: Option<u32>) -> String {
+        self.tenant_with(name, shard_size, TenantLimits::default())
+            .await
+    }
+
+    pub async fn tenant_with(
+        &self,
+        name: &str,
+        shard_size: Option<u32>,
+        limits: TenantLimits,
+    ) -> String {
+        let key = self
+            .cp
+            .create_tenant(&name.parse().unwrap(), shard_size, limits)
+            .await
+            .unwrap();
+        key.expose().to_owned()
+    }
+
+    /// Publishes a small MLP `64 → 16 → 1` (seeded) and makes it live.
+    pub async fn publish(&self, tenant: &str, model: &str, version: &str, seed: u64) -> Manifest {
+        let m = BenchModel::mlp(&[DIM, 16, 1], seed).unwrap();
+        publish(&self.store, &self.cp, tenant, model, version, &m)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the stored assignment of `key` satisfies `ok`.
+    pub async fn wait_assignment(
+        &self,
+        key: &ModelKey,
+        within: Duration,
+        ok: impl Fn(&Assignment) -> bool,
+    ) -> Assignment {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self
+                .cp
+                .read::<Assignment>(&Key::Assignment(key.clone()))
+                .await
+                .ok()
+                .flatten();
+            if let Some(a) = a.filter(|a| ok(&a.value)) {
+                return a.value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "assignment of {key} not as expected within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Scores `rows` of `model` through router `r` with `key`.
+    pub async fn infer(&self, r: usize, key: &str, model: &str, rows: &[Vec<f32>]) -> Reply {
+        let url = format!("{}/v2/models/{model}/infer", self.routers[r].url);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(key)
+            .json(&infer_body(rows))
+            .send()
+            .await
+            .unwrap();
+        Reply::read(resp).await
+    }
+
+    /// Scores `rows` on worker `w` directly (internal API).
+    pub async fn infer_direct(&self, w: usize, tenant: &str, model: &str, rows: &[Vec<f32>]) -> Reply {
+        let url = format!(
+            "http://{}/v2/models/{tenant}.{model}/infer",
+            self.workers[w].address
+        );
+        let resp = self
+            .http
+            .post(url)
+            .header("x-shardline-token", TOKEN)
+            .json(&infer_body(rows))
+            .send()
+            .await
+            .unwrap();
+        Reply::read(resp).await
+    }
+
+    /// Sum of a counter (all label sets) on router `r`'s `/metrics`.
+    pub async fn router_metric(&self, r: usize, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(&self.routers[r].metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_sum(&text, name)
+    }
+}
+
+/// Sum of every sample of `name` in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// An OIP infer body for `rows`.
+pub fn infer_body(rows: &[Vec<f32>]) -> Value {
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    json!({
+        "id": "req-1",
+        "inputs": [{"name": "features", "shape": [rows.len(), DIM], "datatype": "FP32", "data": data}]
+    })
+}
+
+/// Deterministic feature rows.
+pub fn rows(n: usize, seed: u32) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|r| {
+            (0..DIM)
+                .map(|c| (((r * 31 + c * 7) as u32 + seed * 13) % 97) as f32 / 97.0 - 0.5)
+                .collect()
+        })
+        .collect()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub worker: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn read(resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let worker = header("x-shardline-worker");
+        let retry_after = header("retry-after");
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Self {
+            status,
+            worker,
+            retry_after,
+            body,
+        }
+    }
+
+    /// The first output's data.
+    pub fn scores(&self) -> Vec<f64> {
+        self.body["outputs"][0]["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no outputs in {}", self.body))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    }
+}
