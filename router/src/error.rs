@@ -62,11 +62,18 @@ impl RouterError {
 }
 
 /// `{"error": message}` with `status` (and `Retry-After` when given).
-pub fn error_response(status: StatusCode, message: &str, retry_after: Option<Duration>) -> Response {
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut response = (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response();

@@ -87,7 +87,10 @@ impl Fleet {
 
     /// Records a failed attempt (no answer): ejects the worker for a while.
     pub fn failed(&self, h: &WorkerHealth, now: Instant) {
-        let n = h.consecutive_failures.fetch_add(1, Ordering::Relaxed).min(8);
+        let n = h
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(8);
         let ejection = (BASE_EJECTION * 2u32.pow(n)).min(MAX_EJECTION);
         h.ejected_until_ms
             .store(self.millis(now + ejection), Ordering::Relaxed);

@@ -12,8 +12,7 @@ use shardline_shared::metrics as names;
 
 /// Latency buckets in seconds: sub-millisecond hops to the 60 s deadline cap.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Every metric the router's request path exports.
@@ -79,10 +78,7 @@ impl RouterMetrics {
                 ),
                 &["result"],
             )?,
-            in_flight: IntGauge::new(
-                names::ROUTER_IN_FLIGHT,
-                "Public API requests being handled",
-            )?,
+            in_flight: IntGauge::new(names::ROUTER_IN_FLIGHT, "Public API requests being handled")?,
             tenant_limited: IntCounterVec::new(
                 Opts::new(
                     names::ROUTER_TENANT_LIMITED_TOTAL,

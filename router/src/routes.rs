@@ -91,7 +91,8 @@ fn resolve<'s>(
     let entry = snap.model(&key).ok_or_else(unknown)?;
     let manifest = match version {
         Some(v) => {
-            let no_version = || RouterError::NotFound(format!("model {name:?} has no version {v:?}"));
+            let no_version =
+                || RouterError::NotFound(format!("model {name:?} has no version {v:?}"));
             let v = VersionId::new(v).map_err(|_| no_version())?;
             entry
                 .versions

@@ -114,7 +114,10 @@ impl AppState {
                         retry_after,
                     ),
                 };
-                self.metrics.tenant_limited.with_label_values(&[label]).inc();
+                self.metrics
+                    .tenant_limited
+                    .with_label_values(&[label])
+                    .inc();
                 Err(RouterError::TooManyRequests {
                     message,
                     retry_after,

@@ -117,7 +117,10 @@ async fn killing_a_worker_under_load_fails_no_request_and_its_shards_are_repaire
     let killed = Instant::now();
     // Lease TTL (3 s) + 2 s.
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(5)).await;
-    eprintln!("repaired {affected} shards {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "repaired {affected} shards {:?} after the kill",
+        killed.elapsed()
+    );
     let prefetched = fleet
         .router_metric(0, "shardline_placement_prefetch_total")
         .await
@@ -158,7 +161,11 @@ async fn etcd_away_for_30s_fails_no_request_and_changes_flow_again_after() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 200, "the last snapshot keeps the router ready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "the last snapshot keeps the router ready"
+    );
     fleet.etcd.restart().await.unwrap();
     let report = load.await.unwrap();
     assert!(
@@ -190,7 +197,11 @@ async fn etcd_away_for_30s_fails_no_request_and_changes_flow_again_after() {
         if r.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "new model not routable: {:?}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "new model not routable: {:?}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -210,21 +221,38 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
         .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
         .unwrap();
     assert_eq!(candidates.kvs.len(), 2, "both routers are candidates");
-    let (dead, alive) = if leader == fleet.routers[0].id { (0, 1) } else { (1, 0) };
+    let (dead, alive) = if leader == fleet.routers[0].id {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
     assert_eq!(
-        fleet.router_metric(dead, "shardline_placement_leader").await,
+        fleet
+            .router_metric(dead, "shardline_placement_leader")
+            .await,
         1.0
     );
     fleet.routers[dead].process.kill().await.unwrap();
     // Controller lease TTL is 3 s.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fleet.router_metric(alive, "shardline_placement_leader").await != 1.0 {
-        assert!(Instant::now() < deadline, "no takeover within the lease TTL");
+    while fleet
+        .router_metric(alive, "shardline_placement_leader")
+        .await
+        != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover within the lease TTL"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let victim = assignments(&fleet).await[0].1.workers[0].clone();
-    let w = fleet.workers.iter().position(|w| w.id == victim.as_str()).unwrap();
+    let w = fleet
+        .workers
+        .iter()
+        .position(|w| w.id == victim.as_str())
+        .unwrap();
     fleet.workers[w].process.kill().await.unwrap();
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(6)).await;
     for (key, model) in &targets {

@@ -19,11 +19,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::manifest::ModelConfig;
 use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use crate::manifest::ModelConfig;
 
 /// A sensible default for [`InputSpec::max_rows`].
 pub const DEFAULT_MAX_ROWS: usize = 4096;

@@ -21,6 +21,19 @@ pub const ROUTER_RETRIES_REFUSED_TOTAL: &str = "shardline_router_retries_refused
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
 
+/// Placement controller (the elected router replica).
+pub const PLACEMENT_LEADER: &str = "shardline_placement_leader";
+pub const PLACEMENT_MOVES_TOTAL: &str = "shardline_placement_moves_total";
+pub const PLACEMENT_PREFETCH_TOTAL: &str = "shardline_placement_prefetch_total";
+pub const PLACEMENT_RECONCILE_DURATION_SECONDS: &str =
+    "shardline_placement_reconcile_duration_seconds";
+pub const PLACEMENT_WRITES_TOTAL: &str = "shardline_placement_writes_total";
+pub const PLACEMENT_VIOLATIONS: &str = "shardline_placement_violations";
+pub const PLACEMENT_SHARDS: &str = "shardline_placement_shards";
+pub const PLACEMENT_MAX_OVERLAP: &str = "shardline_placement_max_overlap";
+pub const PLACEMENT_SLOTS_MAX: &str = "shardline_placement_slots_max";
+pub const PLACEMENT_SLOTS_MIN: &str = "shardline_placement_slots_min";
+
 /// Worker.
 pub const WORKER_MODEL_LOADS_TOTAL: &str = "shardline_worker_model_loads_total";
 pub const WORKER_MODEL_LOAD_DURATION_SECONDS: &str = "shardline_worker_model_load_duration_seconds";

@@ -134,11 +134,8 @@ impl AppState {
             return;
         }
         let mut rx = self.snapshot.clone();
-        let _ = tokio::time::timeout(
-            MAX_REVISION_WAIT,
-            rx.wait_for(|s| s.revision() >= wanted),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(MAX_REVISION_WAIT, rx.wait_for(|s| s.revision() >= wanted)).await;
     }
 
     /// Counts a request against its model's in-flight limit (429 past it).

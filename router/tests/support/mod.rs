@@ -298,7 +298,13 @@ impl TestFleet {
     }
 
     /// Scores `rows` on worker `w` directly (internal API).
-    pub async fn infer_direct(&self, w: usize, tenant: &str, model: &str, rows: &[Vec<f32>]) -> Reply {
+    pub async fn infer_direct(
+        &self,
+        w: usize,
+        tenant: &str,
+        model: &str,
+        rows: &[Vec<f32>],
+    ) -> Reply {
         let url = format!(
             "http://{}/v2/models/{tenant}.{model}/infer",
             self.workers[w].address

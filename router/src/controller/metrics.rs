@@ -1,0 +1,100 @@
+//! Metrics of the placement controller, registered into a registry the caller owns.
+//!
+//! Every replica registers them; only the leader moves them (the others report
+//! `shardline_placement_leader 0` and leave the rest where they were).
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use shardline_shared::metrics as names;
+
+/// Counters, gauges and the reconcile histogram of the controller.
+#[derive(Debug, Clone)]
+pub struct ControllerMetrics {
+    pub leader: IntGauge,
+    pub moves: IntCounter,
+    /// By `result`: `ok` (resident on the new member), `failed`, `skipped` (a swap
+    /// that had no live version to warm).
+    pub prefetch: IntCounterVec,
+    /// By `kind`: `create`, `update`, `swap`, `clear`, `delete`, and `conflict` for refused CAS.
+    pub writes: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub violations: IntGauge,
+    pub shards: IntGauge,
+    pub max_overlap: IntGauge,
+    pub slots_max: IntGauge,
+    pub slots_min: IntGauge,
+}
+
+impl ControllerMetrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self::unregistered()?;
+        registry.register(Box::new(m.leader.clone()))?;
+        registry.register(Box::new(m.moves.clone()))?;
+        registry.register(Box::new(m.prefetch.clone()))?;
+        registry.register(Box::new(m.writes.clone()))?;
+        registry.register(Box::new(m.reconcile_duration.clone()))?;
+        registry.register(Box::new(m.violations.clone()))?;
+        registry.register(Box::new(m.shards.clone()))?;
+        registry.register(Box::new(m.max_overlap.clone()))?;
+        registry.register(Box::new(m.slots_max.clone()))?;
+        registry.register(Box::new(m.slots_min.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics that go nowhere (tools and tests that do not export metrics).
+    pub fn unregistered() -> prometheus::Result<Self> {
+        Ok(Self {
+            leader: IntGauge::new(
+                names::PLACEMENT_LEADER,
+                "1 while this router is the elected placement controller, else 0",
+            )?,
+            moves: IntCounter::new(
+                names::PLACEMENT_MOVES_TOTAL,
+                "Shard members added by committed assignment writes",
+            )?,
+            prefetch: IntCounterVec::new(
+                Opts::new(
+                    names::PLACEMENT_PREFETCH_TOTAL,
+                    "Model prefetches on new shard members before a swap, by result",
+                ),
+                &["result"],
+            )?,
+            writes: IntCounterVec::new(
+                Opts::new(
+                    names::PLACEMENT_WRITES_TOTAL,
+                    "Assignment writes by kind (create, update, swap, clear, delete) and refused CAS (conflict)",
+                ),
+                &["kind"],
+            )?,
+            reconcile_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    names::PLACEMENT_RECONCILE_DURATION_SECONDS,
+                    "Duration of one reconcile pass of the leader, prefetches included",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0,
+                ]),
+            )?,
+            violations: IntGauge::new(
+                names::PLACEMENT_VIOLATIONS,
+                "Placement guarantees the current plan could not keep (over cap, overlap, undersized)",
+            )?,
+            shards: IntGauge::new(
+                names::PLACEMENT_SHARDS,
+                "Models with a live version, i.e. shards the controller places",
+            )?,
+            max_overlap: IntGauge::new(
+                names::PLACEMENT_MAX_OVERLAP,
+                "Most workers any two stored assignments share",
+            )?,
+            slots_max: IntGauge::new(
+                names::PLACEMENT_SLOTS_MAX,
+                "Most shard slots on one worker that may take shards, in the current plan",
+            )?,
+            slots_min: IntGauge::new(
+                names::PLACEMENT_SLOTS_MIN,
+                "Fewest shard slots on one worker that may take shards, in the current plan",
+            )?,
+        })
+    }
+}
