@@ -127,7 +127,8 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
             serde_json::from_str(v).unwrap_or_else(|e| panic!("{k}: value is not JSON ({e}): {v}"));
         assert!(value.is_object(), "{k}: {v}");
     }
-    // The controller's election key is written by routers (router issue); every other
+    // The controller's election key is written by routers and holds plain text (its shape
+    // is checked by `router/tests/failover.rs`, which reads it to find the leader); every other
     // documented kind of key must have been produced by the fixtures above.
     let missing: Vec<_> = patterns
         .iter()
