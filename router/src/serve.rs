@@ -99,7 +99,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Keeps per-worker and per-tenant maps bounded as workers and tenants come and go.
+/// Keeps per-worker and per-tenant maps (and idle connections) bounded as workers and tenants come and go.
 async fn housekeeping(state: Arc<AppState>) {
     let mut rx = state.snapshot.clone();
     loop {
@@ -109,6 +109,9 @@ async fn housekeeping(state: Arc<AppState>) {
         }
         let snap = rx.borrow_and_update().clone();
         state.fleet.retain(|w| snap.workers().contains_key(w));
+        state
+            .upstream
+            .retain(|address| snap.workers().values().any(|w| w.value.address == address));
         state.retain_tenants(|t| snap.tenants().contains_key(t));
     }
 }

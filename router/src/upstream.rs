@@ -1,19 +1,27 @@
-//! Calls to workers: one pooled HTTP/1.1 keep-alive client (hyper) shared by every
-//! request, forwarding the client's validated body bytes as they are.
+//! Calls to workers: a lean HTTP/1.1 keep-alive client with a per-worker pool of idle
+//! connections, forwarding the client's validated body bytes as they are.
+//!
+//! Why not a general client: on two cores the router's CPU comes out of the workers'
+//! share. hyper-util's pooled client spent about a third of the router's time in its
+//! pool, per-connection tasks and the channel hand-offs between them and the handler
+//! (measured with `perf`, `docs/benchmarks.md`). Here the handler's own task writes one
+//! buffer (head and body) on a pooled connection and reads the answer with `httparse`:
+//! no extra task, no channel, no wake-ups. Workers are ours and answer with
+//! `Content-Length`; a chunked answer is refused as broken rather than guessed at.
 //!
 //! An attempt either gets an answer from the worker (any status, body read whole —
 //! responses are small) or fails to (connect error, reset, timeout). Which outcomes are
 //! worth another member of the shard is [`Outcome::retryable`]'s call.
 
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Header carrying the router↔worker shared secret (see `docs/worker.md`).
 pub const TOKEN_HEADER: &str = "x-shardline-token";
@@ -21,6 +29,14 @@ pub const TOKEN_HEADER: &str = "x-shardline-token";
 pub const PUBLIC_NAME_HEADER: &str = "x-shardline-public-name";
 /// Header naming the etcd revision the version was resolved at.
 pub const REVISION_HEADER: &str = "x-shardline-revision";
+
+/// Idle connections kept per worker.
+const MAX_IDLE_PER_WORKER: usize = 256;
+/// Largest answer head or body accepted from a worker.
+const MAX_ANSWER: usize = 64 << 20;
+/// Bodies up to this size are copied behind the head and sent in one write.
+const COALESCE: usize = 16 << 10;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one attempt produced.
 #[derive(Debug)]
@@ -75,7 +91,8 @@ pub enum Failure {
     Connect(String),
     /// The attempt's time ran out.
     Timeout,
-    /// The connection broke while the request or response was in flight.
+    /// The connection broke while the request or response was in flight, or the
+    /// answer was not HTTP we accept.
     Broken(String),
 }
 
@@ -93,73 +110,378 @@ pub struct Attempt<'a> {
 }
 
 /// The pooled client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
-    token: HeaderValue,
+    token: String,
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
 }
 
 impl Upstream {
-    /// A client sending `token` to workers. Fails if the token is not a valid header value.
+    /// A client sending `token` to workers. Fails if the token cannot be a header value.
     pub fn new(token: &str) -> Result<Self, http::header::InvalidHeaderValue> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        connector.set_keepalive(Some(Duration::from_secs(30)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        let mut token = HeaderValue::from_str(token)?;
-        token.set_sensitive(true);
-        Ok(Self { client, token })
+        HeaderValue::from_str(token)?;
+        Ok(Self {
+            token: token.to_owned(),
+            idle: Mutex::default(),
+        })
     }
 
     /// Sends one attempt and reads the whole answer within `attempt.timeout`.
     pub async fn send(&self, attempt: Attempt<'_>) -> Outcome {
-        let request = match self.request(&attempt) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(Failure::Connect(e)),
-        };
-        let call = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(e.to_string())
-                } else {
-                    Failure::Broken(e.to_string())
-                }
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Failure::Broken(e.to_string()))?
-                .to_bytes();
-            Ok::<_, Failure>(Answer {
-                status: parts.status,
-                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
-                retry_after: parts.headers.get(RETRY_AFTER).cloned(),
-                body,
-            })
-        };
-        match tokio::time::timeout(attempt.timeout, call).await {
+        if HeaderValue::from_str(attempt.public_name).is_err() {
+            return Outcome::Failed(Failure::Broken("model name is not a header value".into()));
+        }
+        match tokio::time::timeout(attempt.timeout, self.exchange(&attempt)).await {
             Ok(Ok(answer)) => Outcome::Answered(answer),
             Ok(Err(failure)) => Outcome::Failed(failure),
             Err(_) => Outcome::Failed(Failure::Timeout),
         }
     }
 
-    fn request(&self, a: &Attempt<'_>) -> Result<Request<Full<Bytes>>, String> {
-        let uri = format!("http://{}{}", a.address, a.path);
-        let public = HeaderValue::from_str(a.public_name).map_err(|e| e.to_string())?;
-        Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(TOKEN_HEADER, self.token.clone())
-            .header(PUBLIC_NAME_HEADER, public)
-            .header(REVISION_HEADER, HeaderValue::from(a.revision))
-            .body(Full::new(a.body.clone()))
-            .map_err(|e| format!("invalid worker address {:?}: {e}", a.address))
+    async fn exchange(&self, a: &Attempt<'_>) -> Result<Answer, Failure> {
+        let request = self.head(a);
+        // A pooled connection may have been closed by the worker while idle: if it fails
+        // before any byte of an answer arrives, the request is sent once more on a fresh
+        // connection (inference is idempotent).
+        if let Some(mut conn) = self.checkout(a.address) {
+            match exchange_on(&mut conn, &request, &a.body).await {
+                Ok((answer, keep)) => {
+                    if keep {
+                        self.checkin(a.address, conn);
+                    }
+                    return Ok(answer);
+                }
+                Err(Exchange::Stale) => {}
+                Err(Exchange::Failed(f)) => return Err(f),
+            }
+        }
+        let mut conn = connect(a.address).await?;
+        match exchange_on(&mut conn, &request, &a.body).await {
+            Ok((answer, keep)) => {
+                if keep {
+                    self.checkin(a.address, conn);
+                }
+                Ok(answer)
+            }
+            Err(Exchange::Stale) => Err(Failure::Broken(
+                "worker closed the connection without answering".into(),
+            )),
+            Err(Exchange::Failed(f)) => Err(f),
+        }
+    }
+
+    /// Request head, with the body appended when it is small.
+    fn head(&self, a: &Attempt<'_>) -> Vec<u8> {
+        let small = a.body.len() <= COALESCE;
+        let mut buf = Vec::with_capacity(320 + if small { a.body.len() } else { 0 });
+        // Writes into a Vec cannot fail.
+        let _ = write!(
+            buf,
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             {TOKEN_HEADER}: {}\r\n{PUBLIC_NAME_HEADER}: {}\r\n{REVISION_HEADER}: {}\r\n\
+             content-length: {}\r\n\r\n",
+            a.path,
+            a.address,
+            self.token,
+            a.public_name,
+            a.revision,
+            a.body.len()
+        );
+        if small {
+            buf.extend_from_slice(&a.body);
+        }
+        buf
+    }
+
+    fn checkout(&self, address: &str) -> Option<TcpStream> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(address)?
+            .pop()
+    }
+
+    fn checkin(&self, address: &str, conn: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        match idle.get_mut(address) {
+            Some(list) if list.len() < MAX_IDLE_PER_WORKER => list.push(conn),
+            Some(_) => {}
+            None => {
+                idle.insert(address.to_owned(), vec![conn]);
+            }
+        }
+    }
+
+    /// Closes idle connections to workers that are gone (keeps the pool bounded).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|address, _| live(address));
+    }
+}
+
+async fn connect(address: &str) -> Result<TcpStream, Failure> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| Failure::Connect(format!("connect to {address} timed out")))?
+        .map_err(|e| Failure::Connect(format!("connect to {address}: {e}")))?;
+    conn.set_nodelay(true)
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    Ok(conn)
+}
+
+enum Exchange {
+    /// The connection was closed before any answer byte: safe to resend.
+    Stale,
+    Failed(Failure),
+}
+
+/// Writes the request and reads one answer. Returns whether the connection may be reused.
+async fn exchange_on(
+    conn: &mut TcpStream,
+    head: &[u8],
+    body: &Bytes,
+) -> Result<(Answer, bool), Exchange> {
+    let broken = |e: std::io::Error| Exchange::Failed(Failure::Broken(e.to_string()));
+    let written = async {
+        conn.write_all(head).await?;
+        if body.len() > COALESCE {
+            conn.write_all(body).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    if written.is_err() {
+        return Err(Exchange::Stale);
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    // Read until the head is complete.
+    let (parsed, head_len) = loop {
+        let n = conn.read_buf(&mut buf).await.map_err(|e| {
+            if buf.is_empty() {
+                Exchange::Stale
+            } else {
+                broken(e)
+            }
+        })?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                Exchange::Stale
+            } else {
+                Exchange::Failed(Failure::Broken(
+                    "worker closed the connection mid-answer".into(),
+                ))
+            });
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 24];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => break (Head::of(&response)?, len),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(Exchange::Failed(Failure::Broken(
+                    "answer head too large".into(),
+                )));
+            }
+            Err(e) => {
+                return Err(Exchange::Failed(Failure::Broken(format!(
+                    "invalid answer from worker: {e}"
+                ))));
+            }
+        }
+    };
+    let Some(length) = parsed.content_length else {
+        return Err(Exchange::Failed(Failure::Broken(
+            "worker answered without content-length".into(),
+        )));
+    };
+    if length > MAX_ANSWER {
+        return Err(Exchange::Failed(Failure::Broken("answer too large".into())));
+    }
+    let _ = buf.split_to(head_len);
+    while buf.len() < length {
+        buf.reserve(length - buf.len());
+        let n = conn.read_buf(&mut buf).await.map_err(broken)?;
+        if n == 0 {
+            return Err(Exchange::Failed(Failure::Broken(
+                "worker closed the connection mid-answer".into(),
+            )));
+        }
+    }
+    // Anything past the body would be an answer we never asked for: do not reuse.
+    let keep = parsed.keep_alive && buf.len() == length;
+    buf.truncate(length);
+    Ok((
+        Answer {
+            status: parsed.status,
+            content_type: parsed.content_type,
+            retry_after: parsed.retry_after,
+            body: buf.freeze(),
+        },
+        keep,
+    ))
+}
+
+/// What the router needs from an answer's head.
+struct Head {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    retry_after: Option<HeaderValue>,
+    content_length: Option<usize>,
+    keep_alive: bool,
+}
+
+impl Head {
+    fn of(r: &httparse::Response<'_, '_>) -> Result<Self, Exchange> {
+        let bad = |what: &str| Exchange::Failed(Failure::Broken(format!("invalid answer: {what}")));
+        let status = r
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| bad("status"))?;
+        let mut head = Head {
+            status,
+            content_type: None,
+            retry_after: None,
+            content_length: None,
+            keep_alive: r.version == Some(1),
+        };
+        for h in r.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| bad("content-length"))?;
+                head.content_length = Some(n);
+            } else if name.eq_ignore_ascii_case("content-type") {
+                head.content_type = HeaderValue::from_bytes(h.value).ok();
+            } else if name.eq_ignore_ascii_case("retry-after") {
+                head.retry_after = HeaderValue::from_bytes(h.value).ok();
+            } else if name.eq_ignore_ascii_case("connection") {
+                if h.value.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad("chunked answers are not supported"));
+            }
+        }
+        Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-connection server that answers each request with `answers` in turn, then
+    /// closes.
+    async fn server(answers: Vec<&'static str>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            for answer in answers {
+                let mut got = Vec::new();
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        if body.len() >= len {
+                            assert!(head.contains("x-shardline-token: secret-token-0123"));
+                            break;
+                        }
+                    }
+                }
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    fn attempt(address: &str) -> Attempt<'_> {
+        Attempt {
+            address,
+            path: "/v2/models/a.b/versions/1/infer",
+            body: Bytes::from_static(b"{\"inputs\":[]}"),
+            public_name: "b",
+            revision: 7,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_and_connections_reused() {
+        let addr = server(vec![
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 5\r\n\r\nnope!",
+        ])
+        .await;
+        let up = Upstream::new("secret-token-0123").unwrap();
+        let Outcome::Answered(a) = up.send(attempt(&addr)).await else {
+            panic!("no answer")
+        };
+        assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"{}"[..]));
+        // The second request goes over the same (only) connection the server accepts.
+        let second = up.send(attempt(&addr)).await;
+        assert!(second.retryable());
+        let Outcome::Answered(a) = second else {
+            panic!("no answer")
+        };
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(a.retry_after.unwrap(), "1");
+        assert_eq!(&a.body[..], b"nope!");
+    }
+
+    #[tokio::test]
+    async fn refused_truncated_and_chunked_answers_are_failures() {
+        let up = Upstream::new("secret-token-0123").unwrap();
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        assert!(matches!(
+            up.send(attempt(&closed)).await,
+            Outcome::Failed(Failure::Connect(_))
+        ));
+        let addr = server(vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]).await;
+        assert!(matches!(
+            up.send(attempt(&addr)).await,
+            Outcome::Failed(Failure::Broken(_))
+        ));
+        let addr = server(vec![
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ])
+        .await;
+        assert!(matches!(
+            up.send(attempt(&addr)).await,
+            Outcome::Failed(Failure::Broken(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_silent_worker_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let _keep = tokio::spawn(async move {
+            let (_conn, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let up = Upstream::new("secret-token-0123").unwrap();
+        let mut a = attempt(&addr);
+        a.timeout = Duration::from_millis(200);
+        assert!(matches!(
+            up.send(a).await,
+            Outcome::Failed(Failure::Timeout)
+        ));
     }
 }
