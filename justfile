@@ -28,7 +28,7 @@ fmt:
     cargo fmt --all
 
 # Every benchmark (ratios against a baseline measured in the same run).
-bench: bench-placement bench-worker
+bench: bench-placement bench-worker bench-router
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
 bench-placement:
@@ -38,3 +38,12 @@ bench-placement:
 # Runs with the worker binary's malloc setting (see docs/worker.md), since the worker is in-process here.
 bench-worker:
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 cargo run --release -p shardline-loadtest --bin loadtest -- bench-worker
+
+# Router hop: req/s and p50/p99 through the router vs direct to one worker vs nginx in
+# front of it (MLP 64→256→256→1 and 64→1, 32 connections, 2 rounds of 10 s; router on one
+# runtime thread, nginx `worker_processes auto`: see docs/benchmarks.md); writes the figures
+# into docs/benchmarks.md. Extra flags go to the benchmark (`--json`, `--rounds 3`).
+bench-router *ARGS:
+    scripts/ensure-deps.sh nginx
+    cargo build --release --locked -p shardline-router -p shardline-worker
+    cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-router --router-threads 1 --write-docs docs/benchmarks.md {{ARGS}}

@@ -3,9 +3,23 @@
 # etcd + etcdctl (real etcd for integration tests), protoc + protobuf headers (etcd-client
 # build). Installs them with apt when missing and permitted (root, or passwordless sudo);
 # otherwise says exactly what to install and fails.
+#
+# Optional arguments name extra tools for one task: `nginx` (the router benchmark runs it
+# as a plain reverse proxy to compare against), e.g. `scripts/ensure-deps.sh nginx`.
 set -euo pipefail
 
 packages=()
+for extra in "$@"; do
+    case "$extra" in
+        nginx)
+            command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+            ;;
+        *)
+            echo "shardline: unknown optional dependency: $extra (known: nginx)" >&2
+            exit 2
+            ;;
+    esac
+done
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
@@ -17,7 +31,7 @@ fi
 
 echo "shardline: installing missing system packages: ${packages[*]}" >&2
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later) and protoc with the protobuf headers, then retry" >&2
+    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later) and protoc with the protobuf headers${1:+ (and: $*)}, then retry" >&2
     exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

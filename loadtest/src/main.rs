@@ -2,9 +2,15 @@
 //! and moto's S3 from the harness) on loopback only.
 //!
 //! `loadtest bench-worker` measures the worker's warm and cold overhead on one large MLP;
-//! see `shardline_loadtest::bench::worker`.
+//! see `shardline_loadtest::bench::worker`. `loadtest bench-router` measures the router's
+//! hop against the worker reached directly and nginx in front of it; see
+//! `shardline_loadtest::bench::router`.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 
 #[derive(Debug, Parser)]
@@ -30,6 +36,40 @@ enum Command {
         /// Print the result as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Router hop: throughput and p50/p99 through the router, through nginx and direct to
+    /// the worker (release `router` and `worker` binaries next to this one, and nginx).
+    BenchRouter {
+        /// Keep-alive connections of the closed-loop client (one request in flight each).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Warm-up before each measured window, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Measured window per target, model and round, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Rounds of (direct, nginx, router) per model; figures are medians of rounds.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// The router's `--threads` (default: its own, one per core).
+        #[arg(long)]
+        router_threads: Option<usize>,
+        /// nginx's `worker_processes`: `auto` (one per core) or a count.
+        #[arg(long, default_value = "auto")]
+        nginx_workers: NginxWorkers,
+        /// Runtime threads of the load client (1: a current-thread runtime).
+        #[arg(long, default_value_t = 1)]
+        client_threads: usize,
+        /// Models to run, comma-separated (`mlp`, `trivial`; default both).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Print the result as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write the figures into this Markdown file's "Router hop" section.
+        #[arg(long)]
+        write_docs: Option<PathBuf>,
     },
 }
 
@@ -60,6 +100,47 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     println!("{miss}");
                 }
+            }
+        }
+        Command::BenchRouter {
+            concurrency,
+            warmup,
+            duration,
+            rounds,
+            router_threads,
+            nginx_workers,
+            client_threads,
+            models,
+            json,
+            write_docs,
+        } => {
+            let options = router::Options {
+                concurrency,
+                warmup: Duration::try_from_secs_f64(warmup)?,
+                duration: Duration::try_from_secs_f64(duration)?,
+                rounds,
+                router_threads,
+                nginx_workers,
+                client_threads,
+                models,
+            };
+            let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print!("{}", report.table());
+            }
+            for miss in report.misses() {
+                if json {
+                    eprintln!("{miss}");
+                } else {
+                    println!("{miss}");
+                }
+            }
+            if let Some(path) = write_docs {
+                let doc = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, router::replace_docs_section(&doc, &report.docs()))?;
+                eprintln!("bench-router: wrote {}", path.display());
             }
         }
     }

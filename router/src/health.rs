@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use shardline_shared::ids::WorkerId;
 
 /// First ejection after a failure; doubled per consecutive failure up to [`MAX_EJECTION`].
@@ -17,6 +18,8 @@ const MAX_EJECTION: Duration = Duration::from_secs(10);
 /// One worker's counters.
 #[derive(Debug, Default)]
 pub struct WorkerHealth {
+    /// This worker's `upstream_duration` series, resolved once (not per request).
+    pub upstream_duration: OnceLock<Histogram>,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`Fleet::origin`] until which the worker is tried last.

@@ -15,6 +15,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Values of `upstream_requests{result}` (see `Outcome::label`); the last is the fallback.
+const UPSTREAM_RESULTS: [&str; 6] = [
+    "ok",
+    "client_error",
+    "server_error",
+    "connect_error",
+    "timeout",
+    "broken",
+];
+
 /// Every metric the router's request path exports.
 #[derive(Debug, Clone)]
 pub struct RouterMetrics {
@@ -28,6 +38,11 @@ pub struct RouterMetrics {
     pub tenant_limited: IntCounterVec,
     pub build_info: IntGaugeVec,
     per_model: bool,
+    upstream_by_result: Vec<IntCounter>,
+    /// `requests{code="200"}`, resolved once: the common case skips the label lookup.
+    ok: Option<IntCounter>,
+    /// `request_duration` without labels, resolved once (when not per model).
+    duration: Option<prometheus::Histogram>,
 }
 
 impl RouterMetrics {
@@ -91,6 +106,9 @@ impl RouterMetrics {
                 &["component", "version"],
             )?,
             per_model,
+            ok: None,
+            duration: None,
+            upstream_by_result: vec![],
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -104,23 +122,60 @@ impl RouterMetrics {
         m.build_info
             .with_label_values(&["router", env!("CARGO_PKG_VERSION")])
             .set(1);
+        let mut m = m;
+        m.upstream_by_result = UPSTREAM_RESULTS
+            .iter()
+            .map(|r| m.upstream_requests.with_label_values(&[*r]))
+            .collect();
+        if !per_model {
+            m.ok = Some(m.requests.with_label_values(&["200"]));
+            m.duration = Some(m.request_duration.with_label_values::<&str>(&[]));
+        }
         Ok(m)
+    }
+
+    /// The `upstream_requests` series for `result` (the labels are a fixed set, so the
+    /// handles are resolved once).
+    pub fn upstream_result(&self, result: &'static str) -> &IntCounter {
+        let i = UPSTREAM_RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(UPSTREAM_RESULTS.len() - 1);
+        &self.upstream_by_result[i]
+    }
+
+    /// Whether request metrics carry a `model` label.
+    pub fn per_model(&self) -> bool {
+        self.per_model
     }
 
     /// Counts one answered request.
     pub fn answered(&self, model: Option<&ModelKey>, code: u16, seconds: f64) {
-        let code = code.to_string();
+        let code: std::borrow::Cow<'static, str> = if code == 200 {
+            "200".into()
+        } else {
+            code.to_string().into()
+        };
         if self.per_model {
             let model = model.map(ModelKey::shard_key).unwrap_or_default();
-            self.requests.with_label_values(&[&code, &model]).inc();
+            self.requests
+                .with_label_values(&[code.as_ref(), model.as_str()])
+                .inc();
             self.request_duration
                 .with_label_values(&[&model])
                 .observe(seconds);
         } else {
-            self.requests.with_label_values(&[&code]).inc();
-            self.request_duration
-                .with_label_values::<&str>(&[])
-                .observe(seconds);
+            match (&self.ok, &self.duration) {
+                (Some(ok), Some(duration)) => {
+                    if code == "200" {
+                        ok.inc();
+                    } else {
+                        self.requests.with_label_values(&[code.as_ref()]).inc();
+                    }
+                    duration.observe(seconds);
+                }
+                _ => self.requests.with_label_values(&[code.as_ref()]).inc(),
+            }
         }
     }
 }

@@ -186,16 +186,16 @@ pub async fn infer(
                 .await
         };
         let took = now.elapsed().as_secs_f64();
-        state
-            .metrics
+        health
             .upstream_duration
-            .with_label_values(&[member.id.as_str()])
+            .get_or_init(|| {
+                state
+                    .metrics
+                    .upstream_duration
+                    .with_label_values(&[member.id.as_str()])
+            })
             .observe(took);
-        state
-            .metrics
-            .upstream_requests
-            .with_label_values(&[outcome.label()])
-            .inc();
+        state.metrics.upstream_result(outcome.label()).inc();
         match &outcome {
             Outcome::Answered(_) => state.fleet.answered(&health),
             Outcome::Failed(f) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -194,22 +194,23 @@ async fn ready_v(
     model_ready(&state, &headers, &name, Some(&version))
 }
 
+// Handlers take the whole request: axum's `HeaderMap` extractor would clone the headers.
 async fn infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    score(&state, &name, None, &headers, body).await
+    let (parts, body) = request.into_parts();
+    score(&state, &name, None, &parts.headers, body).await
 }
 
 async fn infer_v(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    score(&state, &name, Some(&version), &headers, body).await
+    let (parts, body) = request.into_parts();
+    score(&state, &name, Some(&version), &parts.headers, body).await
 }
 
 /// Authenticates, admits, reads and forwards one inference; counts its answer.
@@ -227,7 +228,9 @@ async fn score(
     let result = async {
         let tenant = authenticate(&snap, headers)?;
         let (key, manifest) = resolve(&snap, &tenant, name, version)?;
-        model = Some(key.clone());
+        if state.metrics.per_model() {
+            model = Some(key.clone());
+        }
         let deadline = proxy::deadline(headers, state)?;
         let limits = snap
             .tenants()

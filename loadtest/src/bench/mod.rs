@@ -3,10 +3,14 @@
 //! Each benchmark reports its speed as a ratio against a baseline measured in the same run,
 //! so the figures mean something on a busy or slow machine. [`worker`] compares the
 //! worker's HTTP path with calling the model in-process (warm) and with a bare fetch +
-//! parse of the same artifact (cold). [`model`] builds the deterministic MLP they score,
-//! [`publish`] uploads it and registers it as live, [`stats`] holds the percentile maths.
+//! parse of the same artifact (cold). [`router`] compares the router's hop, and nginx's as a
+//! plain reverse proxy, with the worker reached directly, under the closed-loop client of
+//! [`load`]. [`model`] builds the deterministic MLP they score, [`publish`] uploads it and
+//! registers it as live, [`stats`] holds the percentile maths.
 
+pub mod load;
 pub mod model;
 pub mod publish;
+pub mod router;
 pub mod stats;
 pub mod worker;

@@ -48,4 +48,5 @@ pub use etcd::{ETCD_BIN_ENV, EtcdProcess};
 pub use http::post_head_only;
 pub use port::free_port;
 pub use process::ManagedProcess;
+pub(crate) use process::{on_path, program_from_env};
 pub use s3::{DEFAULT_BUCKET, MOTO_SERVER_ENV, S3Process};

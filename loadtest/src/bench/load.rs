@@ -1,0 +1,251 @@
+//! A lean closed-loop HTTP/1.1 load client: a fixed number of keep-alive connections
+//! (raw hyper 1 `http1` connections, one task each), each sending the same request again
+//! as soon as the previous answer is read, for a warm-up and then a measured window.
+//!
+//! Only answers completed inside the measured window count: throughput is their number
+//! divided by the window, and their latencies (send to last body byte) are the samples.
+//! Any answer other than 200, and any transport failure, is an error; the client then
+//! opens a new connection. The answer's body is read in full but not parsed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{SendRequest, handshake};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// How many distinct error messages a run keeps.
+const KEPT_ERRORS: usize = 5;
+
+/// One request, sent unchanged again and again.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub addr: SocketAddr,
+    /// Origin-form target, e.g. `/v2/models/m/infer`.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RequestSpec {
+    /// A JSON `POST` to `addr` + `path` with the extra `headers`.
+    pub fn post_json(
+        addr: SocketAddr,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in extra {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_str(value)?,
+            );
+        }
+        Ok(Self {
+            addr,
+            path: path.to_owned(),
+            headers,
+            body,
+        })
+    }
+
+    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.path.as_str())
+            .body(Full::new(self.body.clone()))?;
+        *req.headers_mut() = self.headers.clone();
+        Ok(req)
+    }
+}
+
+/// What one load run saw.
+#[derive(Debug, Clone, Default)]
+pub struct LoadResult {
+    /// Latencies of the 200 answers completed inside the measured window.
+    pub latencies: Vec<Duration>,
+    /// Failures (non-200 answers and transport errors) inside the measured window.
+    pub errors: u64,
+    /// Up to [`KEPT_ERRORS`] distinct error messages (from any time in the run).
+    pub error_messages: Vec<String>,
+    /// The measured window.
+    pub window: Duration,
+    /// Connections opened (one per task, plus one per reconnect).
+    pub connections: u64,
+}
+
+impl LoadResult {
+    /// 200 answers per second over the measured window.
+    pub fn throughput(&self) -> f64 {
+        if self.window.is_zero() {
+            0.0
+        } else {
+            self.latencies.len() as f64 / self.window.as_secs_f64()
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.connections += other.connections;
+        for m in other.error_messages {
+            keep_error(&mut self.error_messages, m);
+        }
+    }
+}
+
+fn keep_error(kept: &mut Vec<String>, message: String) {
+    if kept.len() < KEPT_ERRORS && !kept.contains(&message) {
+        kept.push(message);
+    }
+}
+
+/// One request on a fresh connection: the status and the whole body (for checks before
+/// a run).
+pub async fn once(spec: &RequestSpec) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut sender = connect(spec.addr).await?;
+    exchange(&mut sender, spec).await
+}
+
+/// Runs `concurrency` connections against `spec` from now on and measures the `window`
+/// that starts at `from` (the time before it is the warm-up).
+///
+/// Call it on the runtime the client should use (its tasks and connections are spawned
+/// there).
+pub async fn run(
+    spec: Arc<RequestSpec>,
+    concurrency: usize,
+    from: Instant,
+    window: Duration,
+) -> LoadResult {
+    let until = from + window;
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        tasks.spawn(connection_loop(spec.clone(), from, until));
+    }
+    let mut total = LoadResult {
+        window,
+        ..LoadResult::default()
+    };
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(r) => total.merge(r),
+            Err(e) => {
+                total.errors += 1;
+                keep_error(
+                    &mut total.error_messages,
+                    format!("client task failed: {e}"),
+                );
+            }
+        }
+    }
+    total
+}
+
+async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) -> LoadResult {
+    let mut out = LoadResult::default();
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    while Instant::now() < until {
+        let s = match sender.as_mut() {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                out.connections += 1;
+                match connect(spec.addr).await {
+                    Ok(s) => sender.insert(s),
+                    Err(e) => {
+                        if Instant::now() >= from {
+                            out.errors += 1;
+                        }
+                        keep_error(&mut out.error_messages, format!("connect: {e:#}"));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let start = Instant::now();
+        let result = exchange(s, &spec).await;
+        let end = Instant::now();
+        let counted = end >= from && end <= until;
+        match result {
+            Ok((StatusCode::OK, _)) => {
+                if counted {
+                    out.latencies.push(end - start);
+                }
+            }
+            Ok((status, body)) => {
+                if counted {
+                    out.errors += 1;
+                }
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                keep_error(&mut out.error_messages, format!("{status}: {text}"));
+            }
+            Err(e) => {
+                if counted {
+                    out.errors += 1;
+                }
+                keep_error(&mut out.error_messages, format!("{e:#}"));
+                sender = None;
+            }
+        }
+    }
+    out
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Ends when the server or the client closes the connection.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    spec: &RequestSpec,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    sender.ready().await?;
+    let resp = sender.send_request(spec.request()?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_and_merge() {
+        let mut a = LoadResult {
+            latencies: vec![Duration::from_millis(1); 30],
+            window: Duration::from_secs(3),
+            error_messages: vec!["x".into()],
+            ..LoadResult::default()
+        };
+        assert!((a.throughput() - 10.0).abs() < 1e-9);
+        a.merge(LoadResult {
+            latencies: vec![Duration::from_millis(2); 30],
+            errors: 2,
+            error_messages: vec!["x".into(), "y".into()],
+            connections: 1,
+            window: Duration::ZERO,
+        });
+        assert!((a.throughput() - 20.0).abs() < 1e-9);
+        assert_eq!((a.errors, a.connections), (2, 1));
+        assert_eq!(a.error_messages, ["x", "y"]);
+        assert_eq!(LoadResult::default().throughput(), 0.0);
+    }
+}
