@@ -15,7 +15,12 @@
 //!   refusal, Prometheus metrics, flags;
 //! - [`controller`]: the placement controller (one leader among all routers);
 //! - [`serve`]: wiring it together with etcd, `/metrics` and graceful shutdown.
+//!
+//! Operating:
+//! - [`admin`]: `shardctl` (the binary in `src/bin/shardctl.rs`): inspection tables and
+//!   `--json`, tenants, publishing, drain/cordon, rebalance with a dry-run diff.
 
+pub mod admin;
 pub mod budget;
 pub mod config;
 pub mod controller;

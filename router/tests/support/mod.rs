@@ -3,6 +3,8 @@
 //! through the control plane, and helpers that score through a router or a worker.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod ctl;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

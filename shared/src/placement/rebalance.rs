@@ -5,8 +5,8 @@
 //! below the cap while some worker is over it. Receivers are served least loaded
 //! first; each takes the shards that prefer it most among those with a *donor*: a
 //! member at least two slots more loaded that is above average (or over the cap).
-//! The donor replaced is the least preferred one whose replacement keeps the shard
-//! within `max_overlap`. Every move lowers Σ load², so rounds always end; they stop
+//! The donor replaced is the most loaded one (the least preferred among equals) whose
+//! replacement keeps the shard within `max_overlap`. Every move lowers Σ load², so rounds always end; they stop
 //! when a round moves nothing or `max_moves` is reached. Without overlap constraints
 //! the result has no worker over the cap and none below average with a donor left.
 
@@ -190,8 +190,8 @@ impl Balancer {
             && (lu > st.cap || (self.below_average(lw) && u64::from(lu) * self.n > self.total))
     }
 
-    /// The member of `x` that `w` replaces: the least preferred donor whose
-    /// replacement keeps `x` within the overlap limit.
+    /// The member of `x` that `w` replaces: the most loaded donor (the least preferred
+    /// among equals) whose replacement keeps `x` within the overlap limit.
     fn donor(&self, st: &State<'_>, x: u32, w: u32) -> Option<u32> {
         let scorer = &self.scorers[x as usize];
         let mut donors: Vec<(u64, u32)> = st.shards[x as usize]
@@ -200,8 +200,17 @@ impl Balancer {
             .filter(|&&u| self.gives(st, u, w))
             .map(|&u| (scorer.score(&st.words[u as usize]), u))
             .collect();
-        // Least preferred first: lowest score, then the larger worker id.
-        donors.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        // Most loaded first, so that donations spread over the most loaded members
+        // instead of pushing one below the average (which a later round would have to
+        // undo with a move between old workers); then least preferred: lowest score,
+        // then the larger worker id.
+        donors.sort_unstable_by(|a, b| {
+            let load = |u: u32| st.load[u as usize];
+            load(b.1)
+                .cmp(&load(a.1))
+                .then(a.0.cmp(&b.0))
+                .then(b.1.cmp(&a.1))
+        });
         donors
             .into_iter()
             .map(|(_, u)| u)

@@ -232,13 +232,27 @@ impl ArtifactStore {
     /// [`StoreOptions::multipart_threshold`] go up as a multipart upload, a few parts at a
     /// time; a failed multipart upload is aborted.
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), FetchError> {
+        self.put_with_progress(path, bytes, &|_| {}).await
+    }
+
+    /// [`ArtifactStore::put`], calling `progress` with the number of bytes of each part
+    /// as it is handed to the upload (a small body: once, when stored). The calls add up
+    /// to the body's length when the upload succeeds (`shardctl publish`'s progress bar).
+    pub async fn put_with_progress(
+        &self,
+        path: &str,
+        bytes: Bytes,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), FetchError> {
         let location = object_path(path)?;
         let to_err = |e| error::from_store(path, e);
         if bytes.len() <= self.options.multipart_threshold {
+            let len = bytes.len() as u64;
             self.store
                 .put(&location, PutPayload::from_bytes(bytes))
                 .await
                 .map_err(to_err)?;
+            progress(len);
             return Ok(());
         }
         let part_size = self.options.multipart_part_size.max(5 << 20);
@@ -253,7 +267,9 @@ impl ArtifactStore {
                 return Err(to_err(e));
             }
             let part = rest.split_to(part_size.min(rest.len()));
+            let len = part.len() as u64;
             writer.put(part);
+            progress(len);
         }
         writer.finish().await.map_err(to_err)?;
         Ok(())

@@ -1,0 +1,328 @@
+//! Read-only views of a [`Snapshot`]: one row type per inspect command, serialised as
+//! is for `--json` and rendered as a table otherwise. Pure: the caller lists etcd once
+//! and hands the snapshot in.
+//!
+//! Tenant rows never carry keys or key digests, only how many keys a tenant has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use shardline_shared::ids::{ModelKey, TenantId, WorkerId};
+use shardline_shared::records::ResidentModel;
+use shardline_shared::snapshot::Snapshot;
+
+use super::table;
+
+/// One worker: live (holding a lease), administratively marked, or still named by an
+/// assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerRow {
+    pub id: WorkerId,
+    /// `host:port`; `None` when the worker is not live.
+    pub address: Option<String>,
+    /// `active`, `cordoned` or `draining`.
+    pub state: &'static str,
+    pub live: bool,
+    pub resident: Vec<ResidentModel>,
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+    /// Assignments naming the worker as a member.
+    pub slots: u32,
+    /// Assignments still naming it in `previous` (being replaced).
+    pub previous_slots: u32,
+    pub build_version: Option<String>,
+}
+
+/// Every worker the snapshot knows of, by id.
+pub fn workers(snap: &Snapshot) -> Vec<WorkerRow> {
+    let mut slots: BTreeMap<&WorkerId, (u32, u32)> = BTreeMap::new();
+    for a in snap.assignments().values() {
+        for w in &a.value.workers {
+            slots.entry(w).or_default().0 += 1;
+        }
+        for w in &a.value.previous {
+            slots.entry(w).or_default().1 += 1;
+        }
+    }
+    let ids: BTreeSet<&WorkerId> = snap
+        .workers()
+        .keys()
+        .chain(snap.admin().keys())
+        .chain(slots.keys().copied())
+        .collect();
+    ids.into_iter()
+        .map(|id| {
+            let record = snap.workers().get(id).map(|r| &r.value);
+            let (slots, previous_slots) = slots.get(id).copied().unwrap_or_default();
+            WorkerRow {
+                id: id.clone(),
+                address: record.map(|r| r.address.clone()),
+                state: snap.admin_state(id).as_str(),
+                live: record.is_some(),
+                resident: record.map(|r| r.resident.clone()).unwrap_or_default(),
+                used_bytes: record.map_or(0, |r| r.used_bytes),
+                capacity_bytes: record.map_or(0, |r| r.capacity_bytes),
+                slots,
+                previous_slots,
+                build_version: record.map(|r| r.build_version.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The `workers` table.
+pub fn workers_table(rows: &[WorkerRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let slots = if r.previous_slots > 0 {
+                format!("{} (+{} prev)", r.slots, r.previous_slots)
+            } else {
+                r.slots.to_string()
+            };
+            vec![
+                r.id.to_string(),
+                r.address.clone().unwrap_or_else(|| "-".into()),
+                r.state.to_owned(),
+                if r.live { "yes" } else { "no" }.to_owned(),
+                r.resident.len().to_string(),
+                format!(
+                    "{} / {}",
+                    human_bytes(r.used_bytes),
+                    human_bytes(r.capacity_bytes)
+                ),
+                slots,
+            ]
+        })
+        .collect();
+    let headers = [
+        "WORKER",
+        "ADDRESS",
+        "STATE",
+        "LIVE",
+        "RESIDENT",
+        "USED / CAP",
+        "SLOTS",
+    ];
+    table::render(&headers, &cells)
+}
+
+/// One tenant, without its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRow {
+    pub tenant: TenantId,
+    /// Shard size in force (the tenant's own or the placement default).
+    pub shard_size: u32,
+    /// Whether `shard_size` is the placement default (the tenant sets none).
+    pub default_shard_size: bool,
+    pub models: usize,
+    pub max_in_flight: u32,
+    pub rate_per_sec: u32,
+    /// How many API keys are valid (never the keys or their digests).
+    pub keys: usize,
+    pub created_at: u64,
+}
+
+/// Every tenant.
+pub fn tenants(snap: &Snapshot) -> Vec<TenantRow> {
+    let mut models: BTreeMap<&TenantId, usize> = BTreeMap::new();
+    for key in snap.models().keys() {
+        *models.entry(&key.tenant).or_default() += 1;
+    }
+    snap.tenants()
+        .iter()
+        .map(|(id, t)| TenantRow {
+            tenant: id.clone(),
+            shard_size: snap.shard_size(id),
+            default_shard_size: t.value.shard_size.is_none(),
+            models: models.get(id).copied().unwrap_or(0),
+            max_in_flight: t.value.limits.max_in_flight,
+            rate_per_sec: t.value.limits.rate_per_sec,
+            keys: t.value.keys.len(),
+            created_at: t.value.created_at,
+        })
+        .collect()
+}
+
+/// The `tenants` table.
+pub fn tenants_table(rows: &[TenantRow]) -> String {
+    let limit = |v: u32| if v == 0 { "-".into() } else { v.to_string() };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let k = if r.default_shard_size {
+                format!("{} (default)", r.shard_size)
+            } else {
+                r.shard_size.to_string()
+            };
+            vec![
+                r.tenant.to_string(),
+                k,
+                r.models.to_string(),
+                limit(r.max_in_flight),
+                limit(r.rate_per_sec),
+                r.keys.to_string(),
+            ]
+        })
+        .collect();
+    let headers = ["TENANT", "K", "MODELS", "MAX IN FLIGHT", "RATE/S", "KEYS"];
+    table::render(&headers, &cells)
+}
+
+/// One version of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionRow {
+    pub version: String,
+    pub live: bool,
+    /// Size of `model.safetensors` in bytes.
+    pub size: u64,
+    pub weights_sha256: String,
+    pub config_sha256: String,
+    pub location: String,
+    pub published_at: u64,
+}
+
+/// One model with its versions and assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRow {
+    pub tenant: TenantId,
+    pub model: String,
+    pub live: Option<String>,
+    pub versions: Vec<VersionRow>,
+    /// Current shard members (empty before the controller placed the model).
+    pub assignment: Vec<WorkerId>,
+}
+
+/// Every model, or those of `tenant`.
+pub fn models(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<ModelRow> {
+    snap.models()
+        .iter()
+        .filter(|(key, _)| tenant.is_none_or(|t| key.tenant == *t))
+        .map(|(key, entry)| {
+            let live = entry.live.as_ref().map(|l| l.value.version.to_string());
+            let versions = entry
+                .versions
+                .values()
+                .map(|v| {
+                    let m = &v.value;
+                    VersionRow {
+                        version: m.version.to_string(),
+                        live: live.as_deref() == Some(m.version.as_str()),
+                        size: m.weights_file.size,
+                        weights_sha256: m.weights_file.sha256.clone(),
+                        config_sha256: m.config_file.sha256.clone(),
+                        location: m.location.clone(),
+                        published_at: m.published_at,
+                    }
+                })
+                .collect();
+            ModelRow {
+                tenant: key.tenant.clone(),
+                model: key.model.to_string(),
+                live,
+                versions,
+                assignment: assigned(snap, key),
+            }
+        })
+        .collect()
+}
+
+fn assigned(snap: &Snapshot, key: &ModelKey) -> Vec<WorkerId> {
+    snap.assignments()
+        .get(key)
+        .map(|a| a.value.workers.clone())
+        .unwrap_or_default()
+}
+
+/// The `models` table: one line per model, size and digest of the live version.
+pub fn models_table(rows: &[ModelRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let live = r.versions.iter().find(|v| v.live);
+            let versions: Vec<&str> = r.versions.iter().map(|v| v.version.as_str()).collect();
+            vec![
+                format!("{}/{}", r.tenant, r.model),
+                versions.join(","),
+                r.live.clone().unwrap_or_else(|| "-".into()),
+                live.map_or("-".into(), |v| human_bytes(v.size)),
+                live.map_or("-".into(), |v| v.weights_sha256.chars().take(12).collect()),
+                join(&r.assignment),
+            ]
+        })
+        .collect();
+    let headers = ["MODEL", "VERSIONS", "LIVE", "SIZE", "SHA256", "ASSIGNMENT"];
+    table::render(&headers, &cells)
+}
+
+/// One stored assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssignmentRow {
+    pub tenant: TenantId,
+    pub model: String,
+    pub epoch: u64,
+    pub workers: Vec<WorkerId>,
+    pub previous: Vec<WorkerId>,
+    /// The etcd `mod_revision` (what a compare-and-swap checks).
+    pub mod_revision: i64,
+}
+
+/// Every stored assignment, or those of `tenant`.
+pub fn assignments(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<AssignmentRow> {
+    snap.assignments()
+        .iter()
+        .filter(|(key, _)| tenant.is_none_or(|t| key.tenant == *t))
+        .map(|(key, a)| AssignmentRow {
+            tenant: key.tenant.clone(),
+            model: key.model.to_string(),
+            epoch: a.value.epoch,
+            workers: a.value.workers.clone(),
+            previous: a.value.previous.clone(),
+            mod_revision: a.mod_revision,
+        })
+        .collect()
+}
+
+/// The `assignments` table.
+pub fn assignments_table(rows: &[AssignmentRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}/{}", r.tenant, r.model),
+                r.epoch.to_string(),
+                join(&r.workers),
+                if r.previous.is_empty() {
+                    "-".into()
+                } else {
+                    join(&r.previous)
+                },
+            ]
+        })
+        .collect();
+    table::render(&["MODEL", "EPOCH", "WORKERS", "PREVIOUS"], &cells)
+}
+
+fn join(ids: &[WorkerId]) -> String {
+    let names: Vec<&str> = ids.iter().map(WorkerId::as_str).collect();
+    names.join(",")
+}
+
+/// `1536` → `1.5 KiB`; binary units, one decimal above bytes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+#[path = "inspect_tests.rs"]
+mod tests;
