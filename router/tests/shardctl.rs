@@ -13,7 +13,7 @@ use shardline_loadtest::bench::model::BenchModel;
 use shardline_shared::keys::{Prefix, Section};
 use shardline_shared::manifest::FileDigest;
 use shardline_worker::artifacts::FetchError;
-use support::ctl::{Run, ctl, ctl_at, ctl_json, model_dir, write_model};
+use support::ctl::{ctl, ctl_at, ctl_json, model_dir, write_model};
 use support::{DIM, TestFleet, rows, steady_load};
 
 /// Scores through the router until the answer comes from `version`.
@@ -292,6 +292,66 @@ async fn shards(fleet: &TestFleet) -> Vec<(String, Vec<String>, Vec<String>)> {
 }
 
 /// Waits until there are `n` assignments of `k` members each and no `previous`.
+/// Every value written to an assignment key since `before` (a listing), as epochs per
+/// key in commit order, starting with the epoch the listing held.
+async fn assignment_history(
+    fleet: &TestFleet,
+    before: shardline_control::store::Listing,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    use futures::StreamExt as _;
+    use shardline_control::store::{Event, WatchItem};
+    let epoch = |v: &[u8]| {
+        serde_json::from_slice::<Value>(v).unwrap()["epoch"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut history: std::collections::BTreeMap<String, Vec<u64>> = before
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), vec![epoch(&kv.value)]))
+        .collect();
+    let prefix = Prefix::default().section(Section::Assignments);
+    let end = fleet.cp.store().list(&prefix).await.unwrap().revision;
+    let mut stream = fleet
+        .cp
+        .store()
+        .watch(&prefix, before.revision + 1)
+        .await
+        .unwrap();
+    let mut changed = std::collections::BTreeSet::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+    {
+        let WatchItem::Batch { events, .. } = item.unwrap() else {
+            panic!("history compacted");
+        };
+        // The first batch may be the watch's creation notice (no events): stop only once
+        // the event that brought the store to `end` has been seen.
+        let mut reached = end <= before.revision;
+        for event in events {
+            reached |= event.mod_revision() >= end;
+            match event {
+                Event::Put(kv) => {
+                    changed.insert(kv.key.clone());
+                    history
+                        .entry(kv.key.clone())
+                        .or_default()
+                        .push(epoch(&kv.value));
+                }
+                Event::Delete { key, .. } => {
+                    history.remove(&key);
+                }
+            }
+        }
+        if reached {
+            break;
+        }
+    }
+    history.retain(|k, _| changed.contains(k));
+    history
+}
+
 async fn wait_settled(fleet: &TestFleet, n: usize, k: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -372,6 +432,12 @@ async fn rebalance_onto_new_workers_then_drain_under_load() {
 
     // A sixth worker and two operators applying at once: CAS lets no update be lost.
     fleet.add_worker().await;
+    let before = fleet
+        .cp
+        .store()
+        .list(&Prefix::default().section(Section::Assignments))
+        .await
+        .unwrap();
     let (a, b) = tokio::join!(
         ctl(&fleet, &["rebalance", "--apply", "--json"]),
         ctl(&fleet, &["rebalance", "--apply", "--json"])
@@ -386,11 +452,20 @@ async fn rebalance_onto_new_workers_then_drain_under_load() {
             assert_eq!(run.json()["exit_code"], 3);
         }
     }
-    let won: Vec<&Run> = [&a, &b].into_iter().filter(|r| r.code == 0).collect();
-    assert!(
-        !won.is_empty() || (a.code == 3 && b.code == 3),
-        "{a:?} {b:?}"
-    );
+    // No lost update: every write of an assignment sets `epoch` to the epoch it read
+    // plus one, so in etcd's history of each key the epochs must rise by exactly one per
+    // write. Two writers that both read epoch e and both committed would show e + 1 twice.
+    let writes = assignment_history(&fleet, before).await;
+    assert!(!writes.is_empty(), "the applies wrote something");
+    for (key, epochs) in &writes {
+        for pair in epochs.windows(2) {
+            assert_eq!(
+                pair[1],
+                pair[0] + 1,
+                "{key}: epochs {epochs:?}: an update was lost"
+            );
+        }
+    }
     // Whatever the interleaving, what was committed is intact and a re-run converges.
     wait_settled(&fleet, 12, 2).await;
     let rerun = ctl_json(&fleet, &["rebalance", "--apply"]).await;
