@@ -262,7 +262,7 @@ async fn tenants_are_isolated_and_a_rotated_key_stops_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_over_its_in_flight_limit_gets_429_while_others_are_served() {
+async fn a_tenant_over_its_rate_limit_gets_429_while_others_are_served() {
     let fleet = TestFleet::builder().workers(1).start().await;
     let limits = shardline_shared::records::TenantLimits {
         max_in_flight: 0,
