@@ -6,7 +6,8 @@
 //!   model versions and the live pointer, worker admin state, assignments, placement;
 //! - [`lease`]: worker registration under a lease with a keep-alive loop;
 //! - [`watch`]: the watched snapshot ([`SnapshotWatcher`]), an `Arc<Snapshot>` kept current;
-//! - [`metrics`]: the metrics these register.
+//! - [`metrics`]: the metrics these register, and the `/metrics` endpoint;
+//! - [`process`]: command-line parsing and shutdown signals shared by the binaries.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,7 @@ pub mod lease;
 pub mod memory;
 pub mod metrics;
 pub mod ops;
+pub mod process;
 pub mod store;
 pub mod watch;
 

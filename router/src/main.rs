@@ -1,27 +1,13 @@
 //! The `router` binary: parse and validate flags (exit 64 on bad configuration), then
 //! serve until SIGINT or SIGTERM on one runtime thread per core.
 
-use clap::Parser;
 use shardline_router::config::{RouterArgs, RouterConfig};
 
 /// Exit status for bad flags or configuration (`EX_USAGE`).
 const EXIT_CONFIG: i32 = 64;
 
 fn main() {
-    let args = match RouterArgs::try_parse() {
-        Ok(a) => a,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("router: {}", first.trim_start_matches("error: "));
-            std::process::exit(EXIT_CONFIG);
-        }
-    };
+    let args: RouterArgs = shardline_control::process::parse_args("router", EXIT_CONFIG);
     let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
@@ -66,26 +52,11 @@ async fn run(config: RouterConfig) -> anyhow::Result<()> {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
         None => None,
     };
-    shardline_router::serve::serve(config, listener, metrics, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    shardline_router::serve::serve(
+        config,
+        listener,
+        metrics,
+        shardline_control::process::shutdown_signal(),
+    )
+    .await
 }

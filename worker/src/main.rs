@@ -1,7 +1,6 @@
 //! The `worker` binary: parse and validate flags (exit 64 on bad configuration), then
 //! serve until SIGINT or SIGTERM.
 
-use clap::Parser;
 use shardline_worker::artifacts::ArtifactStore;
 use shardline_worker::config::{WorkerArgs, WorkerConfig};
 
@@ -42,20 +41,7 @@ fn ensure_malloc_tunable() {
 
 fn main() {
     ensure_malloc_tunable();
-    let args = match WorkerArgs::try_parse() {
-        Ok(a) => a,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("worker: {}", first.trim_start_matches("error: "));
-            std::process::exit(EXIT_CONFIG);
-        }
-    };
+    let args: WorkerArgs = shardline_control::process::parse_args("worker", EXIT_CONFIG);
     let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
@@ -97,26 +83,12 @@ async fn run(config: WorkerConfig, store: ArtifactStore) -> anyhow::Result<()> {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
         None => None,
     };
-    shardline_worker::serve::serve(config, store, listener, metrics, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    shardline_worker::serve::serve(
+        config,
+        store,
+        listener,
+        metrics,
+        shardline_control::process::shutdown_signal(),
+    )
+    .await
 }

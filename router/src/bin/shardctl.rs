@@ -2,25 +2,10 @@
 //! single-threaded runtime, print its text or `--json` output, and map errors to exit
 //! statuses (1 failed, 3 conflict: re-run). See `shardline_router::admin`.
 
-use clap::Parser;
 use shardline_router::admin::{self, Cli, EXIT_FAILED, EXIT_USAGE};
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("shardctl: {}", first.trim_start_matches("error: "));
-            eprintln!("(shardctl --help shows the commands and examples)");
-            std::process::exit(EXIT_USAGE);
-        }
-    };
+    let cli: Cli = shardline_control::process::parse_args("shardctl", EXIT_USAGE);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
