@@ -23,12 +23,7 @@ use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Header carrying the router↔worker shared secret (see `docs/worker.md`).
-pub const TOKEN_HEADER: &str = "x-shardline-token";
-/// Header naming the model as the client called it (echoed as `model_name`).
-pub const PUBLIC_NAME_HEADER: &str = "x-shardline-public-name";
-/// Header naming the etcd revision the version was resolved at.
-pub const REVISION_HEADER: &str = "x-shardline-revision";
+pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
 
 /// Idle connections kept per worker.
 const MAX_IDLE_PER_WORKER: usize = 256;

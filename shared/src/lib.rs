@@ -11,7 +11,8 @@
 //! - [`snapshot`]: the in-memory view of the whole control plane, built from key/values;
 //! - [`placement`]: sticky rendezvous shuffle sharding (`place`, `rebalance`);
 //! - [`metrics`]: Prometheus metric names;
-//! - [`units`]: sizes and durations on command lines.
+//! - [`units`]: sizes and durations on command lines;
+//! - [`wire`]: header names of the internal router ↔ worker API.
 
 pub mod auth;
 pub mod decode;
@@ -23,5 +24,6 @@ pub mod placement;
 pub mod records;
 pub mod snapshot;
 pub mod units;
+pub mod wire;
 
 pub use ids::{IdError, ModelKey, ModelName, TenantId, VersionId, WorkerId};

@@ -20,17 +20,7 @@ use crate::decode::{InputSpec, decode_infer, encode_infer_response};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Header carrying the router↔worker shared secret.
-pub const TOKEN_HEADER: &str = "x-shardline-token";
-
-/// Header by which a router names the model as its client called it (the tenant's own
-/// model name); the infer response's `model_name` then echoes it instead of
-/// `<tenant>.<model>`, so the router can forward the response bytes unchanged.
-pub const PUBLIC_NAME_HEADER: &str = "x-shardline-public-name";
-
-/// Header by which a router names the etcd revision it resolved the model version at;
-/// the worker waits briefly for its own snapshot to get there before resolving.
-pub const REVISION_HEADER: &str = "x-shardline-revision";
+pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
 
 fn revision(headers: &HeaderMap) -> Option<i64> {
     headers.get(REVISION_HEADER)?.to_str().ok()?.parse().ok()

@@ -88,7 +88,7 @@ impl Prefetch for HttpPrefetcher {
         let resp = self
             .client
             .post(url)
-            .header("x-shardline-token", &self.token)
+            .header(shardline_shared::wire::TOKEN_HEADER, &self.token)
             .json(&body)
             .send()
             .await
