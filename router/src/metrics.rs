@@ -37,12 +37,11 @@ pub struct RouterMetrics {
     pub in_flight: IntGauge,
     pub tenant_limited: IntCounterVec,
     pub build_info: IntGaugeVec,
-    per_model: bool,
     upstream_by_result: Vec<IntCounter>,
-    /// `requests{code="200"}`, resolved once: the common case skips the label lookup.
-    ok: Option<IntCounter>,
-    /// `request_duration` without labels, resolved once (when not per model).
-    duration: Option<prometheus::Histogram>,
+    /// Without per-model labels: `requests{code="200"}` and the unlabelled duration,
+    /// resolved once so the common answer skips the label lookups. `None` means the
+    /// request metrics carry a `model` label.
+    plain: Option<(IntCounter, prometheus::Histogram)>,
 }
 
 impl RouterMetrics {
@@ -105,9 +104,7 @@ impl RouterMetrics {
                 Opts::new(names::BUILD_INFO, "Build of this component (always 1)"),
                 &["component", "version"],
             )?,
-            per_model,
-            ok: None,
-            duration: None,
+            plain: None,
             upstream_by_result: vec![],
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -128,8 +125,10 @@ impl RouterMetrics {
             .map(|r| m.upstream_requests.with_label_values(&[*r]))
             .collect();
         if !per_model {
-            m.ok = Some(m.requests.with_label_values(&["200"]));
-            m.duration = Some(m.request_duration.with_label_values::<&str>(&[]));
+            m.plain = Some((
+                m.requests.with_label_values(&["200"]),
+                m.request_duration.with_label_values::<&str>(&[]),
+            ));
         }
         Ok(m)
     }
@@ -146,35 +145,28 @@ impl RouterMetrics {
 
     /// Whether request metrics carry a `model` label.
     pub fn per_model(&self) -> bool {
-        self.per_model
+        self.plain.is_none()
     }
 
     /// Counts one answered request.
     pub fn answered(&self, model: Option<&ModelKey>, code: u16, seconds: f64) {
-        let code: std::borrow::Cow<'static, str> = if code == 200 {
-            "200".into()
-        } else {
-            code.to_string().into()
-        };
-        if self.per_model {
-            let model = model.map(ModelKey::shard_key).unwrap_or_default();
-            self.requests
-                .with_label_values(&[code.as_ref(), model.as_str()])
-                .inc();
-            self.request_duration
-                .with_label_values(&[&model])
-                .observe(seconds);
-        } else {
-            match (&self.ok, &self.duration) {
-                (Some(ok), Some(duration)) => {
-                    if code == "200" {
-                        ok.inc();
-                    } else {
-                        self.requests.with_label_values(&[code.as_ref()]).inc();
-                    }
-                    duration.observe(seconds);
+        match &self.plain {
+            Some((ok, duration)) => {
+                if code == 200 {
+                    ok.inc();
+                } else {
+                    self.requests.with_label_values(&[&code.to_string()]).inc();
                 }
-                _ => self.requests.with_label_values(&[code.as_ref()]).inc(),
+                duration.observe(seconds);
+            }
+            None => {
+                let model = model.map(ModelKey::shard_key).unwrap_or_default();
+                self.requests
+                    .with_label_values(&[&code.to_string(), &model])
+                    .inc();
+                self.request_duration
+                    .with_label_values(&[&model])
+                    .observe(seconds);
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use shardline_shared::decode::{InputSpec, decode_infer};
 use shardline_shared::ids::{ModelKey, WorkerId};
@@ -15,11 +15,11 @@ use shardline_shared::placement;
 use shardline_shared::records::AdminState;
 use shardline_shared::snapshot::Snapshot;
 
-use crate::error::{RouterError, error_response};
+use crate::error::RouterError;
 use crate::health::Fleet;
 use crate::select::{self, Candidate};
 use crate::state::AppState;
-use crate::upstream::{Attempt, Outcome};
+use crate::upstream::{Answer, Attempt, Outcome};
 
 /// Header naming the worker that answered.
 pub const WORKER_HEADER: &str = "x-shardline-worker";
@@ -144,7 +144,9 @@ pub async fn infer(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .deposit(started);
-    let mut last: Option<(&WorkerId, Outcome)> = None;
+    // The last attempt's answer when it was a retryable one (502/503/504): passed on if
+    // no later attempt is made or succeeds. A failed attempt (no answer) clears it.
+    let mut last: Option<(&WorkerId, Answer)> = None;
     for (attempt, &i) in order.iter().enumerate() {
         let member = &members[i];
         let now = Instant::now();
@@ -203,17 +205,19 @@ pub async fn infer(
                 state.fleet.failed(&health, Instant::now());
             }
         }
-        if !outcome.retryable() {
-            return Ok(relay(member.id, outcome));
-        }
-        last = Some((member.id, outcome));
+        let retryable = outcome.retryable();
+        last = match outcome {
+            Outcome::Answered(answer) if !retryable => return Ok(relay(member.id, answer)),
+            Outcome::Answered(answer) => Some((member.id, answer)),
+            Outcome::Failed(_) => None,
+        };
     }
     if Instant::now() >= end {
         return Err(RouterError::DeadlineExceeded(deadline));
     }
     match last {
-        Some((id, outcome @ Outcome::Answered(_))) => Ok(relay(id, outcome)),
-        _ => Err(RouterError::Unavailable(format!(
+        Some((id, answer)) => Ok(relay(id, answer)),
+        None => Err(RouterError::Unavailable(format!(
             "no worker of model {:?}'s shard answered; try again shortly",
             key.model.as_str()
         ))),
@@ -221,27 +225,18 @@ pub async fn infer(
 }
 
 /// The worker's answer, as the client gets it.
-fn relay(worker: &WorkerId, outcome: Outcome) -> Response {
-    let mut response = match outcome {
-        Outcome::Answered(a) => {
-            let mut r = (a.status, a.body).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                a.content_type
-                    .unwrap_or_else(|| HeaderValue::from_static("application/json")),
-            );
-            if let Some(after) = a.retry_after {
-                h.insert(header::RETRY_AFTER, after);
-            }
-            r
-        }
-        Outcome::Failed(_) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "worker did not answer",
-            Some(Duration::from_secs(1)),
-        ),
-    };
+fn relay(worker: &WorkerId, answer: Answer) -> Response {
+    let mut response = (answer.status, answer.body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        answer
+            .content_type
+            .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    );
+    if let Some(after) = answer.retry_after {
+        h.insert(header::RETRY_AFTER, after);
+    }
     if let Ok(v) = HeaderValue::from_str(worker.as_str()) {
         response.headers_mut().insert(WORKER_HEADER, v);
     }
