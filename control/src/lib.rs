@@ -7,6 +7,7 @@
 //! - [`lease`]: worker registration under a lease with a keep-alive loop;
 //! - [`watch`]: the watched snapshot ([`SnapshotWatcher`]), an `Arc<Snapshot>` kept current;
 //! - [`metrics`]: the metrics these register, and the `/metrics` endpoint;
+//! - [`http`]: reading request bodies under a size limit;
 //! - [`process`]: command-line parsing and shutdown signals shared by the binaries.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@
 //! ```
 
 pub mod etcd;
+pub mod http;
 pub mod lease;
 pub mod memory;
 pub mod metrics;

@@ -88,3 +88,13 @@ pub fn metrics_app(registry: Registry) -> Router {
         }),
     )
 }
+
+/// Serves `/metrics` for `registry` on `listener` in the background.
+pub fn spawn_metrics_server(listener: tokio::net::TcpListener, registry: Registry) {
+    let app = metrics_app(registry);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+}

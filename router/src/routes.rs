@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::IntGauge;
 use serde_json::json;
+use shardline_control::http::BodyError;
 use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
@@ -267,21 +268,12 @@ impl Drop for InFlightGauge<'_> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413 (up front when the
-/// length is announced).
+/// Reads the whole body, refusing more than `limit` bytes with 413.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RouterError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(RouterError::TooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if e.to_string().contains("length limit") {
-            RouterError::TooLarge(limit)
-        } else {
-            RouterError::BadRequest(format!("could not read request body: {e}"))
-        }
-    })
+    shardline_control::http::read_body(headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => RouterError::TooLarge(limit),
+            BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
+        })
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
-use shardline_control::metrics::metrics_app;
+use shardline_control::metrics::spawn_metrics_server;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::budget::RetryBudget;
 use crate::config::RouterConfig;
@@ -78,12 +78,7 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
 
     if let Some(l) = metrics_listener {
-        let app = metrics_app(registry.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                warn!(error = %e, "metrics server stopped");
-            }
-        });
+        spawn_metrics_server(l, registry.clone());
     }
 
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");

@@ -23,7 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Events, Limits};
 
-pub use shardline_control::metrics::metrics_app;
+use shardline_control::metrics::spawn_metrics_server;
 
 /// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
 /// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves
@@ -69,12 +69,7 @@ pub async fn serve(
     ));
 
     if let Some(l) = metrics_listener {
-        let app = metrics_app(registry.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                warn!(error = %e, "metrics server stopped");
-            }
-        });
+        spawn_metrics_server(l, registry.clone());
     }
 
     let record = WorkerRecord {
