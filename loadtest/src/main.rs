@@ -88,19 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 cold_rounds,
             };
             let report = worker::run(&options, |line| eprintln!("bench-worker: {line}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report.json())?);
-            } else {
-                print!("{}", report.table());
-            }
-            // Beside the table on stdout; on stderr with --json, so stdout stays one object.
-            for miss in report.misses() {
-                if json {
-                    eprintln!("{miss}");
-                } else {
-                    println!("{miss}");
-                }
-            }
+            print_report(json, report.json(), report.table(), report.misses())?;
         }
         Command::BenchRouter {
             concurrency,
@@ -125,23 +113,36 @@ async fn main() -> anyhow::Result<()> {
                 models,
             };
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report.json())?);
-            } else {
-                print!("{}", report.table());
-            }
-            for miss in report.misses() {
-                if json {
-                    eprintln!("{miss}");
-                } else {
-                    println!("{miss}");
-                }
-            }
+            print_report(json, report.json(), report.table(), report.misses())?;
             if let Some(path) = write_docs {
                 let doc = std::fs::read_to_string(&path).unwrap_or_default();
                 std::fs::write(&path, router::replace_docs_section(&doc, &report.docs()))?;
                 eprintln!("bench-router: wrote {}", path.display());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a benchmark's report: the table, or one JSON object with `--json`; missed
+/// targets beside the table on stdout, or on stderr with `--json` so that stdout stays
+/// one object.
+fn print_report(
+    json: bool,
+    object: serde_json::Value,
+    table: String,
+    misses: Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&object)?);
+    } else {
+        print!("{table}");
+    }
+    for miss in misses {
+        if json {
+            eprintln!("{miss}");
+        } else {
+            println!("{miss}");
         }
     }
     Ok(())
