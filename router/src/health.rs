@@ -61,20 +61,7 @@ impl Default for Fleet {
 impl Fleet {
     /// The counters of `id`, created on first use.
     pub fn get(&self, id: &WorkerId) -> Arc<WorkerHealth> {
-        if let Some(h) = self
-            .workers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-        {
-            return h.clone();
-        }
-        self.workers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.clone())
-            .or_default()
-            .clone()
+        get_or_default(&self.workers, id)
     }
 
     /// Whether `h` is ejected at `now`.
@@ -118,6 +105,23 @@ impl Fleet {
     fn millis(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.origin).as_millis() as u64
     }
+}
+
+/// The entry for `key`, inserted with its default on first use: a read lock on the hot
+/// path, the write lock only to insert.
+pub fn get_or_default<K, V>(map: &RwLock<HashMap<K, Arc<V>>>, key: &K) -> Arc<V>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Default,
+{
+    if let Some(v) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return v.clone();
+    }
+    map.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key.clone())
+        .or_default()
+        .clone()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::budget::RetryBudget;
 use crate::error::RouterError;
-use crate::health::Fleet;
+use crate::health::{Fleet, get_or_default};
 use crate::limiter::{InFlight, RateBucket, Refusal, admit};
 use crate::metrics::RouterMetrics;
 use crate::upstream::Upstream;
@@ -127,20 +127,7 @@ impl AppState {
     }
 
     fn gate(&self, tenant: &TenantId) -> Arc<TenantGate> {
-        if let Some(g) = self
-            .gates
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-        {
-            return g.clone();
-        }
-        self.gates
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(tenant.clone())
-            .or_default()
-            .clone()
+        get_or_default(&self.gates, tenant)
     }
 
     /// Drops gates of tenants that no longer exist (keeps the map bounded).
