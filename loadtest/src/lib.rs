@@ -5,4 +5,5 @@
 //! fleet with bounded, loopback-only request loops.
 
 pub mod bench;
+pub mod fleet;
 pub mod harness;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
+use shardline_loadtest::fleet;
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", about = "Shardline's benchmarks and load tools")]
@@ -22,6 +23,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A local fleet: etcd, a model store, workers and routers under one run directory.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Worker overhead: warm infer over HTTP vs in-process, cold first score vs fetch + parse.
     BenchWorker {
         /// Approximate size of the model's f32 weights, in MB (10⁶ bytes).
@@ -73,9 +79,44 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum FleetAction {
+    /// Start a fleet; runs until Ctrl-C (then stops it), or returns at once with --detach.
+    Up {
+        /// Run directory: fleet.json, keys.json, logs/, etcd/, store/.
+        #[arg(long, default_value = "shardline-fleet")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 1)]
+        routers: usize,
+        /// Each worker's memory budget for models (e.g. 256MiB).
+        #[arg(long, default_value = "256MiB", value_parser = shardline_shared::units::parse_bytes)]
+        memory_budget: u64,
+        /// Workers evict models unused for this long.
+        #[arg(long, default_value = "10m")]
+        idle_ttl: String,
+        /// Store models in moto's S3 server (from ./.venv) instead of a directory.
+        #[arg(long)]
+        s3: bool,
+        /// Leave the fleet running and return (stop it with `loadtest fleet down`).
+        #[arg(long)]
+        detach: bool,
+        /// Directory of the router, worker and shardctl binaries (default: beside this one).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Stop what `fleet up` started in the run directory (by recorded PID and start time).
+    Down {
+        #[arg(long, default_value = "shardline-fleet")]
+        run_dir: PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Fleet { action } => fleet_command(action).await?,
         Command::BenchWorker {
             size_mb,
             iterations,
@@ -143,6 +184,55 @@ fn print_report(
             eprintln!("{miss}");
         } else {
             println!("{miss}");
+        }
+    }
+    Ok(())
+}
+
+async fn fleet_command(action: FleetAction) -> anyhow::Result<()> {
+    match action {
+        FleetAction::Up {
+            run_dir,
+            workers,
+            routers,
+            memory_budget,
+            idle_ttl,
+            s3,
+            detach,
+            bin_dir,
+        } => {
+            let options = fleet::FleetOptions {
+                run_dir: run_dir.clone(),
+                workers,
+                routers,
+                memory_budget,
+                idle_ttl,
+                s3,
+                bin_dir: bin_dir.unwrap_or_else(fleet::default_bin_dir),
+                router_args: Vec::new(),
+                worker_args: Vec::new(),
+            };
+            let state = fleet::up(&options, |line| eprintln!("fleet: {line}")).await?;
+            print!("{}", fleet::describe(&state));
+            if detach {
+                println!(
+                    "stop it with: loadtest fleet down --run-dir {}",
+                    run_dir.display()
+                );
+                return Ok(());
+            }
+            println!("Ctrl-C stops the fleet");
+            tokio::signal::ctrl_c().await?;
+            let stopped = fleet::down(&state.run_dir)?;
+            eprintln!("fleet: stopped {}", stopped.join(", "));
+        }
+        FleetAction::Down { run_dir } => {
+            let stopped = fleet::down(&run_dir)?;
+            if stopped.is_empty() {
+                println!("nothing of that fleet was still running");
+            } else {
+                println!("stopped {}", stopped.join(", "));
+            }
         }
     }
     Ok(())

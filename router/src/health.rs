@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use prometheus::Histogram;
 use shardline_shared::ids::WorkerId;
 
@@ -20,6 +21,8 @@ const MAX_EJECTION: Duration = Duration::from_secs(10);
 pub struct WorkerHealth {
     /// This worker's `upstream_duration` series, resolved once (not per request).
     pub upstream_duration: OnceLock<Histogram>,
+    /// This worker's id as the value of the answer's worker header, made once.
+    pub header: OnceLock<Option<HeaderValue>>,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`Fleet::origin`] until which the worker is tried last.

@@ -26,6 +26,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod health;
+pub mod http1;
 pub mod limiter;
 pub mod metrics;
 pub mod proxy;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use shardline_shared::decode::{InputSpec, decode_infer};
+use shardline_shared::decode::{InputSpec, validate_infer};
 use shardline_shared::ids::{ModelKey, WorkerId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::placement;
@@ -124,7 +124,7 @@ pub async fn infer(
     started: Instant,
 ) -> Result<Response, RouterError> {
     let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
-    decode_infer(&body, &spec)?;
+    validate_infer(&body, &spec)?;
 
     let (members, cands) = candidates(snap, &state.fleet, key, manifest, started);
     let order = select::order(&cands, &mut fastrand::Rng::new());
@@ -146,7 +146,7 @@ pub async fn infer(
         .deposit(started);
     // The last attempt's answer when it was a retryable one (502/503/504): passed on if
     // no later attempt is made or succeeds. A failed attempt (no answer) clears it.
-    let mut last: Option<(&WorkerId, Answer)> = None;
+    let mut last: Option<(Option<HeaderValue>, Answer)> = None;
     for (attempt, &i) in order.iter().enumerate() {
         let member = &members[i];
         let now = Instant::now();
@@ -206,9 +206,15 @@ pub async fn infer(
             }
         }
         let retryable = outcome.retryable();
+        let worker = || {
+            health
+                .header
+                .get_or_init(|| HeaderValue::from_str(member.id.as_str()).ok())
+                .clone()
+        };
         last = match outcome {
-            Outcome::Answered(answer) if !retryable => return Ok(relay(member.id, answer)),
-            Outcome::Answered(answer) => Some((member.id, answer)),
+            Outcome::Answered(answer) if !retryable => return Ok(relay(worker(), answer)),
+            Outcome::Answered(answer) => Some((worker(), answer)),
             Outcome::Failed(_) => None,
         };
     }
@@ -216,7 +222,7 @@ pub async fn infer(
         return Err(RouterError::DeadlineExceeded(deadline));
     }
     match last {
-        Some((id, answer)) => Ok(relay(id, answer)),
+        Some((worker, answer)) => Ok(relay(worker, answer)),
         None => Err(RouterError::Unavailable(format!(
             "no worker of model {:?}'s shard answered; try again shortly",
             key.model.as_str()
@@ -224,8 +230,9 @@ pub async fn infer(
     }
 }
 
-/// The worker's answer, as the client gets it.
-fn relay(worker: &WorkerId, answer: Answer) -> Response {
+/// The worker's answer, as the client gets it, naming the worker (`worker`: its id as
+/// a header value).
+fn relay(worker: Option<HeaderValue>, answer: Answer) -> Response {
     let mut response = (answer.status, answer.body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -237,8 +244,8 @@ fn relay(worker: &WorkerId, answer: Answer) -> Response {
     if let Some(after) = answer.retry_after {
         h.insert(header::RETRY_AFTER, after);
     }
-    if let Ok(v) = HeaderValue::from_str(worker.as_str()) {
-        response.headers_mut().insert(WORKER_HEADER, v);
+    if let Some(v) = worker {
+        h.insert(WORKER_HEADER, v);
     }
     response
 }

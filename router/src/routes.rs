@@ -215,7 +215,7 @@ async fn infer_v(
 }
 
 /// Authenticates, admits, reads and forwards one inference; counts its answer.
-async fn score(
+pub(crate) async fn score(
     state: &AppState,
     name: &str,
     version: Option<&str>,

@@ -82,9 +82,8 @@ pub async fn serve(
     }
 
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = app(state.clone());
+    crate::http1::serve(listener, state, app, shutdown).await;
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
     if let Some(c) = controller {

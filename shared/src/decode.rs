@@ -162,6 +162,18 @@ struct RawOutput<'a> {
 /// Decodes and validates an OIP v2 REST infer request body for the model `input`
 /// describes.
 pub fn decode_infer(body: &[u8], input: &InputSpec<'_>) -> Result<InferBatch, DecodeError> {
+    decode(body, input, true)
+}
+
+/// Checks an infer request body exactly as [`decode_infer`] does (same refusals, same
+/// errors) without keeping the values: for the router, which forwards the bytes as
+/// they are.
+pub fn validate_infer(body: &[u8], input: &InputSpec<'_>) -> Result<(), DecodeError> {
+    decode(body, input, false).map(drop)
+}
+
+/// [`decode_infer`]; with `keep` false the batch's `data` stays empty.
+fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, DecodeError> {
     let request: RawRequest<'_> =
         serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     let tensor = match request.inputs.as_slice() {
@@ -210,7 +222,7 @@ pub fn decode_infer(body: &[u8], input: &InputSpec<'_>) -> Result<InferBatch, De
     let raw = tensor
         .data
         .ok_or_else(|| DecodeError::MissingData(input.name.to_owned()))?;
-    let data = decode_data(raw.get(), dtype, rows, input.dim, &tensor.shape)?;
+    let data = decode_data(raw.get(), dtype, rows, input.dim, &tensor.shape, keep)?;
     Ok(InferBatch {
         id: request.id,
         rows,
@@ -344,20 +356,28 @@ impl fmt::Display for Num {
     }
 }
 
-/// Second pass: parses `data` (flat or `[rows][dim]`) into exactly `rows × dim` values.
+/// Second pass: parses `data` (flat or `[rows][dim]`) into exactly `rows × dim` values
+/// (kept only when `keep`; checked either way).
 fn decode_data(
     raw: &str,
     dtype: DataType,
     rows: usize,
     dim: usize,
     shape: &[i64],
+    keep: bool,
 ) -> Result<Vec<f32>, DecodeError> {
     let expected = rows.saturating_mul(dim);
     // Each value takes at least two bytes of JSON ("1,"), so a short body cannot make us
     // reserve what its shape merely claims.
-    let capacity = expected.min(raw.len() / 2 + 1);
+    let capacity = if keep {
+        expected.min(raw.len() / 2 + 1)
+    } else {
+        0
+    };
     let mut sink = Sink {
         out: Vec::with_capacity(capacity),
+        keep,
+        seen: 0,
         expected,
         dim,
         nested_ok: shape.len() == 2,
@@ -380,9 +400,9 @@ fn decode_data(
             .take()
             .unwrap_or_else(|| DecodeError::Data(e.to_string())));
     }
-    if sink.out.len() != expected {
+    if sink.seen != expected {
         return Err(DecodeError::DataLength {
-            got: sink.out.len(),
+            got: sink.seen,
             expected,
             shape: shape.to_vec(),
         });
@@ -393,6 +413,10 @@ fn decode_data(
 /// State shared by the visitors of every nesting level.
 struct Sink<'s> {
     out: Vec<f32>,
+    /// Whether values go into `out` (decoding) or are only checked (validating).
+    keep: bool,
+    /// Values seen so far.
+    seen: usize,
     /// `rows × dim`: the visitor stops at the first value past it.
     expected: usize,
     dim: usize,
@@ -424,7 +448,7 @@ impl Sink<'_> {
         if *self.leaf_depth.get_or_insert(depth) != depth {
             return Err(self.nesting());
         }
-        if self.out.len() >= self.expected {
+        if self.seen >= self.expected {
             return Err(self.fail(DecodeError::TooMuchData {
                 expected: self.expected,
                 shape: self.shape.to_vec(),
@@ -432,11 +456,14 @@ impl Sink<'_> {
         }
         match self.dtype.convert(n) {
             Ok(x) => {
-                self.out.push(x);
+                if self.keep {
+                    self.out.push(x);
+                }
+                self.seen += 1;
                 Ok(())
             }
             Err(reason) => Err(self.fail(DecodeError::Value {
-                index: self.out.len(),
+                index: self.seen,
                 value: n.to_string(),
                 datatype: self.dtype.name(),
                 reason,

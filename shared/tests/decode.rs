@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use shardline_shared::decode::{
-    DEFAULT_MAX_ROWS, DecodeError, InputSpec, decode_infer, encode_infer_response,
+    DEFAULT_MAX_ROWS, DecodeError, InputSpec, decode_infer, encode_infer_response, validate_infer,
 };
 
 fn spec(dim: usize) -> InputSpec<'static> {
@@ -137,12 +137,16 @@ proptest! {
         let mut bytes = body.to_string().into_bytes();
         let i = at.index(bytes.len());
         if cut { bytes.truncate(i) } else { bytes[i] = byte }
-        let _ = decode_infer(&bytes, &spec(dim));
+        let decoded = decode_infer(&bytes, &spec(dim));
+        // The router's validate-only pass refuses exactly what the worker's decoder
+        // refuses, with the same error.
+        prop_assert_eq!(validate_infer(&bytes, &spec(dim)), decoded.map(drop));
     }
 
     #[test]
     fn valid_requests_round_trip((body, rows, dim, expected) in valid_request()) {
         let batch = decode_infer(body.to_string().as_bytes(), &spec(dim)).unwrap();
+        prop_assert_eq!(validate_infer(body.to_string().as_bytes(), &spec(dim)), Ok(()));
         prop_assert_eq!(batch.rows, rows);
         prop_assert_eq!(&batch.data, &expected);
         prop_assert_eq!(batch.id.as_deref(), body["id"].as_str());

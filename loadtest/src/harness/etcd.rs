@@ -33,14 +33,7 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts etcd on two free loopback ports and waits until `/health` says it is healthy.
     pub async fn start() -> anyhow::Result<Self> {
-        let program = program_from_env(ETCD_BIN_ENV)?
-            .or_else(|| on_path("etcd"))
-            .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
-            .with_context(|| {
-                format!(
-                    "etcd not found: install it (apt-get install etcd-server) or set {ETCD_BIN_ENV}"
-                )
-            })?;
+        let program = find_etcd()?;
         let mut attempt = 1;
         loop {
             match Self::start_once(&program).await {
@@ -148,4 +141,16 @@ impl EtcdProcess {
     pub fn resume(&mut self) -> anyhow::Result<()> {
         self.process.resume()
     }
+}
+
+/// The etcd binary: `$SHARDLINE_ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`.
+pub(crate) fn find_etcd() -> anyhow::Result<PathBuf> {
+    program_from_env(ETCD_BIN_ENV)?
+        .or_else(|| on_path("etcd"))
+        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
+        .with_context(|| {
+            format!(
+                "etcd not found: install it (apt-get install etcd-server) or set {ETCD_BIN_ENV}"
+            )
+        })
 }

@@ -44,9 +44,11 @@ mod port;
 mod process;
 mod s3;
 
+pub(crate) use etcd::find_etcd;
 pub use etcd::{ETCD_BIN_ENV, EtcdProcess};
 pub use http::post_head_only;
 pub use port::free_port;
 pub use process::ManagedProcess;
-pub(crate) use process::{on_path, program_from_env};
+pub(crate) use process::{http_client, on_path, program_from_env, send_signal};
+pub(crate) use s3::find_moto_server;
 pub use s3::{DEFAULT_BUCKET, MOTO_SERVER_ENV, S3Process};

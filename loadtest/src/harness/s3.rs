@@ -165,7 +165,7 @@ impl S3Process {
     }
 }
 
-fn find_moto_server() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_moto_server() -> anyhow::Result<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(|root| root.join(".venv/bin/moto_server"));
