@@ -23,10 +23,12 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::harness::{find_etcd, find_moto_server, free_port, http_client, on_path, send_signal};
+use crate::loadgen::keys::TenantKey;
 
 /// File in the run directory recording what `up` started.
 pub const STATE_FILE: &str = "fleet.json";
-/// File in the run directory with tenants' keys (see [`TenantKey`]).
+/// File in the run directory with tenants' keys, the format `loadtest run --keys` reads
+/// ([`crate::loadgen::keys`]).
 pub const KEYS_FILE: &str = "keys.json";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -83,14 +85,6 @@ pub struct FleetState {
     pub internal_token: String,
     pub memory_budget: u64,
     pub bin_dir: PathBuf,
-}
-
-/// One tenant's key, as `keys.json` holds it (read by `loadtest run --keys`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TenantKey {
-    pub tenant: String,
-    pub key: String,
-    pub models: Vec<String>,
 }
 
 impl FleetState {

@@ -4,15 +4,21 @@
 //! `loadtest bench-worker` measures the worker's warm and cold overhead on one large MLP;
 //! see `shardline_loadtest::bench::worker`. `loadtest bench-router` measures the router's
 //! hop against the worker reached directly and nginx in front of it; see
-//! `shardline_loadtest::bench::router`.
+//! `shardline_loadtest::bench::router`. `loadtest run` loads a running router, open or
+//! closed loop; see `shardline_loadtest::loadgen`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::fleet;
+use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
+use shardline_shared::units::parse_duration;
+
+/// Exit code for bad flags or config (a missing or malformed keys file included).
+const EXIT_CONFIG: i32 = 64;
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", about = "Shardline's benchmarks and load tools")]
@@ -76,6 +82,57 @@ enum Command {
         /// Write the figures into this Markdown file's "Router hop" section.
         #[arg(long)]
         write_docs: Option<PathBuf>,
+    },
+    /// Load a running router with OIP v2 infer requests for the tenants of a keys file:
+    /// open loop (`--rate`, latency from each request's intended send time) or closed loop
+    /// (`--concurrency`).
+    #[command(group(ArgGroup::new("pace").required(true).args(["rate", "concurrency"])))]
+    Run {
+        /// The router, `http://host:port` (plain HTTP only).
+        #[arg(long)]
+        router: String,
+        /// JSON keys file: `[{"tenant": "t1", "key": "…", "models": ["risk"]}, …]`, busiest
+        /// tenant first.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Open loop: requests per second, on a fixed schedule.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Open loop: at most this many connections; requests due while all are busy wait
+        /// (and that wait counts in their latency).
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+        /// Closed loop: connections, each sending again as soon as it is answered.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Zipf exponent of the tenant mix (rank = position in the keys file).
+        #[arg(long, default_value_t = DEFAULT_ZIPF)]
+        zipf: f64,
+        /// Uniform tenant mix instead of Zipf.
+        #[arg(long, conflicts_with = "zipf")]
+        uniform: bool,
+        /// Rows per request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Features per row (default: from `GET /v2/models/{model}` of the first tenant's
+        /// first model, else 64).
+        #[arg(long)]
+        features: Option<usize>,
+        /// Input name (default: from the same metadata, else `features`).
+        #[arg(long)]
+        input: Option<String>,
+        /// How long to start requests for, e.g. `30s`, `5m`.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Per-request deadline (open loop: from the intended send time).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Seed of the tenant and model choices and of the feature values.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the result as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -161,8 +218,54 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("bench-router: wrote {}", path.display());
             }
         }
+        Command::Run {
+            router,
+            keys,
+            rate,
+            connections,
+            concurrency,
+            zipf,
+            uniform,
+            batch,
+            features,
+            input,
+            duration,
+            timeout,
+            seed,
+            json,
+        } => {
+            let tenants = loadgen::keys::load(&keys).unwrap_or_else(|e| exit_config(&e));
+            let mode = match (rate, concurrency) {
+                (Some(rate), _) => Mode::Open { rate, connections },
+                (None, Some(concurrency)) => Mode::Closed { concurrency },
+                (None, None) => exit_config(&"one of --rate and --concurrency is required"),
+            };
+            let mut options = loadgen::Options::new(router, tenants, mode);
+            options.mix = if uniform {
+                Mix::Uniform
+            } else {
+                Mix::Zipf(zipf)
+            };
+            options.duration = duration;
+            options.batch = batch;
+            options.features = features;
+            options.input = input;
+            options.timeout = timeout;
+            options.seed = seed;
+            eprintln!("loadtest run: {mode}, {} for {duration:?}", options.mix);
+            let report = loadgen::run(&options)
+                .await
+                .unwrap_or_else(|e| exit_config(&e));
+            print_report(json, report.json(), report.table(), Vec::new())?;
+        }
     }
     Ok(())
+}
+
+/// Exits with [`EXIT_CONFIG`] and a one-line reason.
+fn exit_config(reason: &dyn std::fmt::Display) -> ! {
+    eprintln!("loadtest run: {reason}");
+    std::process::exit(EXIT_CONFIG)
 }
 
 /// Prints a benchmark's report: the table, or one JSON object with `--json`; missed

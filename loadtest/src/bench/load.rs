@@ -6,6 +6,8 @@
 //! divided by the window, and their latencies (send to last body byte) are the samples.
 //! Any answer other than 200, and any transport failure, is an error; the client then
 //! opens a new connection. The answer's body is read in full but not parsed.
+//!
+//! Its connection and exchange helpers also serve the load generator (`crate::loadgen`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,7 +105,7 @@ impl LoadResult {
     }
 }
 
-fn keep_error(kept: &mut Vec<String>, message: String) {
+pub(crate) fn keep_error(kept: &mut Vec<String>, message: String) {
     if kept.len() < KEPT_ERRORS && !kept.contains(&message) {
         kept.push(message);
     }
@@ -201,7 +203,7 @@ async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) 
     out
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = handshake(TokioIo::new(stream)).await?;
@@ -212,7 +214,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     spec: &RequestSpec,
 ) -> anyhow::Result<(StatusCode, Bytes)> {

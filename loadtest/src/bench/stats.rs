@@ -1,4 +1,6 @@
-//! Percentiles of measured durations (nearest rank, on a sorted copy).
+//! Percentiles of measured durations: exact ones (nearest rank, on a sorted copy) for the
+//! benchmarks' few thousand samples, and [`Histogram`] (HDR, bounded memory, 0.1 %
+//! precision, same nearest-rank definition) for the load generator's unbounded runs.
 
 use std::time::Duration;
 
@@ -36,6 +38,72 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Latencies from 1 µs to one hour in an HDR histogram with three significant digits
+/// (every quantile within 0.1 % of the recorded sample's value), in constant memory.
+///
+/// Quantiles use the nearest rank, as [`percentile`] does; longer samples count as one
+/// hour.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    inner: hdrhistogram::Histogram<u64>,
+}
+
+/// The longest latency a [`Histogram`] tells apart, in microseconds.
+const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    pub fn new() -> Self {
+        Self {
+            inner: hdrhistogram::Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)
+                .expect("constant bounds are valid"),
+        }
+    }
+
+    /// Records one sample (to the microsecond, below).
+    pub fn record(&mut self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .saturating_record(micros.min(HISTOGRAM_MAX_MICROS));
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Self) {
+        // Same bounds on both sides: adding cannot run out of range.
+        let _ = self.inner.add(&other.inner);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// The nearest-rank `q` quantile (0 < q ≤ 1); zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.inner.is_empty() {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.inner.value_at_quantile(q))
+    }
+
+    /// The longest sample (to the histogram's precision); zero when empty.
+    pub fn max(&self) -> Duration {
+        if self.inner.is_empty() {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.inner.max())
+    }
+
+    /// The mean sample; zero when empty.
+    pub fn mean(&self) -> Duration {
+        Duration::from_secs_f64(self.inner.mean() / 1e6)
+    }
+}
+
 /// Milliseconds, for tables and JSON.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -43,7 +111,52 @@ pub fn ms(d: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The histogram's quantiles are the exact nearest-rank ones, rounded up to the
+        /// histogram's bucket: never below the sample and at most 0.1 % (+1 µs) above.
+        #[test]
+        fn histogram_quantiles_match_nearest_rank(
+            micros in prop::collection::vec(1u64..120_000_000, 1..400),
+            q in 0.001f64..=1.0,
+        ) {
+            let samples: Vec<Duration> = micros.iter().map(|&m| Duration::from_micros(m)).collect();
+            let mut h = Histogram::new();
+            for s in &samples {
+                h.record(*s);
+            }
+            let mut sorted = samples.clone();
+            sorted.sort_unstable();
+            let exact = percentile(&sorted, q);
+            let approx = h.quantile(q);
+            prop_assert!(approx >= exact, "{approx:?} < {exact:?}");
+            prop_assert!(approx <= exact + exact / 1000 + Duration::from_micros(1), "{approx:?} ≫ {exact:?}");
+            let max = *sorted.last().expect("non-empty");
+            prop_assert!(h.max() >= max && h.max() <= max + max / 1000 + Duration::from_micros(1));
+            prop_assert_eq!(h.count(), samples.len() as u64);
+        }
+    }
+
+    #[test]
+    fn histogram_empty_merge_and_saturation() {
+        let mut a = Histogram::new();
+        assert_eq!(
+            (a.quantile(0.5), a.max(), a.mean()),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+        let mut b = Histogram::new();
+        b.record(Duration::from_millis(10));
+        b.record(Duration::from_secs(10_000));
+        a.merge(&b);
+        assert_eq!(a.count(), 2);
+        let ten = Duration::from_millis(10);
+        assert!(a.quantile(0.5) >= ten && a.quantile(0.5) <= ten + ten / 1000);
+        let hour = Duration::from_secs(3600);
+        assert!(a.max() >= hour && a.max() <= hour + hour / 1000);
+    }
 
     #[test]
     fn nearest_rank() {
