@@ -252,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             options.input = input;
             options.timeout = timeout;
             options.seed = seed;
+            options.validate().unwrap_or_else(|e| exit_config(&e));
             eprintln!("loadtest run: {mode}, {} for {duration:?}", options.mix);
             let report = loadgen::run(&options)
                 .await

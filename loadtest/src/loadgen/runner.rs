@@ -329,7 +329,7 @@ async fn metadata(addr: SocketAddr, key: &str, model: &str) -> Result<(String, u
         .bearer_auth(key)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
     let status = resp.status();
     if status != StatusCode::OK {
         return Err(format!("GET {url}: {status}"));
@@ -337,6 +337,17 @@ async fn metadata(addr: SocketAddr, key: &str, model: &str) -> Result<(String, u
     let value: serde_json::Value = resp.json().await.map_err(|e| format!("GET {url}: {e}"))?;
     plan::input_from_metadata(&value)
         .ok_or_else(|| format!("GET {url}: no input with a fixed feature count"))
+}
+
+/// An error with its causes, `a: b: c` (reqwest's own message leaves out the cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
