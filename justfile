@@ -3,6 +3,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
 
+demo_profile := env_var_or_default("SHARDLINE_DEMO_PROFILE", "release")
+demo_dir := if demo_profile == "dev" { "debug" } else { demo_profile }
+
 # Show the available recipes.
 default:
     @just --list
@@ -11,6 +14,19 @@ default:
 setup:
     scripts/ensure-deps.sh
     scripts/ensure-venv.sh
+
+# The whole system on this machine: trains 20 tenants' risk models, starts 1 router + 4
+# workers (etcd, file:// store), drives 30 s of Zipf traffic and prints a summary; the
+# fleet keeps running (`just demo-down`). Flags go to `loadtest demo`, e.g.
+# `just demo --duration 5s --tenants 5`, `--size-mb 50`, `--s3`.
+# SHARDLINE_DEMO_PROFILE=dev uses debug binaries (CI, after `just test` built them).
+demo *ARGS: setup
+    cargo build --locked --profile {{demo_profile}} -p shardline-router -p shardline-worker -p shardline-loadtest --bins
+    target/{{demo_dir}}/loadtest demo --run-dir target/demo --bin-dir target/{{demo_dir}} {{ARGS}}
+
+# Stop the demo's fleet (only the processes the demo started).
+demo-down:
+    target/{{demo_dir}}/loadtest fleet down --run-dir target/demo
 
 # Format check, clippy, and every test (unit, property, real etcd and S3 integration).
 test: setup

@@ -312,13 +312,19 @@ pub fn describe(state: &FleetState) -> String {
     s
 }
 
-/// Creates `tenant` with `shardctl tenant create` and returns its API key.
-pub fn create_tenant(state: &FleetState, tenant: &str) -> anyhow::Result<String> {
-    let out = run_shardctl(
-        state
-            .shardctl()
-            .args(["--json", "tenant", "create", tenant]),
-    )?;
+/// Creates `tenant` (with its own shard size, else the placement default) with
+/// `shardctl tenant create` and returns its API key.
+pub fn create_tenant(
+    state: &FleetState,
+    tenant: &str,
+    shard_size: Option<u32>,
+) -> anyhow::Result<String> {
+    let mut cmd = state.shardctl();
+    cmd.args(["--json", "tenant", "create", tenant]);
+    if let Some(k) = shard_size {
+        cmd.args(["--shard-size", &k.to_string()]);
+    }
+    let out = run_shardctl(&mut cmd)?;
     out["api_key"]
         .as_str()
         .map(str::to_owned)
