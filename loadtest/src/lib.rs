@@ -1,8 +1,9 @@
-//! Shardline's test harness and load tools.
+//! Shardline's test harness, load tools and sample models.
 //!
 //! [`harness`] starts real etcd and S3 servers on loopback for integration tests, here and
-//! in the other crates (as a dev-dependency). The `loadtest` binary will drive a running
-//! fleet with bounded, loopback-only request loops.
+//! in the other crates (as a dev-dependency). [`models`] builds the MLP artifacts tests and
+//! benchmarks publish. [`bench`] holds the benchmarks the `loadtest` binary runs.
 
 pub mod bench;
 pub mod harness;
+pub mod models;
