@@ -5,10 +5,13 @@
 //! see `shardline_loadtest::bench::worker`. `loadtest bench-router` measures the router's
 //! hop against the worker reached directly and nginx in front of it; see
 //! `shardline_loadtest::bench::router`. `loadtest run` loads a running router, open or
-//! closed loop; see `shardline_loadtest::loadgen`.
+//! closed loop; see `shardline_loadtest::loadgen`. `loadtest models` trains one risk
+//! model per sample tenant and writes directories `shardctl publish` takes; see
+//! `shardline_loadtest::models`. `loadtest fleet up|down` and `loadtest demo` run a local
+//! fleet; see `shardline_loadtest::fleet` and `shardline_loadtest::demo`.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser, Subcommand};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
@@ -16,6 +19,8 @@ use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::fleet;
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
 use shardline_shared::units::parse_duration;
+
+use shardline_loadtest::models::{TenantProfile, TrainOptions, train_tenant_model};
 
 /// Exit code for bad flags or config (a missing or malformed keys file included).
 const EXIT_CONFIG: i32 = 64;
@@ -167,6 +172,21 @@ enum FleetAction {
     Down {
         #[arg(long, default_value = "shardline-fleet")]
         run_dir: PathBuf,
+    /// Sample tenant models: trains one authentication-risk MLP per tenant on synthetic
+    /// events and writes `DIR/<tenant>/{config.json,model.safetensors}`, printing held-out AUC.
+    Models {
+        /// Number of tenants (kinds take turns: bank, game, saas, shop).
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        /// Directory to write the model directories into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Publish models of about this many MB (10⁶ bytes) holding the trained network.
+        #[arg(long)]
+        size_mb: Option<f64>,
+        /// Seed of the tenants' rules, their data and the training.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -258,6 +278,37 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .unwrap_or_else(|e| exit_config(&e));
             print_report(json, report.json(), report.table(), Vec::new())?;
+        Command::Models {
+            tenants,
+            out,
+            size_mb,
+            seed,
+        } => {
+            let options = TrainOptions {
+                size_mb,
+                seed,
+                ..TrainOptions::default()
+            };
+            println!("tenant    AUC    best   attacks  MB      train");
+            for tenant in TenantProfile::fleet(tenants, seed) {
+                let started = Instant::now();
+                let model = train_tenant_model(&tenant, &options)?;
+                let took = started.elapsed();
+                model.artifact.write_dir(&out.join(&tenant.name))?;
+                println!(
+                    "{:<9} {:.3}  {:.3}  {:>5.1} %  {:<6.2}  {:.2} s",
+                    tenant.name,
+                    model.auc,
+                    model.oracle_auc,
+                    100.0 * model.positive_rate,
+                    model.artifact.weights.len() as f64 / 1e6,
+                    took.as_secs_f64(),
+                );
+            }
+            eprintln!(
+                "models: wrote {}/<tenant>; publish with `shardctl publish --tenant <tenant> --model risk --version 1 DIR`",
+                out.display()
+            );
         }
     }
     Ok(())

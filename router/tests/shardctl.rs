@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shardline_loadtest::bench::model::BenchModel;
+use shardline_loadtest::models::MlpArtifact;
 use shardline_shared::keys::{Prefix, Section};
 use shardline_shared::manifest::FileDigest;
 use shardline_worker::artifacts::FetchError;
@@ -144,7 +144,7 @@ async fn publish_activate_rollback_without_a_failed_request() {
 
     // Malformed models fail before anything is written, with a precise message.
     let models_before = section(&fleet, Section::Models).await;
-    let good = BenchModel::mlp(&[DIM, 16, 1], 3).unwrap();
+    let good = MlpArtifact::random(&[DIM, 16, 1], 3);
     let config = String::from_utf8(good.config_json.clone()).unwrap();
     let cases: [(&str, String, Vec<u8>, &str); 4] = [
         (

@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use shardline_loadtest::harness::{ManagedProcess, free_port};
-use support::{Fleet, TOKEN, TestModel};
+use shardline_loadtest::models::MlpArtifact;
+use support::{Fleet, TOKEN};
 
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -30,8 +31,8 @@ async fn worker_rss_drops_after_models_are_evicted() {
     let fleet = Fleet::start().await;
     // Four ~17 MB models, each with a 16 MB layer: below glibc's largest mmap
     // threshold, the case where freed memory tends to stay in the process.
-    let models: Vec<TestModel> = (0..4)
-        .map(|i| TestModel::mlp(&[64, 2048, 2048, 1], 20 + i))
+    let models: Vec<MlpArtifact> = (0..4)
+        .map(|i| MlpArtifact::random(&[64, 2048, 2048, 1], 20 + i))
         .collect();
     for (i, m) in models.iter().enumerate() {
         fleet.publish("acme", &format!("big{i}"), "1", m).await;
@@ -84,7 +85,7 @@ async fn worker_rss_drops_after_models_are_evicted() {
     // Give the allocator a moment to return freed pages.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = rss_bytes(pid);
-    let model_bytes: u64 = models.iter().map(TestModel::resident_bytes).sum();
+    let model_bytes: u64 = models.iter().map(MlpArtifact::resident_bytes).sum();
     eprintln!(
         "worker rss: before {} MiB, 4 models loaded {} MiB, after evicting them {} MiB (models {} MiB)",
         before >> 20,

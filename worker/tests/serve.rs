@@ -7,16 +7,17 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use shardline_loadtest::models::MlpArtifact;
 use shardline_shared::WorkerId;
 use shardline_shared::keys::Key;
 use shardline_shared::manifest::WEIGHTS_FILE;
 use shardline_shared::records::WorkerRecord;
-use support::{Fleet, TOKEN, TestModel, assert_close};
+use support::{Fleet, TOKEN, assert_close};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
     let fleet = Fleet::start().await;
-    let model = TestModel::mlp(&[16, 32, 1], 1);
+    let model = MlpArtifact::random(&[16, 32, 1], 1);
     fleet.publish("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 64 << 20, "10m").await;
 
@@ -87,8 +88,8 @@ async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_for_three_of_five_models_is_never_exceeded() {
     let fleet = Fleet::start().await;
-    let models: Vec<TestModel> = (0..5)
-        .map(|i| TestModel::mlp(&[64, 1024, 1], 10 + i))
+    let models: Vec<MlpArtifact> = (0..5)
+        .map(|i| MlpArtifact::random(&[64, 1024, 1], 10 + i))
         .collect();
     for (i, m) in models.iter().enumerate() {
         fleet.publish("acme", &format!("m{i}"), "1", m).await;
@@ -128,7 +129,7 @@ async fn budget_for_three_of_five_models_is_never_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_models_are_evicted_after_the_ttl() {
     let fleet = Fleet::start().await;
-    let model = TestModel::mlp(&[8, 4, 1], 3);
+    let model = MlpArtifact::random(&[8, 4, 1], 3);
     fleet.publish("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 16 << 20, "1s").await;
     worker.score("acme.risk", &[0.5; 8], 1).await;
@@ -153,8 +154,8 @@ async fn idle_models_are_evicted_after_the_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_artifact_is_refused_every_time_and_others_keep_serving() {
     let fleet = Fleet::start().await;
-    let good = TestModel::mlp(&[8, 4, 1], 4);
-    let bad = TestModel::mlp(&[8, 4, 1], 5);
+    let good = MlpArtifact::random(&[8, 4, 1], 4);
+    let bad = MlpArtifact::random(&[8, 4, 1], 5);
     fleet.publish("acme", "good", "1", &good).await;
     let manifest = fleet.publish("acme", "bad", "1", &bad).await;
     // The weights change after registration (same size, different bytes).
@@ -197,8 +198,8 @@ async fn corrupted_artifact_is_refused_every_time_and_others_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
     let mut fleet = Fleet::start().await;
-    let warm = TestModel::mlp(&[8, 4, 1], 6);
-    let cold = TestModel::mlp(&[8, 4, 1], 7);
+    let warm = MlpArtifact::random(&[8, 4, 1], 6);
+    let cold = MlpArtifact::random(&[8, 4, 1], 7);
     fleet.publish("acme", "warm", "1", &warm).await;
     fleet.publish("acme", "cold", "1", &cold).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
@@ -225,7 +226,7 @@ async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_4xx_answers() {
     let fleet = Fleet::start().await;
-    let model = TestModel::mlp(&[4, 2, 1], 8);
+    let model = MlpArtifact::random(&[4, 2, 1], 8);
     fleet.publish("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
     let cases: Vec<(&str, String, u16)> = vec![
@@ -287,8 +288,8 @@ async fn bad_requests_get_clear_4xx_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_load_prefetches_and_unload_drops() {
     let fleet = Fleet::start().await;
-    let v1 = TestModel::mlp(&[8, 4, 1], 9);
-    let v2 = TestModel::mlp(&[8, 4, 1], 10);
+    let v1 = MlpArtifact::random(&[8, 4, 1], 9);
+    let v2 = MlpArtifact::random(&[8, 4, 1], 10);
     fleet.publish("acme", "risk", "1", &v1).await;
     fleet.publish("acme", "risk", "2", &v2).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
@@ -376,8 +377,8 @@ async fn repository_load_prefetches_and_unload_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_model_in_flight_limit_answers_429() {
     let mut fleet = Fleet::start().await;
-    let slow = TestModel::mlp(&[8, 4, 1], 11);
-    let other = TestModel::mlp(&[8, 4, 1], 12);
+    let slow = MlpArtifact::random(&[8, 4, 1], 11);
+    let other = MlpArtifact::random(&[8, 4, 1], 12);
     fleet.publish("acme", "slow", "1", &slow).await;
     fleet.publish("acme", "other", "1", &other).await;
     let worker = fleet.worker_with("w-1", 16 << 20, "10m", 1).await;
@@ -429,8 +430,8 @@ async fn per_model_in_flight_limit_answers_429() {
 async fn model_larger_than_the_whole_budget_gets_507() {
     let fleet = Fleet::start().await;
     // ~2 MB of weights; loading needs the file and the built copy: twice that.
-    let big = TestModel::mlp(&[64, 8192, 1], 13);
-    let small = TestModel::mlp(&[8, 4, 1], 14);
+    let big = MlpArtifact::random(&[64, 8192, 1], 13);
+    let small = MlpArtifact::random(&[8, 4, 1], 14);
     fleet.publish("acme", "big", "1", &big).await;
     fleet.publish("acme", "small", "1", &small).await;
     let worker = fleet.worker("w-1", 3 << 20, "10m").await;

@@ -5,12 +5,10 @@
 //! worker's HTTP path with calling the model in-process (warm) and with a bare fetch +
 //! parse of the same artifact (cold). [`router`] compares the router's hop, and nginx's as a
 //! plain reverse proxy, with the worker reached directly, under the closed-loop client of
-//! [`load`]. [`model`] builds the deterministic MLP they score, [`publish`] uploads it and
-//! registers it as live, [`stats`] holds the percentile maths.
+//! [`load`]. They score MLPs built by [`crate::models::MlpArtifact::random`] and published
+//! with [`crate::models::publish`]; [`stats`] holds the percentile maths.
 
 pub mod load;
-pub mod model;
-pub mod publish;
 pub mod router;
 pub mod stats;
 pub mod worker;

@@ -36,10 +36,10 @@ use shardline_shared::records::TenantLimits;
 use shardline_worker::artifacts::ArtifactStore;
 
 use super::load::{self, LoadResult, RequestSpec};
-use super::model::BenchModel;
-use super::publish::publish;
 use super::stats::{Summary, ms};
 use crate::harness::{EtcdProcess, ManagedProcess, free_port, on_path, program_from_env};
+use crate::models::MlpArtifact;
+use crate::models::publish::publish;
 
 const TOKEN: &str = "bench-internal-token-0123";
 const TENANT: &str = "bench";
@@ -644,7 +644,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let key = key.expose().to_owned();
     let mut built = Vec::new();
     for (i, (name, dims)) in models.iter().enumerate() {
-        let m = BenchModel::mlp(dims, 42 + i as u64)?;
+        let m = MlpArtifact::random(dims, 42 + i as u64);
         publish(&store, &cp, TENANT, name, "1", &m).await?;
         built.push((name.to_string(), m));
     }
@@ -811,7 +811,7 @@ async fn measure(
     servers: &Servers,
     etcd: &EtcdProcess,
     key: &str,
-    models: &[(String, BenchModel)],
+    models: &[(String, MlpArtifact)],
     progress: &impl Fn(&str),
 ) -> anyhow::Result<Vec<ModelResult>> {
     let body = Bytes::from(infer_body(&input_row(INPUT_DIM))?);

@@ -29,10 +29,10 @@ use shardline_worker::config::WorkerArgs;
 use shardline_worker::model::MlpModel;
 use tokio::sync::oneshot;
 
-use super::model::BenchModel;
-use super::publish::publish;
 use super::stats::{Summary, ms};
 use crate::harness::{EtcdProcess, S3Process};
+use crate::models::MlpArtifact;
+use crate::models::publish::publish;
 
 /// Target for warm HTTP p50 / in-process p50.
 pub const WARM_TARGET: f64 = 1.3;
@@ -210,9 +210,9 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let options_for = |s3: &S3Process| StoreOptions::default().with_env(s3.env());
     let store = ArtifactStore::from_url_with(&s3.store_url(), options_for(&s3))?;
 
-    let dims = BenchModel::dims_for_size(INPUT_DIM, options.size_mb);
+    let dims = MlpArtifact::dims_for_size(INPUT_DIM, options.size_mb);
     progress(&format!("building MLP {dims:?}"));
-    let m = BenchModel::mlp(&dims, 42)?;
+    let m = MlpArtifact::random(&dims, 42);
     progress(&format!(
         "publishing {:.1} MB to S3 and etcd",
         m.weights.len() as f64 / 1e6
@@ -279,7 +279,7 @@ async fn measure(
     client: &Client,
     store: &ArtifactStore,
     manifest: &Manifest,
-    m: &BenchModel,
+    m: &MlpArtifact,
     progress: &impl Fn(&str),
 ) -> anyhow::Result<Report> {
     let local = MlpModel::from_safetensors(&m.config, &m.weights)?;

@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used)]
 
-use shardline_loadtest::bench::model::BenchModel;
+use shardline_loadtest::models::MlpArtifact;
 
 use super::*;
 
 fn files() -> (String, Bytes) {
-    let m = BenchModel::mlp(&[4, 3, 1], 7).unwrap();
+    let m = MlpArtifact::random(&[4, 3, 1], 7);
     (
         String::from_utf8(m.config_json).unwrap(),
         Bytes::from(m.weights),

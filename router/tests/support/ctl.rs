@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use shardline_loadtest::bench::model::BenchModel;
+use shardline_loadtest::models::MlpArtifact;
 
 use super::{DIM, TOKEN, TestFleet};
 
@@ -61,7 +61,7 @@ pub async fn ctl_json(fleet: &TestFleet, args: &[&str]) -> Value {
 /// Writes a `64 → 16 → 1` model directory.
 pub fn model_dir(seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let m = BenchModel::mlp(&[DIM, 16, 1], seed).unwrap();
+    let m = MlpArtifact::random(&[DIM, 16, 1], seed);
     write_model(dir.path(), &m.config_json, &m.weights);
     dir
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shardline_control::{ControlPlane, EtcdStore};
-use shardline_loadtest::bench::model::BenchModel;
-use shardline_loadtest::bench::publish::publish;
 use shardline_loadtest::harness::{EtcdProcess, ManagedProcess, S3Process, free_port};
+use shardline_loadtest::models::MlpArtifact;
+use shardline_loadtest::models::publish::publish;
 use shardline_shared::ids::ModelKey;
 use shardline_shared::keys::{Key, Prefix};
 use shardline_shared::manifest::Manifest;
@@ -253,7 +253,7 @@ impl TestFleet {
 
     /// Publishes a small MLP `64 → 16 → 1` (seeded) and makes it live.
     pub async fn publish(&self, tenant: &str, model: &str, version: &str, seed: u64) -> Manifest {
-        let m = BenchModel::mlp(&[DIM, 16, 1], seed).unwrap();
+        let m = MlpArtifact::random(&[DIM, 16, 1], seed);
         publish(&self.store, &self.cp, tenant, model, version, &m)
             .await
             .unwrap()

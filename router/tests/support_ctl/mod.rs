@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
-use shardline_loadtest::bench::model::BenchModel;
-use shardline_loadtest::bench::publish::publish;
 use shardline_loadtest::harness::EtcdProcess;
+use shardline_loadtest::models::MlpArtifact;
+use shardline_loadtest::models::publish::publish;
 use shardline_router::controller::{Controller, ControllerConfig, ControllerMetrics};
 use shardline_shared::ids::ModelKey;
 use shardline_shared::keys::Prefix;
@@ -71,7 +71,7 @@ impl Fleet {
 
     /// Uploads a small MLP and registers it as the live version.
     pub async fn publish(&self, tenant: &str, model: &str, version: &str) -> ModelKey {
-        let m = BenchModel::mlp(&[4, 8, 1], 1).unwrap();
+        let m = MlpArtifact::random(&[4, 8, 1], 1);
         publish(&self.store, &self.cp, tenant, model, version, &m)
             .await
             .unwrap()

@@ -1,148 +1,24 @@
 //! A worker with real neighbours: etcd (`EtcdProcess`), moto's S3 (`S3Process`) and the
-//! worker's own `serve()` on loopback, plus models built, published and scored by hand.
+//! worker's own `serve()` on loopback. Models are `shardline_loadtest::models::MlpArtifact`s
+//! (random weights, with an f64 reference forward pass), published as `shardctl` would.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
-use safetensors::{Dtype, tensor::TensorView};
-use sha2::{Digest, Sha256};
 use shardline_control::{ControlPlane, EtcdStore};
 use shardline_loadtest::harness::{EtcdProcess, S3Process};
+use shardline_loadtest::models::MlpArtifact;
 use shardline_shared::keys::Prefix;
-use shardline_shared::manifest::{
-    Activation, Architecture, CONFIG_FILE, FORMAT_V1, FileDigest, LayerSpec, Manifest, ModelConfig,
-    TensorSpec, WEIGHTS_FILE,
-};
+use shardline_shared::manifest::Manifest;
 use shardline_worker::artifacts::{ArtifactStore, StoreOptions};
 use shardline_worker::config::WorkerArgs;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-internal-token-0123";
-
-/// A model built in the test, with its weights kept for the reference computation.
-pub struct TestModel {
-    pub config: ModelConfig,
-    pub config_json: Vec<u8>,
-    pub weights: Vec<u8>,
-    /// Per layer: `[out, in]` weights, bias, fan-in, fan-out.
-    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
-}
-
-impl TestModel {
-    /// An MLP with the given widths: relu between layers, sigmoid at the end.
-    pub fn mlp(dims: &[usize], seed: u64) -> Self {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-        };
-        let mut layers = Vec::new();
-        let mut specs = Vec::new();
-        for (i, w) in dims.windows(2).enumerate() {
-            let (fan_in, fan_out) = (w[0], w[1]);
-            let scale = 2.0 / (fan_in as f32).sqrt();
-            let weights: Vec<f32> = (0..fan_in * fan_out).map(|_| next() * scale).collect();
-            let bias: Vec<f32> = (0..fan_out).map(|_| next() * 0.1).collect();
-            layers.push((weights, bias, fan_in, fan_out));
-            let last = i + 2 == dims.len();
-            specs.push(LayerSpec {
-                weight: format!("layers.{i}.weight"),
-                bias: Some(format!("layers.{i}.bias")),
-                activation: if last {
-                    Activation::Sigmoid
-                } else {
-                    Activation::Relu
-                },
-            });
-        }
-        let config = ModelConfig {
-            format: FORMAT_V1.into(),
-            architecture: Architecture::Mlp,
-            input: TensorSpec {
-                name: "features".into(),
-                dim: dims[0],
-            },
-            layers: specs,
-            output: TensorSpec {
-                name: "risk".into(),
-                dim: *dims.last().unwrap(),
-            },
-        };
-        let raw: Vec<(String, Vec<usize>, Vec<u8>)> = layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (w, b, fan_in, fan_out))| {
-                [
-                    (format!("layers.{i}.weight"), vec![*fan_out, *fan_in], le(w)),
-                    (format!("layers.{i}.bias"), vec![*fan_out], le(b)),
-                ]
-            })
-            .collect();
-        let views = raw.iter().map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        });
-        let weights = safetensors::serialize(views, None).unwrap();
-        let config_json = serde_json::to_vec_pretty(&config).unwrap();
-        Self {
-            config,
-            config_json,
-            weights,
-            layers,
-        }
-    }
-
-    /// The scores computed in plain f64 Rust.
-    pub fn reference(&self, input: &[f32], rows: usize) -> Vec<f64> {
-        let mut x: Vec<f64> = input.iter().map(|v| f64::from(*v)).collect();
-        let n = self.layers.len();
-        for (li, (w, b, fan_in, fan_out)) in self.layers.iter().enumerate() {
-            let mut y = vec![0.0; rows * fan_out];
-            for r in 0..rows {
-                for o in 0..*fan_out {
-                    let mut acc = f64::from(b[o]);
-                    for i in 0..*fan_in {
-                        acc += x[r * fan_in + i] * f64::from(w[o * fan_in + i]);
-                    }
-                    y[r * fan_out + o] = if li + 1 == n {
-                        1.0 / (1.0 + (-acc).exp())
-                    } else {
-                        acc.max(0.0)
-                    };
-                }
-            }
-            x = y;
-        }
-        x
-    }
-
-    pub fn resident_bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|(w, b, ..)| ((w.len() + b.len()) * 4) as u64)
-            .sum()
-    }
-}
-
-fn le(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn digest(bytes: &[u8]) -> FileDigest {
-    FileDigest {
-        sha256: hex::encode(Sha256::digest(bytes)),
-        size: bytes.len() as u64,
-    }
-}
 
 /// Etcd, S3 and a control plane; workers are started on demand.
 pub struct Fleet {
@@ -184,43 +60,18 @@ impl Fleet {
         tenant: &str,
         model: &str,
         version: &str,
-        m: &TestModel,
+        m: &MlpArtifact,
     ) -> Manifest {
-        let location = format!("{tenant}/{model}/{version}");
-        self.store
-            .put(
-                &format!("{location}/{CONFIG_FILE}"),
-                Bytes::from(m.config_json.clone()),
-            )
-            .await
-            .unwrap();
-        self.store
-            .put(
-                &format!("{location}/{WEIGHTS_FILE}"),
-                Bytes::from(m.weights.clone()),
-            )
-            .await
-            .unwrap();
-        let dims: Vec<usize> = std::iter::once(m.config.input.dim)
-            .chain(m.layers.iter().map(|l| l.3))
-            .collect();
-        let manifest = Manifest {
-            tenant: tenant.parse().unwrap(),
-            model: model.parse().unwrap(),
-            version: version.parse().unwrap(),
-            location,
-            config_file: digest(&m.config_json),
-            weights_file: digest(&m.weights),
-            config: m.config.clone(),
-            dims,
-            published_at: 1,
-        };
-        self.cp.register_version(&manifest).await.unwrap();
-        self.cp
-            .set_live(&manifest.key(), &manifest.version)
-            .await
-            .unwrap();
-        manifest
+        shardline_loadtest::models::publish::publish(
+            &self.store,
+            &self.cp,
+            tenant,
+            model,
+            version,
+            m,
+        )
+        .await
+        .unwrap()
     }
 
     /// Starts a worker (`serve()`) with this budget and idle TTL.

@@ -1,12 +1,13 @@
-//! Publishing a [`BenchModel`]: upload its two files to the artifact store and register the
-//! manifest as the live version, as `shardctl publish` does (and the worker tests' `Fleet`).
+//! Publishing an [`MlpArtifact`]: upload its two files to the artifact store and register
+//! the manifest as the live version, as `shardctl publish` does (benchmarks, the worker's
+//! and the router's test fleets, the demo).
 
 use bytes::Bytes;
 use shardline_control::ControlPlane;
 use shardline_shared::manifest::{CONFIG_FILE, Manifest, WEIGHTS_FILE};
 use shardline_worker::artifacts::ArtifactStore;
 
-use super::model::{BenchModel, digest};
+use super::mlp::{MlpArtifact, digest};
 
 /// Uploads `m` under `<tenant>/<model>/<version>` and makes that version live.
 pub async fn publish(
@@ -15,7 +16,7 @@ pub async fn publish(
     tenant: &str,
     model: &str,
     version: &str,
-    m: &BenchModel,
+    m: &MlpArtifact,
 ) -> anyhow::Result<Manifest> {
     let location = format!("{tenant}/{model}/{version}");
     store
