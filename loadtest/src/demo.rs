@@ -23,6 +23,8 @@ use shardline_shared::metrics::{
 
 /// The model name every demo tenant publishes.
 pub const MODEL: &str = "risk";
+/// The worker's smallest `--memory-budget`.
+const MIN_BUDGET: u64 = 1 << 20;
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -39,7 +41,8 @@ pub struct DemoOptions {
     pub rate: Option<f64>,
     pub concurrency: usize,
     pub zipf: f64,
-    /// Publish ~this many MB per model (the trained network inside wide layers).
+    /// Publish ~this many MB per model (the trained network inside wide layers); `None`
+    /// publishes the small trained network as is.
     pub size_mb: Option<f64>,
     pub s3: bool,
     pub seed: u64,
@@ -108,14 +111,14 @@ pub async fn run(
     ));
 
     // Each worker fits about a third of all models, plus room for one load in flight
-    // (a load holds the fetched file and the built tensors at once).
+    // (a load briefly holds the fetched file beside the built tensors: one more model).
     let model_bytes = trained
         .iter()
         .map(|(_, m)| m.artifact.resident_bytes())
         .max()
         .unwrap_or(0);
     let fits = options.tenants.div_ceil(3).max(1) as u64;
-    let memory_budget = (fits + 1) * model_bytes * 2 + (64 << 10);
+    let memory_budget = ((fits + 1) * model_bytes + (64 << 10)).max(MIN_BUDGET);
 
     let fleet = fleet::up(
         &FleetOptions {
@@ -257,7 +260,8 @@ pub fn metric_sum(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
             }
             value.parse::<f64>().ok()
         })
-        .sum()
+        // An empty `sum()` of floats is -0.0.
+        .fold(0.0, |a, b| a + b)
 }
 
 fn mib(bytes: f64) -> String {

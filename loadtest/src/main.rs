@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::{ArgGroup, Parser, Subcommand};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
-use shardline_loadtest::fleet;
+use shardline_loadtest::{demo, fleet};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
 use shardline_shared::units::parse_duration;
 
@@ -34,6 +34,62 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole system on this machine: trained tenant models, a local fleet, Zipf traffic
+    /// through the router, and a summary (the fleet keeps running; `fleet down` stops it).
+    Demo {
+        /// Run directory of the fleet (a fleet already running there is stopped first).
+        #[arg(long, default_value = "target/demo")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        tenants: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 1)]
+        routers: usize,
+        /// Workers in each tenant's shard.
+        #[arg(long, default_value_t = 2)]
+        shard_size: u32,
+        /// How long to drive traffic (e.g. 30s).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Open loop at this many requests per second (default: a closed loop).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Connections of the closed loop.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Zipf exponent of the tenant mix (tenant k gets ∝ 1/k^s of the traffic).
+        #[arg(long, default_value_t = DEFAULT_ZIPF)]
+        zipf: f64,
+        /// Publish ~this many MB per model, the trained network inside wide layers (50 is
+        /// the real workload's size; 0 publishes the small trained network as is).
+        #[arg(long, default_value_t = 1.0)]
+        size_mb: f64,
+        /// Keep models in moto's S3 server instead of a directory.
+        #[arg(long)]
+        s3: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory of the router, worker and shardctl binaries (default: beside this one).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Sample tenant models: trains one authentication-risk MLP per tenant on synthetic
+    /// events and writes `DIR/<tenant>/{config.json,model.safetensors}`, printing held-out AUC.
+    Models {
+        /// Number of tenants (kinds take turns: bank, game, saas, shop).
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        /// Directory to write the model directories into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Publish models of about this many MB (10⁶ bytes) holding the trained network.
+        #[arg(long)]
+        size_mb: Option<f64>,
+        /// Seed of the tenants' rules, their data and the training.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// A local fleet: etcd, a model store, workers and routers under one run directory.
     Fleet {
         #[command(subcommand)]
@@ -172,21 +228,6 @@ enum FleetAction {
     Down {
         #[arg(long, default_value = "shardline-fleet")]
         run_dir: PathBuf,
-    /// Sample tenant models: trains one authentication-risk MLP per tenant on synthetic
-    /// events and writes `DIR/<tenant>/{config.json,model.safetensors}`, printing held-out AUC.
-    Models {
-        /// Number of tenants (kinds take turns: bank, game, saas, shop).
-        #[arg(long, default_value_t = 4)]
-        tenants: usize,
-        /// Directory to write the model directories into.
-        #[arg(long)]
-        out: PathBuf,
-        /// Publish models of about this many MB (10⁶ bytes) holding the trained network.
-        #[arg(long)]
-        size_mb: Option<f64>,
-        /// Seed of the tenants' rules, their data and the training.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
     },
 }
 
@@ -194,6 +235,54 @@ enum FleetAction {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fleet { action } => fleet_command(action).await?,
+        Command::Demo {
+            run_dir,
+            tenants,
+            workers,
+            routers,
+            shard_size,
+            duration,
+            rate,
+            concurrency,
+            zipf,
+            size_mb,
+            s3,
+            seed,
+            bin_dir,
+        } => {
+            if fleet::FleetState::load(&run_dir).is_ok() {
+                let stopped = fleet::down(&run_dir)?;
+                if !stopped.is_empty() {
+                    eprintln!("demo: stopped the previous demo fleet ({})", stopped.join(", "));
+                }
+            }
+            let options = demo::DemoOptions {
+                run_dir,
+                bin_dir: bin_dir.unwrap_or_else(fleet::default_bin_dir),
+                tenants,
+                workers,
+                routers,
+                shard_size,
+                duration,
+                rate,
+                concurrency,
+                zipf,
+                size_mb: (size_mb > 0.0).then_some(size_mb),
+                s3,
+                seed,
+            };
+            let summary = demo::run(&options, |line| eprintln!("demo: {line}")).await?;
+            print!("{}", summary.text());
+            let r = &summary.report;
+            if r.ok == 0 || r.error_count() > 0 {
+                anyhow::bail!(
+                    "the demo's traffic was not all answered: {} ok, {} errors {:?}",
+                    r.ok,
+                    r.error_count(),
+                    r.errors
+                );
+            }
+        }
         Command::BenchWorker {
             size_mb,
             iterations,
@@ -278,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .unwrap_or_else(|e| exit_config(&e));
             print_report(json, report.json(), report.table(), Vec::new())?;
+        }
         Command::Models {
             tenants,
             out,
