@@ -103,11 +103,10 @@ async fn check_fleet(per_model: bool) {
     prometheus.wait_targets_up(metrics_urls(&fleet).len()).await;
 
     load(&fleet, &key, &limited).await;
-    // Idle evictions (TTL 3 s, swept every 0.75 s) and a few more scrapes.
-    tokio::time::sleep(Duration::from_secs(5)).await;
 
     prometheus.check_rules_loaded().await;
-    // The load did what the panels are meant to show, not only zeros.
+    // The load did what the panels are meant to show, not only zeros (idle evictions
+    // come TTL 3 s + a 0.75 s sweep after the load, then a scrape).
     for activity in [
         r#"sum(shardline_worker_evictions_total{reason="memory"}) > 0"#,
         r#"sum(shardline_worker_evictions_total{reason="idle"}) > 0"#,
@@ -117,11 +116,7 @@ async fn check_fleet(per_model: bool) {
         r#"sum(shardline_router_tenant_limited_total{limit="rate"}) > 0"#,
         "sum(shardline_placement_writes_total) > 0",
     ] {
-        assert_eq!(
-            prometheus.query(activity).await,
-            Ok(1),
-            "Prometheus does not see the load's effect: {activity}"
-        );
+        prometheus.wait_for(activity, Duration::from_secs(20)).await;
     }
     let names = prometheus.metric_names().await;
     let mut failures = vec![];
@@ -402,6 +397,22 @@ impl Prometheus {
             // A scalar (e.g. `vector(0)` folded): one value.
             Value::Null => Ok(0),
             _ => Ok(1),
+        }
+    }
+
+    /// Waits until `query` returns one series (e.g. a `sum(...) > 0` holds).
+    async fn wait_for(&self, query: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.query(query).await;
+            if got == Ok(1) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus does not see the load's effect within {within:?}: {query} gave {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
