@@ -28,16 +28,22 @@ demo *ARGS: setup
 demo-down:
     target/{{demo_dir}}/loadtest fleet down --run-dir target/demo
 
-# Format check, clippy, and every test (unit, property, real etcd and S3 integration).
+# Format check, clippy, deploy/ checks, and every test (unit, property, real etcd and S3
+# integration, Prometheus scraping a live fleet for the dashboards).
 test: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    scripts/check-deploy.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --locked; \
     else \
         cargo test --workspace --locked; \
     fi
     cargo test --workspace --doc --locked
+
+# Offline checks of deploy/: dashboards lint, promtool rules/config, kustomize + schemas.
+check-deploy:
+    scripts/check-deploy.sh
 
 # Format the code.
 fmt:

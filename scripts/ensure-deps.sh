@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the system tools Shardline's build and tests need are present:
 # etcd + etcdctl (real etcd for integration tests), protoc + protobuf headers (etcd-client
-# build). Installs them with apt when missing and permitted (root, or passwordless sudo);
+# build), prometheus + promtool (metrics, rules and config checks, the dashboards' live
+# test). kubectl (kustomize, for scripts/check-deploy.sh) has no Debian 12 package: it is
+# reported, not installed. Installs them with apt when missing and permitted (root, or passwordless sudo);
 # otherwise says exactly what to install and fails.
 #
 # Optional arguments name extra tools for one task: `nginx` (the router benchmark runs it
@@ -24,6 +26,9 @@ command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || packages+=(etcd-serve
 command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || packages+=(libprotobuf-dev)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || packages+=(prometheus)
+command -v kubectl >/dev/null 2>&1 ||
+    echo "shardline: kubectl is missing: scripts/check-deploy.sh needs it to render deploy/k8s" >&2
 
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0
@@ -31,7 +36,7 @@ fi
 
 echo "shardline: installing missing system packages: ${packages[*]}" >&2
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later) and protoc with the protobuf headers${1:+ (and: $*)}, then retry" >&2
+    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later), protoc with the protobuf headers and prometheus (with promtool)${1:+ (and: $*)}, then retry" >&2
     exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

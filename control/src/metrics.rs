@@ -11,6 +11,18 @@ use prometheus::{
 };
 use shardline_shared::metrics as names;
 
+/// Values of `invalid_values_total{kind}` (see `watch::invalid_kind`).
+const INVALID_KINDS: [&str; 8] = [
+    "worker",
+    "worker_admin",
+    "tenant",
+    "model",
+    "assignment",
+    "placement",
+    "controller",
+    "unknown",
+];
+
 /// Counters and gauges updated by the watcher and the lease keeper.
 #[derive(Debug, Clone)]
 pub struct ControlMetrics {
@@ -32,6 +44,11 @@ impl ControlMetrics {
         registry.register(Box::new(m.resyncs.clone()))?;
         registry.register(Box::new(m.invalid_values.clone()))?;
         registry.register(Box::new(m.lease_registrations.clone()))?;
+        // Every kind exists from the start (at 0), so the first invalid value shows in
+        // `rate` and dashboards show 0 rather than no data.
+        for kind in INVALID_KINDS {
+            m.invalid_values.with_label_values(&[kind]);
+        }
         Ok(m)
     }
 

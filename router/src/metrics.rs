@@ -119,6 +119,10 @@ impl RouterMetrics {
         m.build_info
             .with_label_values(&["router", env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Both limits exist from the start (at 0), so the first 429 shows in `rate`.
+        for limit in ["in_flight", "rate"] {
+            m.tenant_limited.with_label_values(&[limit]);
+        }
         let mut m = m;
         m.upstream_by_result = UPSTREAM_RESULTS
             .iter()

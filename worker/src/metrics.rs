@@ -15,6 +15,20 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// Values of `model_loads_total{result}` (see `LoadError::result_label`).
+const LOAD_RESULTS: [&str; 7] = [
+    "ok",
+    "corrupt",
+    "not_found",
+    "unavailable",
+    "too_large",
+    "invalid",
+    "error",
+];
+
+/// Values of `evictions_total{reason}`.
+const EVICTION_REASONS: [&str; 3] = ["idle", "memory", "explicit"];
+
 /// Every metric the worker exports.
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
@@ -40,7 +54,7 @@ impl WorkerMetrics {
             loads: IntCounterVec::new(
                 Opts::new(
                     names::WORKER_MODEL_LOADS_TOTAL,
-                    "Model loads by result (ok, corrupt, not_found, unavailable, invalid, too_large)",
+                    "Model loads by result (ok, corrupt, not_found, unavailable, too_large, invalid, error)",
                 ),
                 &["result"],
             )?,
@@ -108,6 +122,14 @@ impl WorkerMetrics {
         m.build_info
             .with_label_values(&["worker", env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Every label value exists from the start (at 0), so `rate` and `increase` see
+        // the first load or eviction and dashboards show 0 rather than no data.
+        for result in LOAD_RESULTS {
+            m.loads.with_label_values(&[result]);
+        }
+        for reason in EVICTION_REASONS {
+            m.evictions.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 

@@ -6,6 +6,12 @@
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use shardline_shared::metrics as names;
 
+/// Values of `prefetch_total{result}`.
+const PREFETCH_RESULTS: [&str; 3] = ["ok", "failed", "skipped"];
+
+/// Values of `writes_total{kind}` (the executor's write kinds, and refused CAS).
+const WRITE_KINDS: [&str; 6] = ["create", "update", "swap", "clear", "delete", "conflict"];
+
 /// Counters, gauges and the reconcile histogram of the controller.
 #[derive(Debug, Clone)]
 pub struct ControllerMetrics {
@@ -38,6 +44,14 @@ impl ControllerMetrics {
         registry.register(Box::new(m.max_overlap.clone()))?;
         registry.register(Box::new(m.slots_max.clone()))?;
         registry.register(Box::new(m.slots_min.clone()))?;
+        // Every label value exists from the start (at 0): `rate` and `increase` then see
+        // the first prefetch or write, and dashboards show 0 rather than no data.
+        for result in PREFETCH_RESULTS {
+            m.prefetch.with_label_values(&[result]);
+        }
+        for kind in WRITE_KINDS {
+            m.writes.with_label_values(&[kind]);
+        }
         Ok(m)
     }
 

@@ -38,6 +38,7 @@ fn sibling_binary(name: &str) -> PathBuf {
 pub struct WorkerProc {
     pub id: String,
     pub address: String,
+    pub metrics_url: String,
     pub process: ManagedProcess,
 }
 
@@ -56,6 +57,9 @@ pub struct FleetBuilder {
     lease_ttl: &'static str,
     s3: bool,
     router_args: Vec<String>,
+    worker_args: Vec<String>,
+    memory_budget: &'static str,
+    idle_ttl: &'static str,
 }
 
 impl FleetBuilder {
@@ -73,6 +77,20 @@ impl FleetBuilder {
     }
     pub fn router_arg(mut self, arg: &str) -> Self {
         self.router_args.push(arg.to_owned());
+        self
+    }
+    pub fn worker_arg(mut self, arg: &str) -> Self {
+        self.worker_args.push(arg.to_owned());
+        self
+    }
+    /// Every worker's `--memory-budget` (default 256MiB).
+    pub fn memory_budget(mut self, budget: &'static str) -> Self {
+        self.memory_budget = budget;
+        self
+    }
+    /// Every worker's `--idle-ttl` (default 10m).
+    pub fn idle_ttl(mut self, ttl: &'static str) -> Self {
+        self.idle_ttl = ttl;
         self
     }
 
@@ -104,6 +122,9 @@ impl FleetBuilder {
             workers: vec![],
             routers: vec![],
             router_args: self.router_args,
+            worker_args: self.worker_args,
+            memory_budget: self.memory_budget,
+            idle_ttl: self.idle_ttl,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -132,6 +153,9 @@ pub struct TestFleet {
     pub workers: Vec<WorkerProc>,
     pub routers: Vec<RouterProc>,
     router_args: Vec<String>,
+    worker_args: Vec<String>,
+    memory_budget: &'static str,
+    idle_ttl: &'static str,
     pub http: reqwest::Client,
 }
 
@@ -143,13 +167,16 @@ impl TestFleet {
             lease_ttl: "3s",
             s3: false,
             router_args: vec![],
+            worker_args: vec![],
+            memory_budget: "256MiB",
+            idle_ttl: "10m",
         }
     }
 
     pub async fn add_worker(&mut self) -> usize {
         let n = self.workers.len();
         let id = format!("w-{n}");
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let address = format!("127.0.0.1:{port}");
         let mut process = ManagedProcess::new(id.clone(), sibling_binary("worker"))
             .unwrap()
@@ -160,17 +187,20 @@ impl TestFleet {
                 &self.etcd.endpoint(),
                 "--store",
                 &self.store_url,
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
                 "--memory-budget",
-                "256MiB",
+                self.memory_budget,
                 "--idle-ttl",
-                "10m",
+                self.idle_ttl,
                 "--id",
                 &id,
                 "--internal-token",
                 TOKEN,
                 "--lease-ttl",
                 self.lease_ttl,
-            ]);
+            ])
+            .args(self.worker_args.clone());
         for (k, v) in &self.store_env {
             process = process.env(k, v);
         }
@@ -186,6 +216,7 @@ impl TestFleet {
         self.workers.push(WorkerProc {
             id,
             address,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             process,
         });
         n
