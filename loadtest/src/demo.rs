@@ -213,11 +213,7 @@ pub async fn run(
             capacity_bytes: metric_sum(&text, WORKER_CAPACITY_BYTES, None),
             loads: metric_sum(&text, WORKER_MODEL_LOADS_TOTAL, Some(("result", "ok"))),
             evictions_idle: metric_sum(&text, WORKER_EVICTIONS_TOTAL, Some(("reason", "idle"))),
-            evictions_memory: metric_sum(
-                &text,
-                WORKER_EVICTIONS_TOTAL,
-                Some(("reason", "memory")),
-            ),
+            evictions_memory: metric_sum(&text, WORKER_EVICTIONS_TOTAL, Some(("reason", "memory"))),
         });
     }
     let sample_row = trained

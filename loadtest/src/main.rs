@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use clap::{ArgGroup, Parser, Subcommand};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
-use shardline_loadtest::{demo, fleet};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
+use shardline_loadtest::{demo, fleet};
 use shardline_shared::units::parse_duration;
 
 use shardline_loadtest::models::{TenantProfile, TrainOptions, train_tenant_model};
@@ -253,7 +253,10 @@ async fn main() -> anyhow::Result<()> {
             if fleet::FleetState::load(&run_dir).is_ok() {
                 let stopped = fleet::down(&run_dir)?;
                 if !stopped.is_empty() {
-                    eprintln!("demo: stopped the previous demo fleet ({})", stopped.join(", "));
+                    eprintln!(
+                        "demo: stopped the previous demo fleet ({})",
+                        stopped.join(", ")
+                    );
                 }
             }
             let options = demo::DemoOptions {
