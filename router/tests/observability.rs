@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shardline_loadtest::bench::model::BenchModel;
-use shardline_loadtest::bench::publish::publish;
 use shardline_loadtest::harness::{ManagedProcess, free_port};
+use shardline_loadtest::models::MlpArtifact;
+use shardline_loadtest::models::publish::publish;
 use shardline_shared::records::TenantLimits;
 use support::{TestFleet, infer_body, rows};
 use tokio::io::AsyncWriteExt as _;
@@ -78,7 +78,7 @@ async fn check_fleet(per_model: bool) {
     let key = fleet.tenant(TENANT, Some(2)).await;
     for (i, model) in MODELS.iter().enumerate() {
         // 64 → 512 → 512 → 1: about 1.2 MB resident, 2.4 MB while loading.
-        let m = BenchModel::mlp(&[support::DIM, 512, 512, 1], i as u64).unwrap();
+        let m = MlpArtifact::random(&[support::DIM, 512, 512, 1], i as u64);
         publish(&fleet.store, &fleet.cp, TENANT, model, "1", &m)
             .await
             .unwrap();
