@@ -184,19 +184,20 @@ pub async fn run(
         options.zipf,
         keys.len()
     ));
-    let task = tokio::spawn(async move { loadgen::run(&load).await });
+    let mut task = tokio::spawn(async move { loadgen::run(&load).await });
     let load_started = Instant::now();
-    while !task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let secs = load_started.elapsed().as_secs();
-        if secs > 0 && secs % 5 == 0 && load_started.elapsed().subsec_millis() < 250 {
-            progress(&format!(
-                "scoring: {secs} s of {} s",
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let report = loop {
+        tokio::select! {
+            done = &mut task => break done??,
+            _ = tick.tick() => progress(&format!(
+                "scoring: {} s of {} s",
+                load_started.elapsed().as_secs(),
                 options.duration.as_secs()
-            ));
+            )),
         }
-    }
-    let report = task.await??;
+    };
 
     let client = reqwest::Client::builder()
         .no_proxy()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Method, Request};
@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tracing::debug;
 
+use crate::error::RouterError;
 use crate::routes;
 use crate::state::AppState;
 
@@ -108,10 +109,14 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             let state = self.state.clone();
             Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let Some((model, version)) = infer_route(parts.uri.path()) else {
-                    unreachable!("checked before")
-                };
-                Ok(routes::score(&state, model, version, &parts.headers, Body::new(body)).await)
+                Ok(match infer_route(parts.uri.path()) {
+                    Some((model, version)) => {
+                        let body = Body::new(body);
+                        routes::score(&state, model, version, &parts.headers, body).await
+                    }
+                    // Matched above on the same path: cannot happen.
+                    None => RouterError::NoRoute.into_response(),
+                })
             })
         } else {
             let app = self.app.clone();
