@@ -33,6 +33,9 @@ pub const PLACEMENT_SHARDS: &str = "shardline_placement_shards";
 pub const PLACEMENT_MAX_OVERLAP: &str = "shardline_placement_max_overlap";
 pub const PLACEMENT_SLOTS_MAX: &str = "shardline_placement_slots_max";
 pub const PLACEMENT_SLOTS_MIN: &str = "shardline_placement_slots_min";
+/// Per worker (label `worker`, bounded by the fleet size): current members of stored
+/// assignments it holds.
+pub const PLACEMENT_WORKER_SLOTS: &str = "shardline_placement_worker_slots";
 
 /// Worker.
 pub const WORKER_MODEL_LOADS_TOTAL: &str = "shardline_worker_model_loads_total";

@@ -3,7 +3,9 @@
 //! Every replica registers them; only the leader moves them (the others report
 //! `shardline_placement_leader 0` and leave the rest where they were).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use shardline_shared::metrics as names;
 
 /// Values of `prefetch_total{result}`.
@@ -28,6 +30,8 @@ pub struct ControllerMetrics {
     pub max_overlap: IntGauge,
     pub slots_max: IntGauge,
     pub slots_min: IntGauge,
+    /// By `worker`: slots it holds in the stored assignments (current members).
+    pub worker_slots: IntGaugeVec,
 }
 
 impl ControllerMetrics {
@@ -44,6 +48,7 @@ impl ControllerMetrics {
         registry.register(Box::new(m.max_overlap.clone()))?;
         registry.register(Box::new(m.slots_max.clone()))?;
         registry.register(Box::new(m.slots_min.clone()))?;
+        registry.register(Box::new(m.worker_slots.clone()))?;
         // Every label value exists from the start (at 0): `rate` and `increase` then see
         // the first prefetch or write, and dashboards show 0 rather than no data.
         for result in PREFETCH_RESULTS {
@@ -108,6 +113,13 @@ impl ControllerMetrics {
             slots_min: IntGauge::new(
                 names::PLACEMENT_SLOTS_MIN,
                 "Fewest shard slots on one worker that may take shards, in the current plan",
+            )?,
+            worker_slots: IntGaugeVec::new(
+                Opts::new(
+                    names::PLACEMENT_WORKER_SLOTS,
+                    "Shard slots each worker holds as a current member of stored assignments",
+                ),
+                &["worker"],
             )?,
         })
     }

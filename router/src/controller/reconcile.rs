@@ -137,6 +137,17 @@ async fn pass(l: &mut Loop, mem: &mut Memory, snap: &Snapshot, fence: &Fence) {
     m.shards.set(plan.shards.len() as i64);
     m.slots_max.set(i64::from(plan.load.max));
     m.slots_min.set(i64::from(plan.load.min));
+    let mut slots: BTreeMap<&str, i64> = snap.workers().keys().map(|w| (w.as_str(), 0)).collect();
+    for a in snap.assignments().values() {
+        for w in &a.value.workers {
+            *slots.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    // Rebuilt each pass so that workers that left the fleet drop out of the series.
+    m.worker_slots.reset();
+    for (worker, n) in slots {
+        m.worker_slots.with_label_values(&[worker]).set(n);
+    }
     if mem
         .overlap_at
         .is_none_or(|at| at.elapsed() >= OVERLAP_EVERY)
