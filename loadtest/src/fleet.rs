@@ -239,16 +239,14 @@ async fn start_all(
             .args(["--lease-ttl", "5s"])
             .args(&options.worker_args)
             .envs(store_env.iter().map(|(k, v)| (k, v)));
-        let url = format!("http://127.0.0.1:{port}");
-        let w = spawn(
+        workers.push(spawn_server(
             &format!("w-{i}"),
             cmd,
             &logs,
-            url.clone(),
-            Some(format!("http://127.0.0.1:{metrics}/metrics")),
-        )?;
-        started.push(w.clone());
-        workers.push(w);
+            port,
+            metrics,
+            started,
+        )?);
     }
     for w in &workers {
         wait_ready(w, &format!("{}/v2/health/ready", w.url)).await?;
@@ -264,16 +262,14 @@ async fn start_all(
             .args(["--internal-token", &internal_token])
             .args(["--id", &format!("r-{i}")])
             .args(&options.router_args);
-        let url = format!("http://127.0.0.1:{port}");
-        let r = spawn(
+        routers.push(spawn_server(
             &format!("r-{i}"),
             cmd,
             &logs,
-            url.clone(),
-            Some(format!("http://127.0.0.1:{metrics}/metrics")),
-        )?;
-        started.push(r.clone());
-        routers.push(r);
+            port,
+            metrics,
+            started,
+        )?);
     }
     for r in &routers {
         wait_ready(r, &format!("{}/v2/health/ready", r.url)).await?;
@@ -310,6 +306,23 @@ pub fn describe(state: &FleetState) -> String {
         );
     }
     s
+}
+
+/// Starts a worker or router listening on `port` with `/metrics` on `metrics_port`, and
+/// adds it to `started`.
+fn spawn_server(
+    name: &str,
+    cmd: Command,
+    logs: &Path,
+    port: u16,
+    metrics_port: u16,
+    started: &mut Vec<ProcessRecord>,
+) -> anyhow::Result<ProcessRecord> {
+    let url = format!("http://127.0.0.1:{port}");
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let p = spawn(name, cmd, logs, url, Some(metrics))?;
+    started.push(p.clone());
+    Ok(p)
 }
 
 /// Creates `tenant` (with its own shard size, else the placement default) with
