@@ -9,6 +9,9 @@
 //! and stderr of each process), `etcd/` (etcd's data), `store/` (the `file://` model
 //! store), `models/` (artifacts before publishing).
 //!
+//! Each `up` starts a fresh fleet: it clears `etcd/`, `store/`, `logs/` and the two JSON
+//! files an earlier, stopped fleet left (`models/` is the caller's).
+//!
 //! Processes run in their own process group: a Ctrl-C in the terminal reaches only
 //! `loadtest`, which then shuts the fleet down itself (foreground `fleet up`) or leaves it
 //! running (`--detach`, as `just demo` does) until `fleet down`.
@@ -135,6 +138,17 @@ pub async fn up(
                 run_dir.display()
             );
         }
+    }
+    // A fresh fleet every time: what an earlier, stopped fleet left (etcd's data, the
+    // store, logs, keys) would otherwise come back (tenants that "already exist").
+    for sub in ["logs", "etcd", "store"] {
+        let dir = run_dir.join(sub);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+        }
+    }
+    for file in [STATE_FILE, KEYS_FILE] {
+        let _ = std::fs::remove_file(run_dir.join(file));
     }
     for sub in ["logs", "etcd", "store", "models"] {
         std::fs::create_dir_all(run_dir.join(sub))

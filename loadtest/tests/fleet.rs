@@ -82,6 +82,12 @@ async fn down_stops_exactly_what_up_started() {
     let _ = stranger.wait();
     // The record is gone, so `down` again has nothing to stop.
     assert!(fleet::down(run.path()).is_err());
+
+    // The same run directory comes up again as a fresh fleet (the tenant is not there).
+    let state = fleet::up(&options, |_| {}).await.unwrap();
+    let again = fleet::create_tenant(&state, "acme", Some(1)).unwrap();
+    assert_ne!(again, key);
+    fleet::down(run.path()).unwrap();
 }
 
 /// Stops the fleet if the test fails half-way (its processes are detached).
