@@ -262,9 +262,6 @@ async fn start_all(
             started,
         )?);
     }
-    for w in &workers {
-        wait_ready(w, &format!("{}/v2/health/ready", w.url)).await?;
-    }
     let mut routers = Vec::new();
     for i in 0..options.routers {
         progress(&format!("starting router r-{i}"));
@@ -285,8 +282,9 @@ async fn start_all(
             started,
         )?);
     }
-    for r in &routers {
-        wait_ready(r, &format!("{}/v2/health/ready", r.url)).await?;
+    // Routers start while workers come up; each is ready once it has a live worker.
+    for p in workers.iter().chain(&routers) {
+        wait_ready(p, &format!("{}/v2/health/ready", p.url)).await?;
     }
     Ok(FleetState {
         run_dir: run_dir.to_owned(),

@@ -416,17 +416,21 @@ impl Prometheus {
         }
     }
 
-    /// Names of every `shardline_*` series Prometheus holds.
-    async fn metric_names(&self) -> BTreeSet<String> {
-        let resp: Value = self
-            .http
-            .get(format!("{}/api/v1/label/__name__/values", self.url))
+    /// The JSON answer of `GET /api/v1/{path}`.
+    async fn api(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/api/v1/{path}", self.url))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Names of every `shardline_*` series Prometheus holds.
+    async fn metric_names(&self) -> BTreeSet<String> {
+        let resp = self.api("label/__name__/values").await;
         resp["data"]
             .as_array()
             .unwrap()
@@ -439,15 +443,7 @@ impl Prometheus {
 
     /// The shipped alert rules are loaded and evaluate without errors.
     async fn check_rules_loaded(&self) {
-        let resp: Value = self
-            .http
-            .get(format!("{}/api/v1/rules", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let resp = self.api("rules").await;
         let rules: Vec<&Value> = resp["data"]["groups"]
             .as_array()
             .unwrap()

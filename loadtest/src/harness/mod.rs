@@ -42,6 +42,7 @@ mod etcd;
 mod http;
 mod port;
 mod process;
+mod prom;
 mod s3;
 
 pub(crate) use etcd::find_etcd;
@@ -50,5 +51,6 @@ pub use http::post_head_only;
 pub use port::free_port;
 pub use process::ManagedProcess;
 pub(crate) use process::{http_client, on_path, program_from_env, send_signal};
+pub use prom::metric_sum;
 pub(crate) use s3::find_moto_server;
 pub use s3::{DEFAULT_BUCKET, MOTO_SERVER_ENV, S3Process};

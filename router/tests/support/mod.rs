@@ -16,6 +16,7 @@ use shardline_loadtest::models::publish::publish;
 use shardline_shared::ids::ModelKey;
 use shardline_shared::keys::{Key, Prefix};
 use shardline_shared::manifest::Manifest;
+use shardline_shared::metrics::CONTROL_SNAPSHOT_REVISION;
 use shardline_shared::records::{Assignment, TenantLimits};
 use shardline_worker::artifacts::{ArtifactStore, StoreOptions};
 
@@ -282,12 +283,44 @@ impl TestFleet {
         key.expose().to_owned()
     }
 
-    /// Publishes a small MLP `64 → 16 → 1` (seeded) and makes it live.
+    /// Publishes a small MLP `64 → 16 → 1` (seeded), makes it live, and waits until every
+    /// running router's snapshot has it (and so the tenant and its keys made before).
     pub async fn publish(&self, tenant: &str, model: &str, version: &str, seed: u64) -> Manifest {
         let m = MlpArtifact::random(&[DIM, 16, 1], seed);
-        publish(&self.store, &self.cp, tenant, model, version, &m)
+        let manifest = publish(&self.store, &self.cp, tenant, model, version, &m)
+            .await
+            .unwrap();
+        let live = self
+            .cp
+            .read::<Value>(&Key::LiveVersion(manifest.key()))
             .await
             .unwrap()
+            .expect("the live pointer was just written");
+        self.wait_routers_at(live.mod_revision).await;
+        manifest
+    }
+
+    /// Waits until every router that answers `/metrics` has a snapshot at `revision` or
+    /// later (a stopped router is skipped).
+    pub async fn wait_routers_at(&self, revision: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for r in &self.routers {
+            loop {
+                let Ok(resp) = self.http.get(&r.metrics_url).send().await else {
+                    break;
+                };
+                let text = resp.text().await.unwrap_or_default();
+                if metric_sum(&text, CONTROL_SNAPSHOT_REVISION) >= revision as f64 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "router {} did not reach revision {revision} within 30 s",
+                    r.id
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Waits until the stored assignment of `key` satisfies `ok`.
@@ -370,14 +403,7 @@ impl TestFleet {
 
 /// Sum of every sample of `name` in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    shardline_loadtest::harness::metric_sum(text, name, None)
 }
 
 /// An OIP infer body for `rows`.
