@@ -117,13 +117,14 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
         /// Warm-up before each measured window, in seconds.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 1.0)]
         warmup: f64,
         /// Measured window per target, model and round, in seconds.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 3.0)]
         duration: f64,
-        /// Rounds of (direct, nginx, router) per model; figures are medians of rounds.
-        #[arg(long, default_value_t = 2)]
+        /// Rounds of (direct, nginx, router) per model, the order rotated each round;
+        /// ratios are medians of the rounds' ratios to that round's direct run.
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// The router's `--threads` (default: its own, one per core).
         #[arg(long)]

@@ -8,7 +8,7 @@
 //! the worker, adding the internal token). It creates tenant `bench` (shard size 1, no
 //! limits), publishes `mlp` (64 → 256 → 256 → 1) and `trivial` (64 → 1), and checks that
 //! the three targets answer the same scores. Then, for `--rounds` rounds, for each model,
-//! it loads each target in turn — direct, nginx, router — with the same closed-loop
+//! it loads each target in turn (direct, nginx, router, rotated) with the same closed-loop
 //! client ([`load`](super::load): `--concurrency` keep-alive connections, `--warmup`
 //! then a measured `--duration`) and the same request bytes (one row of 64 floats):
 //!
@@ -16,7 +16,10 @@
 //! - nginx: `POST nginx/v2/models/bench.<model>/infer` (nginx adds the token);
 //! - router: `POST router/v2/models/<model>/infer` with `Authorization: Bearer <key>`.
 //!
-//! Each figure is the median of its rounds. The target: router ÷ direct throughput at
+//! Each round rotates the order of the targets. Each figure is the median of its rounds;
+//! each ratio is the median of the rounds' ratios, each against the direct run of the
+//! same round (paired: the machine's speed drifts by ±10 % over minutes on a shared
+//! host, more than the gap being measured). The target: router ÷ direct throughput at
 //! least nginx ÷ direct, for both models. A missed target is reported, not an error.
 //! During each measured window it also reads the CPU time of the worker, of the proxy
 //! (router, or nginx's master and workers), of this client process, and of the whole
@@ -127,9 +130,9 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             concurrency: 32,
-            warmup: Duration::from_secs(2),
-            duration: Duration::from_secs(10),
-            rounds: 2,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(3),
+            rounds: 9,
             router_threads: None,
             nginx_workers: NginxWorkers::Auto,
             client_threads: 1,
@@ -262,20 +265,37 @@ impl ModelResult {
             .find(|r| r.target == t)
             .unwrap_or_else(|| unreachable!("every target is measured"))
     }
-    /// `t` throughput ÷ direct throughput.
-    pub fn throughput_ratio(&self, t: Target) -> f64 {
-        ratio(
-            self.get(t).throughput(),
-            self.get(Target::Direct).throughput(),
-        )
+    /// `t` throughput ÷ direct throughput in each round (the same round's direct run,
+    /// measured next to it, is the baseline).
+    pub fn round_throughput_ratios(&self, t: Target) -> Vec<f64> {
+        self.paired(t, |r| r.throughput)
     }
-    /// `t` p99 ÷ direct p99.
+    /// `t` throughput ÷ direct throughput: the median of the rounds' ratios.
+    pub fn throughput_ratio(&self, t: Target) -> f64 {
+        median(self.round_throughput_ratios(t).into_iter())
+    }
+    /// `t` p99 ÷ direct p99: the median of the rounds' ratios.
     pub fn p99_ratio(&self, t: Target) -> f64 {
-        ratio(self.get(t).p99(), self.get(Target::Direct).p99())
+        median(self.paired(t, |r| ms(r.latency.p99)).into_iter())
+    }
+    /// Rounds in which the router kept at least nginx's share of direct throughput.
+    pub fn router_ahead_rounds(&self) -> usize {
+        let router = self.round_throughput_ratios(Target::Router);
+        let nginx = self.round_throughput_ratios(Target::Nginx);
+        router.iter().zip(&nginx).filter(|(r, n)| r >= n).count()
     }
     /// The target: the router keeps at least nginx's share of direct throughput.
     pub fn met(&self) -> bool {
         self.throughput_ratio(Target::Router) >= self.throughput_ratio(Target::Nginx)
+    }
+    fn paired(&self, t: Target, figure: impl Fn(&Run) -> f64) -> Vec<f64> {
+        let direct = &self.get(Target::Direct).runs;
+        self.get(t)
+            .runs
+            .iter()
+            .zip(direct)
+            .map(|(r, d)| ratio(figure(r), figure(d)))
+            .collect()
     }
 }
 
@@ -334,40 +354,43 @@ impl Report {
                 );
             }
         }
-        s += "\n| Model | router ÷ direct (req/s) | nginx ÷ direct (req/s) | router p99 ÷ direct | nginx p99 ÷ direct | target: router ≥ nginx |\n";
-        s += "|---|---|---|---|---|---|\n";
+        s += "\n| Model | router ÷ direct (req/s) | nginx ÷ direct (req/s) | router p99 ÷ direct | nginx p99 ÷ direct | rounds router ≥ nginx | target: router ≥ nginx |\n";
+        s += "|---|---|---|---|---|---|---|\n";
         for m in &self.models {
             let _ = writeln!(
                 s,
-                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} of {} | {} |",
                 m.name,
                 m.throughput_ratio(Target::Router),
                 m.throughput_ratio(Target::Nginx),
                 m.p99_ratio(Target::Router),
                 m.p99_ratio(Target::Nginx),
+                m.router_ahead_rounds(),
+                m.get(Target::Direct).runs.len(),
                 if m.met() { "met" } else { "missed" },
             );
         }
         s
     }
 
-    /// Each round's throughput, per model and target (to judge the noise).
+    /// Each round's throughput per model and target, and each round's ratios to direct
+    /// (to judge the noise).
     pub fn rounds_table(&self) -> String {
         let mut s = String::from("| Model | Target | req/s per round |\n|---|---|---|\n");
+        let join = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
         for m in &self.models {
             for t in &m.targets {
-                let per: Vec<String> = t
-                    .runs
-                    .iter()
-                    .map(|r| format!("{:.0}", r.throughput))
-                    .collect();
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} |",
-                    m.name,
-                    t.target.name(),
-                    per.join(", ")
+                let per = join(&mut t.runs.iter().map(|r| format!("{:.0}", r.throughput)));
+                let _ = writeln!(s, "| {} | {} | {per} |", m.name, t.target.name());
+            }
+            for t in [Target::Router, Target::Nginx] {
+                let per = join(
+                    &mut m
+                        .round_throughput_ratios(t)
+                        .into_iter()
+                        .map(|r| format!("{r:.3}")),
                 );
+                let _ = writeln!(s, "| {} | {} ÷ direct | {per} |", m.name, t.name());
             }
         }
         s
@@ -390,7 +413,7 @@ impl Report {
         let _ = writeln!(s, "`{}` ({}).", o.command(), self.nginx_version);
         let _ = writeln!(
             s,
-            "Router threads: {}; nginx `worker_processes {}`; client: {} runtime thread(s), {} keep-alive connections, {} s warm-up then {} s measured per target and round, {} round(s), medians shown. Models: {}.",
+            "Router threads: {}; nginx `worker_processes {}`; client: {} runtime thread(s), {} keep-alive connections, {} s warm-up then {} s measured per target and round, {} round(s) with the order of the targets rotated each round; figures are medians of the rounds, ratios are medians of each round's ratio to that round's direct run. Models: {}.",
             o.router_threads
                 .map_or_else(|| "default (one per core)".to_owned(), |t| t.to_string()),
             o.nginx_workers,
@@ -468,7 +491,10 @@ impl Report {
                         "nginx_throughput": m.throughput_ratio(Target::Nginx),
                         "router_p99": m.p99_ratio(Target::Router),
                         "nginx_p99": m.p99_ratio(Target::Nginx),
+                        "router_throughput_rounds": m.round_throughput_ratios(Target::Router),
+                        "nginx_throughput_rounds": m.round_throughput_ratios(Target::Nginx),
                     },
+                    "router_ahead_rounds": m.router_ahead_rounds(),
                     "met": m.met(),
                 })
             })
@@ -864,7 +890,8 @@ async fn measure(
         .collect();
     for round in 1..=options.rounds {
         for (mi, per) in specs.iter().enumerate() {
-            for (ti, t) in Target::ALL.iter().enumerate() {
+            for ti in round_order(round) {
+                let t = &Target::ALL[ti];
                 let run = load_once(options, per[ti].clone(), *t, &pids).await?;
                 progress(&format!(
                     "round {round}/{}: {:<7} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
@@ -885,6 +912,14 @@ async fn measure(
         }
     }
     Ok(results)
+}
+
+/// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`:
+/// rotated one place per round, so that no target always runs first or right after
+/// another, and a slow drift of the machine's speed falls on every target alike.
+pub fn round_order(round: usize) -> [usize; 3] {
+    let n = Target::ALL.len();
+    std::array::from_fn(|i| (i + round - 1) % n)
 }
 
 /// Polls one request until it answers 200 (the router may not have seen the model yet),
@@ -1146,6 +1181,72 @@ fn infer_body(row: &[f32]) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_round_runs_each_target_once_and_each_leads_in_turn() {
+        let mut leads = std::collections::BTreeSet::new();
+        for round in 1..=6 {
+            let mut order = round_order(round);
+            leads.insert(order[0]);
+            order.sort_unstable();
+            assert_eq!(order, [0, 1, 2], "round {round}");
+        }
+        assert_eq!(leads.len(), Target::ALL.len());
+        assert_eq!(round_order(1), [0, 1, 2]);
+    }
+
+    fn run(throughput: f64, p99_ms: u64) -> Run {
+        let p99 = Duration::from_millis(p99_ms);
+        Run {
+            throughput,
+            latency: Summary {
+                p50: p99 / 2,
+                p99,
+                min: Duration::ZERO,
+                max: p99,
+                count: 1,
+            },
+            errors: 0,
+            error_messages: Vec::new(),
+            connections: 1,
+            cpu: Cpu::default(),
+            window: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_round_with_its_own_direct_run() {
+        // The machine halves its speed in round 2: per-round ratios do not notice, a
+        // ratio of medians over rounds would.
+        let target = |target, runs| TargetResult { target, runs };
+        let m = ModelResult {
+            name: "m".into(),
+            dims: vec![1],
+            targets: vec![
+                target(
+                    Target::Direct,
+                    vec![run(1000.0, 10), run(500.0, 20), run(1000.0, 10)],
+                ),
+                target(
+                    Target::Nginx,
+                    vec![run(800.0, 12), run(400.0, 24), run(820.0, 12)],
+                ),
+                target(
+                    Target::Router,
+                    vec![run(850.0, 11), run(420.0, 22), run(790.0, 11)],
+                ),
+            ],
+        };
+        assert_eq!(
+            m.round_throughput_ratios(Target::Router),
+            vec![0.85, 0.84, 0.79]
+        );
+        assert_eq!(m.throughput_ratio(Target::Router), 0.84);
+        assert_eq!(m.throughput_ratio(Target::Nginx), 0.8);
+        assert_eq!(m.router_ahead_rounds(), 2);
+        assert!((m.p99_ratio(Target::Router) - 1.1).abs() < 1e-9);
+        assert!(m.met());
+    }
 
     #[test]
     fn medians() {
