@@ -326,8 +326,7 @@ async fn main() -> anyhow::Result<()> {
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
             if let Some(path) = write_docs {
-                let doc = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(&path, router::replace_docs_section(&doc, &report.docs()))?;
+                router::DOCS.write(&path, &report.docs())?;
                 eprintln!("bench-router: wrote {}", path.display());
             }
         }

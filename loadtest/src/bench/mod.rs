@@ -6,8 +6,10 @@
 //! parse of the same artifact (cold). [`router`] compares the router's hop, and nginx's as a
 //! plain reverse proxy, with the worker reached directly, under the closed-loop client of
 //! [`load`]. They score MLPs built by [`crate::models::MlpArtifact::random`] and published
-//! with [`crate::models::publish`]; [`stats`] holds the percentile maths.
+//! with [`crate::models::publish`]; [`stats`] holds the percentile maths and [`docs`] writes
+//! each benchmark's section of `docs/benchmarks.md`.
 
+pub mod docs;
 pub mod load;
 pub mod router;
 pub mod stats;
