@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser, Subcommand};
+use shardline_loadtest::bench::churn;
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
@@ -94,6 +95,40 @@ enum Command {
     Fleet {
         #[command(subcommand)]
         action: FleetAction,
+    },
+    /// Model churn: one worker scoring 5× more models than its budget holds, RSS sampled
+    /// from /proc (release `router`, `worker` and `shardctl` binaries next to this one).
+    BenchChurn {
+        /// Models the worker's budget holds at once (plus one load in flight).
+        #[arg(long, default_value_t = 5)]
+        fit: usize,
+        /// Models published per model that fits.
+        #[arg(long, default_value_t = 5)]
+        factor: usize,
+        /// Size of each model's f32 weights, in MB (10⁶ bytes).
+        #[arg(long, default_value_t = 50.0)]
+        size_mb: f64,
+        /// Closed-loop connections of the load generator.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds of the warm (baseline) phase.
+        #[arg(long, default_value_t = 10.0)]
+        warm: f64,
+        /// Seconds of the churn phase.
+        #[arg(long, default_value_t = 30.0)]
+        churn: f64,
+        /// Scratch directory for the fleet and its store (emptied first).
+        #[arg(long, default_value = "target/bench-churn")]
+        run_dir: PathBuf,
+        /// Keep the scratch directory afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print the result as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write the figures into this Markdown file's churn section.
+        #[arg(long)]
+        write_docs: Option<PathBuf>,
     },
     /// Worker overhead: warm infer over HTTP vs in-process, cold first score vs fetch + parse.
     BenchWorker {
@@ -285,6 +320,36 @@ async fn main() -> anyhow::Result<()> {
                     r.error_count(),
                     r.errors
                 );
+            }
+        }
+        Command::BenchChurn {
+            fit,
+            factor,
+            size_mb,
+            concurrency,
+            warm,
+            churn,
+            run_dir,
+            keep,
+            json,
+            write_docs,
+        } => {
+            let options = churn::Options {
+                fit,
+                factor,
+                size_mb,
+                concurrency,
+                warm: Duration::try_from_secs_f64(warm)?,
+                churn: Duration::try_from_secs_f64(churn)?,
+                run_dir,
+                keep,
+                seed: churn::Options::default().seed,
+            };
+            let report = churn::run(&options, |line| eprintln!("bench-churn: {line}")).await?;
+            print_report(json, report.json(), report.table(), report.misses())?;
+            if let Some(path) = write_docs {
+                churn::DOCS.write(&path, &report.docs())?;
+                eprintln!("bench-churn: wrote {}", path.display());
             }
         }
         Command::BenchWorker {
