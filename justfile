@@ -49,23 +49,33 @@ check-deploy:
 fmt:
     cargo fmt --all
 
-# Every benchmark (ratios against a baseline measured in the same run).
-bench: bench-placement bench-worker bench-router
+# Every benchmark (ratios against a baseline measured in the same run); each writes its
+# section of docs/benchmarks.md with the machine, the command and the date.
+bench: bench-placement bench-worker bench-router bench-churn
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
-bench-placement:
-    cargo bench -p shardline-shared --bench placement
+bench-placement: setup
+    mkdir -p target
+    cargo bench --locked -p shardline-shared --bench placement | tee target/bench-placement.txt
+    cargo run --release --locked -p shardline-loadtest --bin loadtest -- write-docs --section placement --heading '## Placement (`just bench-placement`)' --command 'cargo bench -p shardline-shared --bench placement' --from target/bench-placement.txt
 
 # Worker: warm infer over HTTP vs in-process, cold first score vs fetch + parse (50 MB MLP, etcd + moto).
 # Runs with the worker binary's malloc setting (see docs/worker.md), since the worker is in-process here.
-bench-worker:
-    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 cargo run --release -p shardline-loadtest --bin loadtest -- bench-worker
+bench-worker: setup
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-worker --write-docs docs/benchmarks.md
 
 # Router hop: req/s and p50/p99 through the router vs direct to one worker vs nginx in
-# front of it (MLP 64→256→256→1 and 64→1, 32 connections, 2 rounds of 10 s; router on one
-# runtime thread, nginx `worker_processes auto`: see docs/benchmarks.md); writes the figures
-# into docs/benchmarks.md. Extra flags go to the benchmark (`--json`, `--rounds 3`).
-bench-router *ARGS:
+# front of it (MLP 64→256→256→1 and 64→1, 32 connections, 9 rounds of 3 s with the order
+# rotated; router on one runtime thread, nginx `worker_processes auto`: see
+# docs/benchmarks.md). Extra flags go to the benchmark (`--json`, `--rounds 15`).
+bench-router *ARGS: setup
     scripts/ensure-deps.sh nginx
     cargo build --release --locked -p shardline-router -p shardline-worker
     cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-router --router-threads 1 --write-docs docs/benchmarks.md {{ARGS}}
+
+# Model churn: one worker whose budget holds 5 models of 50 MB scoring 25 (uniform mix
+# through a router), RSS sampled from /proc against budget × 1.1 + 64 MiB, with a warm
+# baseline on the 5 that fit. Extra flags go to the benchmark (`--size-mb 20`, `--json`).
+bench-churn *ARGS: setup
+    cargo build --release --locked -p shardline-router -p shardline-worker -p shardline-loadtest --bins
+    target/release/loadtest bench-churn --write-docs docs/benchmarks.md {{ARGS}}

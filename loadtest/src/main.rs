@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser, Subcommand};
 use shardline_loadtest::bench::churn;
+use shardline_loadtest::bench::docs::{self as bench_docs, Section};
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
@@ -130,6 +131,25 @@ enum Command {
         #[arg(long)]
         write_docs: Option<PathBuf>,
     },
+    /// Writes a benchmark's plain-text output (e.g. `cargo bench`'s) into its section of a
+    /// Markdown file, under the machine/command/date header.
+    WriteDocs {
+        /// The section's marker name (`placement` → `<!-- bench-placement:begin … -->`).
+        #[arg(long)]
+        section: String,
+        /// Heading for the section when the file has none yet.
+        #[arg(long)]
+        heading: String,
+        /// The command that produced the output.
+        #[arg(long)]
+        command: String,
+        /// The output to record.
+        #[arg(long)]
+        from: PathBuf,
+        /// The Markdown file.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        docs: PathBuf,
+    },
     /// Worker overhead: warm infer over HTTP vs in-process, cold first score vs fetch + parse.
     BenchWorker {
         /// Approximate size of the model's f32 weights, in MB (10⁶ bytes).
@@ -144,6 +164,9 @@ enum Command {
         /// Print the result as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Write the figures into this Markdown file's worker section.
+        #[arg(long)]
+        write_docs: Option<PathBuf>,
     },
     /// Router hop: throughput and p50/p99 through the router, through nginx and direct to
     /// the worker (release `router` and `worker` binaries next to this one, and nginx).
@@ -322,6 +345,27 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::WriteDocs {
+            section,
+            heading,
+            command,
+            from,
+            docs,
+        } => {
+            let output = std::fs::read_to_string(&from)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", from.display()))?;
+            let section = Section {
+                name: section.into(),
+                heading: heading.into(),
+            };
+            let generated = format!(
+                "{}\n```text\n{}\n```\n",
+                bench_docs::header(&command),
+                output.trim_end()
+            );
+            section.write(&docs, &generated)?;
+            eprintln!("loadtest write-docs: wrote {}", docs.display());
+        }
         Command::BenchChurn {
             fit,
             factor,
@@ -357,14 +401,20 @@ async fn main() -> anyhow::Result<()> {
             iterations,
             cold_rounds,
             json,
+            write_docs,
         } => {
             let options = Options {
                 size_mb,
                 iterations,
                 cold_rounds,
             };
+            let header = bench_docs::header(&options.command());
             let report = worker::run(&options, |line| eprintln!("bench-worker: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
+            if let Some(path) = write_docs {
+                worker::DOCS.write(&path, &report.docs(&header))?;
+                eprintln!("bench-worker: wrote {}", path.display());
+            }
         }
         Command::BenchRouter {
             concurrency,

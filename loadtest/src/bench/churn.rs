@@ -41,10 +41,7 @@ use crate::loadgen::{self, Mix, Mode};
 use crate::models::MlpArtifact;
 
 /// This benchmark's section of `docs/benchmarks.md`.
-pub const DOCS: Section = Section {
-    name: "churn",
-    heading: "## Model churn (`just bench-churn`)",
-};
+pub const DOCS: Section = Section::fixed("churn", "## Model churn (`just bench-churn`)");
 /// The model name every tenant publishes.
 const MODEL: &str = "risk";
 const INPUT_DIM: usize = 64;

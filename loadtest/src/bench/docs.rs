@@ -3,20 +3,29 @@
 //! naming the machine, the command and the date; hand-written notes outside the markers
 //! are kept.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Context as _;
 
 /// One benchmark's section of the docs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Section {
     /// Short name used in the markers: `router` gives `<!-- bench-router:begin ... -->`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The Markdown heading the section gets when the doc has no markers for it yet.
-    pub heading: &'static str,
+    pub heading: Cow<'static, str>,
 }
 
 impl Section {
+    /// A section known at compile time.
+    pub const fn fixed(name: &'static str, heading: &'static str) -> Self {
+        Self {
+            name: Cow::Borrowed(name),
+            heading: Cow::Borrowed(heading),
+        }
+    }
+
     /// The opening marker.
     pub fn begin(&self) -> String {
         format!(
@@ -111,10 +120,7 @@ fn civil_date(days: i64) -> String {
 mod tests {
     use super::*;
 
-    const S: Section = Section {
-        name: "x",
-        heading: "## X (`just bench-x`)",
-    };
+    const S: Section = Section::fixed("x", "## X (`just bench-x`)");
 
     #[test]
     fn dates() {
@@ -131,7 +137,7 @@ mod tests {
         let doc = "# Benchmarks\n\nIntro.\n";
         let once = S.replace_in(doc, "first");
         assert!(once.starts_with(doc.trim_end()));
-        assert!(once.contains(S.heading));
+        assert!(once.contains(&*S.heading));
         assert!(once.contains(&format!("{}\nfirst\n{}", S.begin(), S.end())));
         let edited = once.replace(&S.end(), &format!("{}\n\nNotes kept.", S.end()));
         let twice = S.replace_in(&edited, "second\n");
@@ -141,15 +147,12 @@ mod tests {
             S.begin(),
             S.end()
         )));
-        assert_eq!(twice.matches(S.heading).count(), 1);
+        assert_eq!(twice.matches(&*S.heading).count(), 1);
     }
 
     #[test]
     fn other_sections_and_old_marker_wordings_are_respected() {
-        let other = Section {
-            name: "y",
-            heading: "## Y",
-        };
+        let other = Section::fixed("y", "## Y");
         let doc = other.replace_in(&S.replace_in("# B\n", "x1"), "y1");
         let doc = S.replace_in(&doc, "x2");
         assert!(doc.contains("x2") && doc.contains("y1") && !doc.contains("x1"));

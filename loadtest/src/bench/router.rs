@@ -53,10 +53,7 @@ pub const NGINX_BIN_ENV: &str = "SHARDLINE_NGINX_BIN";
 /// The models: name and widths.
 pub const MODELS: [(&str, &[usize]); 2] = [("mlp", &[64, 256, 256, 1]), ("trivial", &[64, 1])];
 /// This benchmark's section of `docs/benchmarks.md`.
-pub const DOCS: Section = Section {
-    name: "router",
-    heading: "## Router hop (`just bench-router`)",
-};
+pub const DOCS: Section = Section::fixed("router", "## Router hop (`just bench-router`)");
 
 /// The three ways to the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,6 +45,10 @@ const MODEL: &str = "mlp";
 const INPUT_DIM: usize = 64;
 const BUDGET: u64 = 1 << 30;
 
+/// This benchmark's section of `docs/benchmarks.md`.
+pub const DOCS: super::docs::Section =
+    super::docs::Section::fixed("worker", "## Worker (`just bench-worker`)");
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -63,6 +67,16 @@ impl Default for Options {
             iterations: 300,
             cold_rounds: 5,
         }
+    }
+}
+
+impl Options {
+    /// The command line that reproduces these options.
+    pub fn command(&self) -> String {
+        format!(
+            "loadtest bench-worker --size-mb {} --iterations {} --cold-rounds {}",
+            self.size_mb, self.iterations, self.cold_rounds
+        )
     }
 }
 
@@ -155,6 +169,20 @@ impl Report {
             "| cold: median first score / median (fetch + parse) | ≤ {COLD_TARGET} | {:.3} |\n",
             self.cold_ratio()
         );
+        s
+    }
+
+    /// The generated part of the docs section ([`DOCS`]): `header` (machine, command,
+    /// date), the tables, and the verdict.
+    pub fn docs(&self, header: &str) -> String {
+        let mut s = format!("{header}\n{}\n", self.table());
+        let misses = self.misses();
+        if misses.is_empty() {
+            s += "Both targets met.\n";
+        }
+        for m in misses {
+            s += &format!("{m}.\n");
+        }
         s
     }
 
