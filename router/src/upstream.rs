@@ -350,7 +350,12 @@ impl Head {
                     .ok_or_else(|| bad("content-length"))?;
                 head.content_length = Some(n);
             } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = HeaderValue::from_bytes(h.value).ok();
+                // Workers answer JSON: no copy for the usual value.
+                head.content_type = if h.value == b"application/json" {
+                    Some(HeaderValue::from_static("application/json"))
+                } else {
+                    HeaderValue::from_bytes(h.value).ok()
+                };
             } else if name.eq_ignore_ascii_case("retry-after") {
                 head.retry_after = HeaderValue::from_bytes(h.value).ok();
             } else if name.eq_ignore_ascii_case("connection") {

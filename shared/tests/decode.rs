@@ -118,8 +118,37 @@ fn valid_request() -> impl Strategy<Value = (Value, usize, usize, Vec<f32>)> {
     })
 }
 
+/// A JSON number token of any magnitude, or now and then a value that is not a number.
+fn data_token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => "-?(0|[1-9][0-9]{0,45})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,4})?",
+        1 => prop::sample::select(vec!["[1]", "\"1\"", "null", "true", "[]", "{}"])
+            .prop_map(str::to_owned),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The validate-only pass has a shortcut for flat arrays of plain numbers; whatever
+    /// the numbers (huge, tiny, exponents near f32's range) and whatever else sits in
+    /// the array, it answers exactly as the full decode does.
+    #[test]
+    fn validation_of_any_numbers_matches_decoding(
+        tokens in prop::collection::vec(data_token(), 0..10),
+        dtype in prop::sample::select(vec!["FP32", "FP64", "FP16", "INT32"]),
+        extra in 0usize..2,
+        spaced in any::<bool>(),
+    ) {
+        let dim = tokens.len().saturating_sub(extra).max(1);
+        let sep = if spaced { " ,\n " } else { "," };
+        let body = format!(
+            r#"{{"inputs":[{{"name":"features","shape":[1,{dim}],"datatype":"{dtype}","data":[{}]}}]}}"#,
+            tokens.join(sep)
+        );
+        let decoded = decode_infer(body.as_bytes(), &spec(dim));
+        prop_assert_eq!(validate_infer(body.as_bytes(), &spec(dim)), decoded.map(drop), "{}", body);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -145,7 +145,6 @@ impl Recorder {
         let tenants_seen = tenants.len();
         // Stable: ties keep keys-file order.
         tenants.sort_by_key(|t| std::cmp::Reverse(t.requests));
-        tenants.truncate(LISTED_TENANTS);
         let h = &self.latencies;
         Report {
             elapsed: self.last_finished.max(setup.duration),
@@ -210,7 +209,8 @@ pub struct Report {
     pub connections: u64,
     /// Tenants that were sent at least one request.
     pub tenants_seen: usize,
-    /// The busiest tenants, most requests first.
+    /// Every tenant sent a request, the busiest first (the table and JSON list the
+    /// first ten).
     pub busiest: Vec<TenantCount>,
 }
 
@@ -284,10 +284,10 @@ impl Report {
         let _ = writeln!(
             out,
             "\n| tenant (busiest {} of {} seen) | requests | ok |\n|---|---|---|",
-            self.busiest.len(),
+            self.busiest.len().min(LISTED_TENANTS),
             self.tenants_seen
         );
-        for t in &self.busiest {
+        for t in self.busiest.iter().take(LISTED_TENANTS) {
             let _ = writeln!(out, "| {} | {} | {} |", t.tenant, t.requests, t.ok);
         }
         out
@@ -328,7 +328,7 @@ impl Report {
                 "mean": ms(l.mean),
             },
             "tenants_seen": self.tenants_seen,
-            "busiest_tenants": self.busiest.iter().map(|t| json!({
+            "busiest_tenants": self.busiest.iter().take(LISTED_TENANTS).map(|t| json!({
                 "tenant": t.tenant, "requests": t.requests, "ok": t.ok,
             })).collect::<Vec<_>>(),
         })
@@ -398,6 +398,31 @@ mod tests {
         assert_eq!(json["errors"]["connect"], 2);
         assert_eq!(json["mode"], "open-loop");
         assert!(report.table().contains("| connect | 2 |"));
+    }
+
+    #[test]
+    fn every_tenant_is_counted_and_the_table_lists_the_busiest_ten() {
+        let mut r = Recorder::new(12);
+        for t in 0..12 {
+            for i in 0..=t {
+                r.record(record(t, i as u64 + 1, Outcome::Ok));
+            }
+        }
+        let report = r.finish(setup(12), 1);
+        assert_eq!(
+            report.busiest.len(),
+            12,
+            "the demo's per-tenant table needs them all"
+        );
+        assert_eq!(report.busiest[0].tenant, "t11");
+        assert_eq!(report.busiest[11].requests, 1);
+        assert!(report.table().contains("busiest 10 of 12 seen"));
+        assert!(report.table().contains("| t2 | 3 | 3 |"));
+        assert!(!report.table().contains("| t1 | 2 | 2 |"));
+        assert_eq!(
+            report.json()["busiest_tenants"].as_array().unwrap().len(),
+            10
+        );
     }
 
     #[test]
