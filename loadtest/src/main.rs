@@ -209,49 +209,49 @@ enum Command {
     #[command(group(ArgGroup::new("pace").required(true).args(["rate", "concurrency"])))]
     Run {
         /// The router, `http://host:port` (plain HTTP only).
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_ROUTER")]
         router: String,
         /// JSON keys file: `[{"tenant": "t1", "key": "…", "models": ["risk"]}, …]`, busiest
         /// tenant first.
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_KEYS")]
         keys: PathBuf,
         /// Open loop: requests per second, on a fixed schedule.
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_RATE")]
         rate: Option<f64>,
         /// Open loop: at most this many connections; requests due while all are busy wait
         /// (and that wait counts in their latency).
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_CONNECTIONS", default_value_t = 256)]
         connections: usize,
         /// Closed loop: connections, each sending again as soon as it is answered.
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_CONCURRENCY")]
         concurrency: Option<usize>,
         /// Zipf exponent of the tenant mix (rank = position in the keys file).
-        #[arg(long, default_value_t = DEFAULT_ZIPF)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_ZIPF", default_value_t = DEFAULT_ZIPF)]
         zipf: f64,
         /// Uniform tenant mix instead of Zipf.
-        #[arg(long, conflicts_with = "zipf")]
+        #[arg(long, env = "SHARDLINE_LOADTEST_UNIFORM", conflicts_with = "zipf")]
         uniform: bool,
         /// Rows per request.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_BATCH", default_value_t = 1)]
         batch: usize,
         /// Features per row (default: from `GET /v2/models/{model}` of the first tenant's
         /// first model, else 64).
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_FEATURES")]
         features: Option<usize>,
         /// Input name (default: from the same metadata, else `features`).
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_INPUT")]
         input: Option<String>,
         /// How long to start requests for, e.g. `30s`, `5m`.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_DURATION", default_value = "30s", value_parser = parse_duration)]
         duration: Duration,
         /// Per-request deadline (open loop: from the intended send time).
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
         timeout: Duration,
         /// Seed of the tenant and model choices and of the feature values.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_SEED", default_value_t = 1)]
         seed: u64,
         /// Print the result as one JSON object instead of a table.
-        #[arg(long)]
+        #[arg(long, env = "SHARDLINE_LOADTEST_JSON")]
         json: bool,
     },
 }
