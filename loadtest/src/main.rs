@@ -13,7 +13,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use shardline_loadtest::bench::load::LoadPlan;
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
@@ -113,28 +114,14 @@ enum Command {
     /// Router hop: throughput and p50/p99 through the router, through nginx and direct to
     /// the worker (release `router` and `worker` binaries next to this one, and nginx).
     BenchRouter {
-        /// Keep-alive connections of the closed-loop client (one request in flight each).
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Warm-up before each measured window, in seconds.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Measured window per target, model and round, in seconds.
-        #[arg(long, default_value_t = 3.0)]
-        duration: f64,
-        /// Rounds of (direct, nginx, router) per model, the order rotated each round;
-        /// ratios are medians of the rounds' ratios to that round's direct run.
-        #[arg(long, default_value_t = 9)]
-        rounds: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The router's `--threads` (default: its own, one per core).
         #[arg(long)]
         router_threads: Option<usize>,
         /// nginx's `worker_processes`: `auto` (one per core) or a count.
         #[arg(long, default_value = "auto")]
         nginx_workers: NginxWorkers,
-        /// Runtime threads of the load client (1: a current-thread runtime).
-        #[arg(long, default_value_t = 1)]
-        client_threads: usize,
         /// Models to run, comma-separated (`mlp`, `trivial`; default both).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
@@ -196,6 +183,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The closed-loop client of the HTTP benchmarks, the same for every target.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Keep-alive connections of the closed-loop client (one request in flight each).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Warm-up before each measured window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Measured window per target (and model) and round, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Rounds of every target, the order rotated each round; ratios are medians of the
+    /// rounds' ratios between targets measured in the same round.
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Runtime threads of the load client (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+impl LoadArgs {
+    fn plan(&self) -> anyhow::Result<LoadPlan> {
+        Ok(LoadPlan {
+            concurrency: self.concurrency,
+            warmup: Duration::try_from_secs_f64(self.warmup)?,
+            duration: Duration::try_from_secs_f64(self.duration)?,
+            rounds: self.rounds,
+            client_threads: self.client_threads,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,25 +322,17 @@ async fn main() -> anyhow::Result<()> {
             print_report(json, report.json(), report.table(), report.misses())?;
         }
         Command::BenchRouter {
-            concurrency,
-            warmup,
-            duration,
-            rounds,
+            load,
             router_threads,
             nginx_workers,
-            client_threads,
             models,
             json,
             write_docs,
         } => {
             let options = router::Options {
-                concurrency,
-                warmup: Duration::try_from_secs_f64(warmup)?,
-                duration: Duration::try_from_secs_f64(duration)?,
-                rounds,
+                load: load.plan()?,
                 router_threads,
                 nginx_workers,
-                client_threads,
                 models,
             };
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
