@@ -51,7 +51,7 @@ fmt:
 
 # Every benchmark (ratios against a baseline measured in the same run); each writes its
 # section of docs/benchmarks.md with the machine, the command and the date.
-bench: bench-placement bench-worker bench-router bench-churn
+bench: bench-placement bench-worker bench-router bench-churn bench-mlserver
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
 bench-placement: setup
@@ -79,3 +79,13 @@ bench-router *ARGS: setup
 bench-churn *ARGS: setup
     cargo build --release --locked -p shardline-router -p shardline-worker -p shardline-loadtest --bins
     target/release/loadtest bench-churn --write-docs docs/benchmarks.md {{ARGS}}
+
+# Peer comparison: Shardline end to end (router → worker) vs MLServer + mlserver-sklearn
+# (from ./.venv-peer, loadtest/peer/requirements.txt) serving the same scikit-learn
+# MLPRegressor 64→256→256→1: req/s, p50/p99 and RSS with the same client and 32
+# connections, 9 rounds of 3 s alternating; writes the figures into docs/benchmarks.md.
+# Extra flags go to the benchmark (`--json`, `--rounds 5`, `--parallel-workers 0`).
+bench-mlserver *ARGS: setup
+    scripts/ensure-venv.sh peer
+    cargo build --release --locked -p shardline-router -p shardline-worker
+    cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-mlserver --write-docs docs/benchmarks.md {{ARGS}}

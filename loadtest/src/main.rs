@@ -4,7 +4,9 @@
 //! `loadtest bench-worker` measures the worker's warm and cold overhead on one large MLP;
 //! see `shardline_loadtest::bench::worker`. `loadtest bench-router` measures the router's
 //! hop against the worker reached directly and nginx in front of it; see
-//! `shardline_loadtest::bench::router`. `loadtest run` loads a running router, open or
+//! `shardline_loadtest::bench::router`. `loadtest bench-mlserver` compares Shardline end
+//! to end with MLServer serving the same scikit-learn weights; see
+//! `shardline_loadtest::bench::mlserver`. `loadtest run` loads a running router, open or
 //! closed loop; see `shardline_loadtest::loadgen`. `loadtest models` trains one risk
 //! model per sample tenant and writes directories `shardctl publish` takes; see
 //! `shardline_loadtest::models`. `loadtest fleet up|down` and `loadtest demo` run a local
@@ -13,9 +15,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use shardline_loadtest::bench::churn;
 use shardline_loadtest::bench::docs::{self as bench_docs, Section};
+use shardline_loadtest::bench::load::LoadPlan;
+use shardline_loadtest::bench::mlserver;
 use shardline_loadtest::bench::router::{self, NginxWorkers};
 use shardline_loadtest::bench::worker::{self, Options};
 use shardline_loadtest::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
@@ -171,28 +175,14 @@ enum Command {
     /// Router hop: throughput and p50/p99 through the router, through nginx and direct to
     /// the worker (release `router` and `worker` binaries next to this one, and nginx).
     BenchRouter {
-        /// Keep-alive connections of the closed-loop client (one request in flight each).
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Warm-up before each measured window, in seconds.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Measured window per target, model and round, in seconds.
-        #[arg(long, default_value_t = 3.0)]
-        duration: f64,
-        /// Rounds of (direct, nginx, router) per model, the order rotated each round;
-        /// ratios are medians of the rounds' ratios to that round's direct run.
-        #[arg(long, default_value_t = 9)]
-        rounds: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The router's `--threads` (default: its own, one per core).
         #[arg(long)]
         router_threads: Option<usize>,
         /// nginx's `worker_processes`: `auto` (one per core) or a count.
         #[arg(long, default_value = "auto")]
         nginx_workers: NginxWorkers,
-        /// Runtime threads of the load client (1: a current-thread runtime).
-        #[arg(long, default_value_t = 1)]
-        client_threads: usize,
         /// Models to run, comma-separated (`mlp`, `trivial`; default both).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
@@ -200,6 +190,34 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Write the figures into this Markdown file's "Router hop" section.
+        #[arg(long)]
+        write_docs: Option<PathBuf>,
+    },
+    /// Peer comparison: Shardline through the router vs MLServer (from ./.venv-peer) serving
+    /// the same scikit-learn MLP, same client and concurrency: throughput, p50/p99, RSS.
+    BenchMlserver {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// The router's `--threads` (default: its own, one per core).
+        #[arg(long)]
+        router_threads: Option<usize>,
+        /// MLServer's `parallel_workers`: inference processes beside the HTTP one (MLServer's
+        /// default, 1); 0 runs inference in the HTTP process.
+        #[arg(long, default_value_t = 1)]
+        parallel_workers: usize,
+        /// Events the scikit-learn model is trained on.
+        #[arg(long, default_value_t = 2000)]
+        train_rows: usize,
+        /// scikit-learn's `max_iter` (epochs; a few seconds of training at most).
+        #[arg(long, default_value_t = 8)]
+        max_iter: usize,
+        /// Seed of the tenant, its events and the initial weights.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print the result as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write the figures into this Markdown file's "Peer comparison: MLServer" section.
         #[arg(long)]
         write_docs: Option<PathBuf>,
     },
@@ -254,6 +272,39 @@ enum Command {
         #[arg(long, env = "SHARDLINE_LOADTEST_JSON")]
         json: bool,
     },
+}
+
+/// The closed-loop client of the HTTP benchmarks, the same for every target.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Keep-alive connections of the closed-loop client (one request in flight each).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Warm-up before each measured window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Measured window per target (and model) and round, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Rounds of every target, the order rotated each round; ratios are medians of the
+    /// rounds' ratios between targets measured in the same round.
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Runtime threads of the load client (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+impl LoadArgs {
+    fn plan(&self) -> anyhow::Result<LoadPlan> {
+        Ok(LoadPlan {
+            concurrency: self.concurrency,
+            warmup: Duration::try_from_secs_f64(self.warmup)?,
+            duration: Duration::try_from_secs_f64(self.duration)?,
+            rounds: self.rounds,
+            client_threads: self.client_threads,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,25 +468,17 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::BenchRouter {
-            concurrency,
-            warmup,
-            duration,
-            rounds,
+            load,
             router_threads,
             nginx_workers,
-            client_threads,
             models,
             json,
             write_docs,
         } => {
             let options = router::Options {
-                concurrency,
-                warmup: Duration::try_from_secs_f64(warmup)?,
-                duration: Duration::try_from_secs_f64(duration)?,
-                rounds,
+                load: load.plan()?,
                 router_threads,
                 nginx_workers,
-                client_threads,
                 models,
             };
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
@@ -443,6 +486,33 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = write_docs {
                 router::DOCS.write(&path, &report.docs())?;
                 eprintln!("bench-router: wrote {}", path.display());
+            }
+        }
+        Command::BenchMlserver {
+            load,
+            router_threads,
+            parallel_workers,
+            train_rows,
+            max_iter,
+            seed,
+            json,
+            write_docs,
+        } => {
+            let options = mlserver::Options {
+                load: load.plan()?,
+                router_threads,
+                parallel_workers,
+                train_rows,
+                max_iter,
+                seed,
+                ..mlserver::Options::default()
+            };
+            let report =
+                mlserver::run(&options, |line| eprintln!("bench-mlserver: {line}")).await?;
+            print_report(json, report.json(), report.table(), report.misses())?;
+            if let Some(path) = write_docs {
+                mlserver::DOCS.write(&path, &report.docs())?;
+                eprintln!("bench-mlserver: wrote {}", path.display());
             }
         }
         Command::Run {

@@ -22,6 +22,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::stats::Summary;
+
 /// How many distinct error messages a run keeps.
 const KEPT_ERRORS: usize = 5;
 
@@ -105,6 +107,58 @@ impl LoadResult {
     }
 }
 
+/// One load run summarised, as the benchmarks' tables show it.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// 200 answers per second over the measured window.
+    pub throughput: f64,
+    pub latency: Summary,
+    pub errors: u64,
+    pub error_messages: Vec<String>,
+    pub connections: u64,
+    pub window: Duration,
+}
+
+impl From<LoadResult> for Measured {
+    fn from(load: LoadResult) -> Self {
+        Self {
+            throughput: load.throughput(),
+            latency: Summary::of(&load.latencies),
+            errors: load.errors,
+            error_messages: load.error_messages,
+            connections: load.connections,
+            window: load.window,
+        }
+    }
+}
+
+impl Measured {
+    /// `seconds` of CPU per answered request, in microseconds.
+    pub fn cpu_us(&self, seconds: f64) -> f64 {
+        let n = self.throughput * self.window.as_secs_f64();
+        if n == 0.0 { 0.0 } else { seconds * 1e6 / n }
+    }
+
+    /// `seconds` of CPU as cores busy over the window.
+    pub fn cores(&self, seconds: f64) -> f64 {
+        seconds / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// For tests of the figures built on runs: `throughput` req/s over one second, p50
+    /// half of `p99`.
+    #[cfg(test)]
+    pub fn fixture(throughput: f64, p99: Duration) -> Self {
+        Self {
+            throughput,
+            latency: Summary::with_p99(p99),
+            errors: 0,
+            error_messages: Vec::new(),
+            connections: 1,
+            window: Duration::from_secs(1),
+        }
+    }
+}
+
 pub(crate) fn keep_error(kept: &mut Vec<String>, message: String) {
     if kept.len() < KEPT_ERRORS && !kept.contains(&message) {
         kept.push(message);
@@ -151,6 +205,117 @@ pub async fn run(
         }
     }
     total
+}
+
+/// The order of `N` targets (indexes) in 1-based round `round`: rotated one place per
+/// round, so that no target always runs first or right after another, and a slow drift of
+/// the machine's speed falls on every target alike.
+pub fn rotation<const N: usize>(round: usize) -> [usize; N] {
+    std::array::from_fn(|i| (i + round.max(1) - 1) % N)
+}
+
+/// How a benchmark loads each of its targets, the same for every target: `concurrency`
+/// connections of a client with `client_threads` runtime threads, `warmup` then a
+/// measured `duration`, for `rounds` rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadPlan {
+    /// Connections (closed loop: one request in flight each).
+    pub concurrency: usize,
+    pub warmup: Duration,
+    /// Measured window per target and round.
+    pub duration: Duration,
+    pub rounds: usize,
+    /// Runtime threads of the load client (1: a current-thread runtime).
+    pub client_threads: usize,
+}
+
+impl Default for LoadPlan {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(3),
+            rounds: 9,
+            client_threads: 1,
+        }
+    }
+}
+
+impl LoadPlan {
+    /// The command-line flags that give this plan.
+    pub fn flags(&self) -> String {
+        format!(
+            "--concurrency {} --warmup {} --duration {} --rounds {} --client-threads {}",
+            self.concurrency,
+            self.warmup.as_secs_f64(),
+            self.duration.as_secs_f64(),
+            self.rounds,
+            self.client_threads
+        )
+    }
+
+    /// The plan in words, for a docs section.
+    pub fn describe(&self) -> String {
+        format!(
+            "client: {} runtime thread(s), {} keep-alive connections, {} s warm-up then {} s measured per target and round, {} round(s) with the order of the targets rotated each round",
+            self.client_threads,
+            self.concurrency,
+            self.warmup.as_secs_f64(),
+            self.duration.as_secs_f64(),
+            self.rounds
+        )
+    }
+
+    /// The plan as JSON (seconds).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "concurrency": self.concurrency, "warmup_s": self.warmup.as_secs_f64(),
+            "duration_s": self.duration.as_secs_f64(), "rounds": self.rounds,
+            "client_threads": self.client_threads,
+        })
+    }
+
+    /// Every count at least 1 and a measured window.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(self.rounds > 0, "--rounds must be at least 1");
+        anyhow::ensure!(
+            self.client_threads > 0,
+            "--client-threads must be at least 1"
+        );
+        anyhow::ensure!(!self.duration.is_zero(), "--duration must be positive");
+        Ok(())
+    }
+
+    /// One target's window: runs the client against `spec` on a fresh runtime of its own
+    /// (on a blocking thread, so that the caller's runtime stays out of its way) and calls
+    /// `sample` at the measured window's start and end (CPU time, memory).
+    pub async fn window<S>(
+        &self,
+        spec: Arc<RequestSpec>,
+        sample: impl Fn() -> S,
+    ) -> anyhow::Result<(LoadResult, S, S)> {
+        let (threads, concurrency, window) = (self.client_threads, self.concurrency, self.duration);
+        let from = Instant::now() + self.warmup;
+        let client = tokio::task::spawn_blocking(move || -> anyhow::Result<LoadResult> {
+            let rt = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()?
+            };
+            Ok(rt.block_on(run(spec, concurrency, from, window)))
+        });
+        tokio::time::sleep_until(from.into()).await;
+        let before = sample();
+        tokio::time::sleep_until((from + window).into()).await;
+        let after = sample();
+        Ok((client.await??, before, after))
+    }
 }
 
 async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) -> LoadResult {
@@ -228,6 +393,30 @@ pub(crate) async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plans_read_back_as_flags_and_refuse_zeros() {
+        let plan = LoadPlan::default();
+        assert_eq!(
+            plan.flags(),
+            "--concurrency 32 --warmup 1 --duration 3 --rounds 9 --client-threads 1"
+        );
+        assert!(plan.validate().is_ok());
+        assert_eq!(plan.json()["duration_s"], 3.0);
+        for bad in [
+            LoadPlan {
+                concurrency: 0,
+                ..LoadPlan::default()
+            },
+            LoadPlan {
+                duration: Duration::ZERO,
+                ..LoadPlan::default()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
+        assert_eq!(rotation::<3>(2), [1, 2, 0]);
+    }
 
     #[test]
     fn throughput_and_merge() {

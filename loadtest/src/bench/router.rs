@@ -29,24 +29,22 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use bytes::Bytes;
-use shardline_control::{ControlPlane, EtcdStore};
-use shardline_shared::keys::Prefix;
-use shardline_shared::records::TenantLimits;
-use shardline_worker::artifacts::ArtifactStore;
 
 use super::docs::{Section, machine, today};
-use super::load::{self, LoadResult, RequestSpec};
-use super::stats::{Summary, ms};
-use crate::harness::{EtcdProcess, ManagedProcess, free_port, on_path, program_from_env};
+use super::load::{self, LoadPlan, Measured, RequestSpec};
+use super::procfs::{machine_busy, process_cpu, tree_cpu};
+use super::stack::{
+    Control, TENANT, TOKEN, infer_body, router_spec, sibling, start_router, start_worker,
+    wait_scores,
+};
+use super::stats::{median, ms, ratio};
+use crate::harness::{ManagedProcess, free_port, on_path, program_from_env};
 use crate::models::MlpArtifact;
-use crate::models::publish::publish;
 
-const TOKEN: &str = "bench-internal-token-0123";
-const TENANT: &str = "bench";
 const INPUT_DIM: usize = 64;
 /// Environment variable naming the nginx binary to run.
 pub const NGINX_BIN_ENV: &str = "SHARDLINE_NGINX_BIN";
@@ -109,17 +107,11 @@ impl std::fmt::Display for NginxWorkers {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Connections (closed loop: one request in flight each).
-    pub concurrency: usize,
-    pub warmup: Duration,
-    /// Measured window per target and round.
-    pub duration: Duration,
-    pub rounds: usize,
+    /// The client's connections, windows and rounds (the same for every target).
+    pub load: LoadPlan,
     /// The router's `--threads` (default: its own, one per core).
     pub router_threads: Option<usize>,
     pub nginx_workers: NginxWorkers,
-    /// Runtime threads of the load client (1: a current-thread runtime).
-    pub client_threads: usize,
     /// Which of [`MODELS`] to run (all when empty).
     pub models: Vec<String>,
 }
@@ -127,13 +119,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            concurrency: 32,
-            warmup: Duration::from_secs(1),
-            duration: Duration::from_secs(3),
-            rounds: 9,
+            load: LoadPlan::default(),
             router_threads: None,
             nginx_workers: NginxWorkers::Auto,
-            client_threads: 1,
             models: Vec::new(),
         }
     }
@@ -143,13 +131,9 @@ impl Options {
     /// The command line that reproduces these options.
     pub fn command(&self) -> String {
         let mut s = format!(
-            "loadtest bench-router --concurrency {} --warmup {} --duration {} --rounds {} --nginx-workers {} --client-threads {}",
-            self.concurrency,
-            self.warmup.as_secs_f64(),
-            self.duration.as_secs_f64(),
-            self.rounds,
-            self.nginx_workers,
-            self.client_threads
+            "loadtest bench-router {} --nginx-workers {}",
+            self.load.flags(),
+            self.nginx_workers
         );
         if let Some(t) = self.router_threads {
             let _ = write!(s, " --router-threads {t}");
@@ -185,33 +169,8 @@ impl Cpu {
 /// One target, one model, one round.
 #[derive(Debug, Clone)]
 pub struct Run {
-    pub throughput: f64,
-    pub latency: Summary,
-    pub errors: u64,
-    pub error_messages: Vec<String>,
-    pub connections: u64,
+    pub load: Measured,
     pub cpu: Cpu,
-    pub window: Duration,
-}
-
-impl Run {
-    fn of(load: LoadResult, cpu: Cpu) -> Self {
-        Self {
-            throughput: load.throughput(),
-            latency: Summary::of(&load.latencies),
-            errors: load.errors,
-            error_messages: load.error_messages,
-            connections: load.connections,
-            cpu,
-            window: load.window,
-        }
-    }
-
-    /// CPU microseconds per answered request.
-    pub fn cpu_us_per_request(&self, seconds: f64) -> f64 {
-        let n = self.throughput * self.window.as_secs_f64();
-        if n == 0.0 { 0.0 } else { seconds * 1e6 / n }
-    }
 }
 
 /// A target's rounds for one model, and their medians.
@@ -223,28 +182,24 @@ pub struct TargetResult {
 
 impl TargetResult {
     pub fn throughput(&self) -> f64 {
-        median(self.runs.iter().map(|r| r.throughput))
+        median(self.runs.iter().map(|r| r.load.throughput))
     }
     pub fn p50(&self) -> f64 {
-        median(self.runs.iter().map(|r| ms(r.latency.p50)))
+        median(self.runs.iter().map(|r| ms(r.load.latency.p50)))
     }
     pub fn p99(&self) -> f64 {
-        median(self.runs.iter().map(|r| ms(r.latency.p99)))
+        median(self.runs.iter().map(|r| ms(r.load.latency.p99)))
     }
     pub fn errors(&self) -> u64 {
-        self.runs.iter().map(|r| r.errors).sum()
+        self.runs.iter().map(|r| r.load.errors).sum()
     }
     /// Median CPU µs per request of one component.
     pub fn cpu_us(&self, pick: impl Fn(&Cpu) -> f64) -> f64 {
-        median(self.runs.iter().map(|r| r.cpu_us_per_request(pick(&r.cpu))))
+        median(self.runs.iter().map(|r| r.load.cpu_us(pick(&r.cpu))))
     }
     /// Median of the cores busy with other work during the windows.
     pub fn other_cores(&self) -> f64 {
-        median(
-            self.runs
-                .iter()
-                .map(|r| r.cpu.others() / r.window.as_secs_f64().max(1e-9)),
-        )
+        median(self.runs.iter().map(|r| r.load.cores(r.cpu.others())))
     }
 }
 
@@ -266,7 +221,7 @@ impl ModelResult {
     /// `t` throughput ÷ direct throughput in each round (the same round's direct run,
     /// measured next to it, is the baseline).
     pub fn round_throughput_ratios(&self, t: Target) -> Vec<f64> {
-        self.paired(t, |r| r.throughput)
+        self.paired(t, |r| r.load.throughput)
     }
     /// `t` throughput ÷ direct throughput: the median of the rounds' ratios.
     pub fn throughput_ratio(&self, t: Target) -> f64 {
@@ -274,7 +229,7 @@ impl ModelResult {
     }
     /// `t` p99 ÷ direct p99: the median of the rounds' ratios.
     pub fn p99_ratio(&self, t: Target) -> f64 {
-        median(self.paired(t, |r| ms(r.latency.p99)).into_iter())
+        median(self.paired(t, |r| ms(r.load.latency.p99)).into_iter())
     }
     /// Rounds in which the router kept at least nginx's share of direct throughput.
     pub fn router_ahead_rounds(&self) -> usize {
@@ -378,7 +333,7 @@ impl Report {
         let join = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
         for m in &self.models {
             for t in &m.targets {
-                let per = join(&mut t.runs.iter().map(|r| format!("{:.0}", r.throughput)));
+                let per = join(&mut t.runs.iter().map(|r| format!("{:.0}", r.load.throughput)));
                 let _ = writeln!(s, "| {} | {} | {per} |", m.name, t.target.name());
             }
             for t in [Target::Router, Target::Nginx] {
@@ -416,15 +371,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Router threads: {}; nginx `worker_processes {}`; client: {} runtime thread(s), {} keep-alive connections, {} s warm-up then {} s measured per target and round, {} round(s) with the order of the targets rotated each round; figures are medians of the rounds, ratios are medians of each round's ratio to that round's direct run. Models: {}.",
+            "Router threads: {}; nginx `worker_processes {}`; {}; figures are medians of the rounds, ratios are medians of each round's ratio to that round's direct run. Models: {}.",
             o.router_threads
                 .map_or_else(|| "default (one per core)".to_owned(), |t| t.to_string()),
             o.nginx_workers,
-            o.client_threads,
-            o.concurrency,
-            o.warmup.as_secs_f64(),
-            o.duration.as_secs_f64(),
-            o.rounds,
+            o.load.describe(),
             models.join(", "),
         );
         s += "\n";
@@ -459,12 +410,12 @@ impl Report {
                             .iter()
                             .map(|r| {
                                 serde_json::json!({
-                                    "throughput": r.throughput,
-                                    "p50_ms": ms(r.latency.p50), "p99_ms": ms(r.latency.p99),
-                                    "min_ms": ms(r.latency.min), "max_ms": ms(r.latency.max),
-                                    "count": r.latency.count, "errors": r.errors,
-                                    "error_messages": r.error_messages,
-                                    "connections": r.connections,
+                                    "throughput": r.load.throughput,
+                                    "p50_ms": ms(r.load.latency.p50), "p99_ms": ms(r.load.latency.p99),
+                                    "min_ms": ms(r.load.latency.min), "max_ms": ms(r.load.latency.max),
+                                    "count": r.load.latency.count, "errors": r.load.errors,
+                                    "error_messages": r.load.error_messages,
+                                    "connections": r.load.connections,
                                     "cpu_seconds": {
                                         "worker": r.cpu.worker, "proxy": r.cpu.proxy,
                                         "client": r.cpu.client, "etcd": r.cpu.etcd,
@@ -506,34 +457,13 @@ impl Report {
             "benchmark": "router",
             "date": self.date, "machine": self.machine, "nginx": self.nginx_version,
             "options": {
-                "concurrency": o.concurrency, "warmup_s": o.warmup.as_secs_f64(),
-                "duration_s": o.duration.as_secs_f64(), "rounds": o.rounds,
+                "load": o.load.json(),
                 "router_threads": o.router_threads, "nginx_workers": o.nginx_workers.to_string(),
-                "client_threads": o.client_threads,
             },
             "models": models,
             "met": self.misses().is_empty(),
         })
     }
-}
-
-/// The median (mean of the middle two for an even count); zero when empty.
-pub fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 { f64::INFINITY } else { a / b }
 }
 
 /// nginx's configuration: a plain reverse proxy to the worker on `worker_port`, with
@@ -613,13 +543,7 @@ impl Servers {
 
 /// Runs the benchmark. `progress` receives one line per phase and per measured run.
 pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<Report> {
-    ensure!(options.concurrency > 0, "--concurrency must be at least 1");
-    ensure!(options.rounds > 0, "--rounds must be at least 1");
-    ensure!(
-        options.client_threads > 0,
-        "--client-threads must be at least 1"
-    );
-    ensure!(!options.duration.is_zero(), "--duration must be positive");
+    options.load.validate()?;
     let models: Vec<(&str, &[usize])> = MODELS
         .iter()
         .copied()
@@ -635,51 +559,30 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let nginx_bin = nginx_binary()?;
     let nginx_version = nginx_version(&nginx_bin);
 
-    progress("starting etcd");
-    let etcd = EtcdProcess::start().await?;
-    let cp = ControlPlane::new(
-        Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await?),
-        Prefix::default(),
-    );
-    let store_dir = tempfile::Builder::new()
-        .prefix("shardline-bench-store-")
-        .tempdir()?;
-    let store_url = format!("file://{}", store_dir.path().display());
-    let store = ArtifactStore::from_url(&store_url)?;
-
-    progress("creating tenant `bench` and publishing the models");
-    let key = cp
-        .create_tenant(
-            &TENANT.parse()?,
-            Some(1),
-            TenantLimits {
-                max_in_flight: 0,
-                rate_per_sec: 0,
-            },
-        )
-        .await?;
-    let key = key.expose().to_owned();
+    progress("starting etcd, creating tenant `bench` and publishing the models");
+    let control = Control::start().await?;
     let mut built = Vec::new();
     for (i, (name, dims)) in models.iter().enumerate() {
         let m = MlpArtifact::random(dims, 42 + i as u64);
-        publish(&store, &cp, TENANT, name, "1", &m).await?;
+        control.publish(name, &m).await?;
         built.push((name.to_string(), m));
     }
 
     progress("starting the worker, the router and nginx");
     let servers = start_servers(
         options,
-        &etcd.endpoint(),
-        &store_url,
+        &control.etcd.endpoint(),
+        &control.store_url,
         &worker_bin,
         &router_bin,
         &nginx_bin,
     )
     .await?;
-    let result = measure(options, &servers, &etcd, &key, &built, &progress).await;
+    let etcd_pid = control.etcd.pid().context("etcd is not running")?;
+    let result = measure(options, &servers, etcd_pid, &control.key, &built, &progress).await;
     progress("stopping the servers");
     servers.stop().await;
-    drop(etcd);
+    drop(control);
     let models = result?;
     Ok(Report {
         options: options.clone(),
@@ -700,58 +603,8 @@ async fn start_servers(
 ) -> anyhow::Result<Servers> {
     let ready = |s: reqwest::StatusCode, _: &str| s.is_success();
     let timeout = Duration::from_secs(30);
-
-    let worker_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let mut worker = ManagedProcess::new("worker", worker_bin)?.args([
-        "--listen",
-        &worker_addr.to_string(),
-        "--etcd",
-        etcd,
-        "--store",
-        store_url,
-        "--memory-budget",
-        "1GiB",
-        "--idle-ttl",
-        "10m",
-        "--id",
-        "w-0",
-        "--internal-token",
-        TOKEN,
-    ]);
-    worker.spawn().await?;
-    worker
-        .wait_http_ready(
-            &format!("http://{worker_addr}/v2/health/ready"),
-            timeout,
-            ready,
-        )
-        .await?;
-
-    let router_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut router = ManagedProcess::new("router", router_bin)?.args([
-        "--listen",
-        &router_addr.to_string(),
-        "--etcd",
-        etcd,
-        "--internal-token",
-        TOKEN,
-        "--id",
-        "r-0",
-        "--metrics-listen",
-        &metrics_addr,
-    ]);
-    if let Some(t) = options.router_threads {
-        router = router.args(["--threads".to_owned(), t.to_string()]);
-    }
-    router.spawn().await?;
-    router
-        .wait_http_ready(
-            &format!("http://{router_addr}/v2/health/ready"),
-            timeout,
-            ready,
-        )
-        .await?;
+    let (worker, worker_addr) = start_worker(worker_bin, etcd, store_url).await?;
+    let (router, router_addr) = start_router(router_bin, etcd, options.router_threads).await?;
 
     let nginx_port = free_port();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse()?;
@@ -805,7 +658,6 @@ fn spec(
 ) -> anyhow::Result<RequestSpec> {
     let addr = servers.addr(target);
     let internal = format!("/v2/models/{TENANT}.{model}/infer");
-    let bearer = format!("Bearer {key}");
     match target {
         Target::Direct => RequestSpec::post_json(
             addr,
@@ -814,24 +666,19 @@ fn spec(
             body.clone(),
         ),
         Target::Nginx => RequestSpec::post_json(addr, &internal, &[], body.clone()),
-        Target::Router => RequestSpec::post_json(
-            addr,
-            &format!("/v2/models/{model}/infer"),
-            &[("authorization", &bearer)],
-            body.clone(),
-        ),
+        Target::Router => router_spec(addr, model, key, body.clone()),
     }
 }
 
 async fn measure(
     options: &Options,
     servers: &Servers,
-    etcd: &EtcdProcess,
+    etcd: u32,
     key: &str,
     models: &[(String, MlpArtifact)],
     progress: &impl Fn(&str),
 ) -> anyhow::Result<Vec<ModelResult>> {
-    let body = Bytes::from(infer_body(&input_row(INPUT_DIM))?);
+    let body = Bytes::from(infer_body(&input_row(INPUT_DIM), 1)?);
     let mut specs = Vec::new();
     for (name, _) in models {
         let mut per = Vec::new();
@@ -863,7 +710,7 @@ async fn measure(
         worker: servers.worker.pid().context("the worker is not running")?,
         router: servers.router.pid().context("the router is not running")?,
         nginx: servers.nginx.pid().context("nginx is not running")?,
-        etcd: etcd.pid().context("etcd is not running")?,
+        etcd,
     };
     let mut results: Vec<ModelResult> = models
         .iter()
@@ -879,23 +726,23 @@ async fn measure(
                 .collect(),
         })
         .collect();
-    for round in 1..=options.rounds {
+    for round in 1..=options.load.rounds {
         for (mi, per) in specs.iter().enumerate() {
             for ti in round_order(round) {
                 let t = &Target::ALL[ti];
                 let run = load_once(options, per[ti].clone(), *t, &pids).await?;
                 progress(&format!(
                     "round {round}/{}: {:<7} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
-                    options.rounds,
+                    options.load.rounds,
                     results[mi].name,
                     t.name(),
-                    run.throughput,
-                    ms(run.latency.p50),
-                    ms(run.latency.p99),
-                    run.errors,
-                    run.cpu.others() / run.window.as_secs_f64(),
+                    run.load.throughput,
+                    ms(run.load.latency.p50),
+                    ms(run.load.latency.p99),
+                    run.load.errors,
+                    run.load.cores(run.cpu.others()),
                 ));
-                for m in &run.error_messages {
+                for m in &run.load.error_messages {
                     progress(&format!("  error: {m}"));
                 }
                 results[mi].targets[ti].runs.push(run);
@@ -905,34 +752,10 @@ async fn measure(
     Ok(results)
 }
 
-/// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`:
-/// rotated one place per round, so that no target always runs first or right after
-/// another, and a slow drift of the machine's speed falls on every target alike.
+/// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`
+/// ([`load::rotation`]).
 pub fn round_order(round: usize) -> [usize; 3] {
-    let n = Target::ALL.len();
-    std::array::from_fn(|i| (i + round - 1) % n)
-}
-
-/// Polls one request until it answers 200 (the router may not have seen the model yet),
-/// then returns its `outputs[0].data`.
-async fn wait_scores(spec: &RequestSpec, within: Duration) -> anyhow::Result<serde_json::Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match load::once(spec).await {
-            Ok((status, body)) if status == 200 => {
-                let v: serde_json::Value = serde_json::from_slice(&body)?;
-                let data = v["outputs"][0]["data"].clone();
-                ensure!(data.is_array(), "no outputs[0].data in {v}");
-                return Ok(data);
-            }
-            Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("no 200 within {within:?}; last answer: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    load::rotation(round)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -943,45 +766,26 @@ struct Pids {
     etcd: u32,
 }
 
-/// One load run on a fresh client runtime of its own (on a blocking thread, so the
-/// orchestration runtime stays out of its way), with CPU read at the window's edges.
+/// One load run ([`LoadPlan::window`]), with CPU read at the window's edges.
 async fn load_once(
     options: &Options,
     spec: Arc<RequestSpec>,
     target: Target,
     pids: &Pids,
 ) -> anyhow::Result<Run> {
-    let (threads, concurrency, window) = (
-        options.client_threads,
-        options.concurrency,
-        options.duration,
-    );
-    let from = Instant::now() + options.warmup;
-    let client = tokio::task::spawn_blocking(move || -> anyhow::Result<LoadResult> {
-        let rt = if threads == 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()?
-        };
-        Ok(rt.block_on(load::run(spec, concurrency, from, window)))
-    });
     let proxy = match target {
         Target::Direct => None,
         Target::Nginx => Some(pids.nginx),
         Target::Router => Some(pids.router),
     };
-    let sample = || CpuSample::take(pids, proxy);
-    tokio::time::sleep_until(from.into()).await;
-    let before = sample();
-    tokio::time::sleep_until((from + window).into()).await;
-    let after = sample();
-    let result = client.await??;
-    Ok(Run::of(result, after.minus(&before)))
+    let (result, before, after) = options
+        .load
+        .window(spec, || CpuSample::take(pids, proxy))
+        .await?;
+    Ok(Run {
+        load: result.into(),
+        cpu: after.minus(&before),
+    })
 }
 
 /// Cumulative CPU seconds at one moment.
@@ -1009,86 +813,6 @@ impl CpuSample {
             etcd: a.etcd - b.etcd,
         }
     }
-}
-
-/// Clock ticks per second of `/proc` times (USER_HZ: 100 on Linux).
-const TICKS: f64 = 100.0;
-
-/// utime + stime of `pid` from `/proc/<pid>/stat`, in seconds (0 when unreadable).
-fn process_cpu(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| parse_stat(&s))
-        .map_or(0.0, |(_, ticks)| ticks as f64 / TICKS)
-}
-
-/// `pid` and its direct children (nginx's master and workers), in CPU seconds.
-fn tree_cpu(pid: u32) -> f64 {
-    let mut total = process_cpu(pid);
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some((ppid, ticks)) = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-            {
-                if ppid == pid {
-                    total += ticks as f64 / TICKS;
-                }
-            }
-        }
-    }
-    total
-}
-
-/// `(ppid, utime + stime)` from a `/proc/<pid>/stat` line.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    // Fields after the command (which may hold spaces and parentheses): state ppid ...
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); ppid is field 4, utime 14, stime 15.
-    let ppid = f.get(1)?.parse().ok()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
-}
-
-/// Busy CPU seconds of the whole machine (all cores) from `/proc/stat`.
-fn machine_busy() -> f64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| parse_machine_busy(&s))
-        .map_or(0.0, |ticks| ticks as f64 / TICKS)
-}
-
-/// user + nice + system + irq + softirq + steal of the `cpu` line.
-fn parse_machine_busy(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    Some(
-        [0, 1, 2, 5, 6, 7]
-            .iter()
-            .map(|&i| v.get(i).copied().unwrap_or(0))
-            .sum(),
-    )
-}
-
-/// A binary built next to this executable.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    ensure!(
-        path.is_file(),
-        "{} is missing: build it first (cargo build --release -p shardline-router -p shardline-worker)",
-        path.display()
-    );
-    Ok(path)
 }
 
 fn nginx_binary() -> anyhow::Result<PathBuf> {
@@ -1119,13 +843,6 @@ fn input_row(dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The OIP JSON body for one row.
-fn infer_body(row: &[f32]) -> anyhow::Result<Vec<u8>> {
-    Ok(serde_json::to_vec(&serde_json::json!({"inputs": [{
-        "name": "features", "shape": [1, row.len()], "datatype": "FP32", "data": row,
-    }]}))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,21 +861,9 @@ mod tests {
     }
 
     fn run(throughput: f64, p99_ms: u64) -> Run {
-        let p99 = Duration::from_millis(p99_ms);
         Run {
-            throughput,
-            latency: Summary {
-                p50: p99 / 2,
-                p99,
-                min: Duration::ZERO,
-                max: p99,
-                count: 1,
-            },
-            errors: 0,
-            error_messages: Vec::new(),
-            connections: 1,
+            load: Measured::fixture(throughput, Duration::from_millis(p99_ms)),
             cpu: Cpu::default(),
-            window: Duration::from_secs(1),
         }
     }
 
@@ -1197,26 +902,11 @@ mod tests {
     }
 
     #[test]
-    fn medians() {
-        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
-        assert_eq!(median([4.0, 1.0].into_iter()), 2.5);
-        assert_eq!(median(std::iter::empty()), 0.0);
-    }
-
-    #[test]
     fn nginx_workers_parse() {
         assert_eq!("auto".parse::<NginxWorkers>(), Ok(NginxWorkers::Auto));
         assert_eq!("2".parse::<NginxWorkers>(), Ok(NginxWorkers::Count(2)));
         assert!("0".parse::<NginxWorkers>().is_err());
         assert!("x".parse::<NginxWorkers>().is_err());
-    }
-
-    #[test]
-    fn proc_parsing() {
-        let stat = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_stat(stat), Some((7, 300)));
-        let machine = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
-        assert_eq!(parse_machine_busy(machine), Some(10 + 1 + 5 + 2 + 3 + 4));
     }
 
     #[test]

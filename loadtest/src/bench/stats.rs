@@ -1,6 +1,7 @@
 //! Percentiles of measured durations: exact ones (nearest rank, on a sorted copy) for the
 //! benchmarks' few thousand samples, and [`Histogram`] (HDR, bounded memory, 0.1 %
-//! precision, same nearest-rank definition) for the load generator's unbounded runs.
+//! precision, same nearest-rank definition) for the load generator's unbounded runs; and
+//! the [`median`] and [`ratio`] the benchmarks build their figures from.
 
 use std::time::Duration;
 
@@ -25,6 +26,20 @@ impl Summary {
             min: sorted.first().copied().unwrap_or_default(),
             max: sorted.last().copied().unwrap_or_default(),
             count: sorted.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Summary {
+    /// For tests of the figures built on summaries: one sample's worth, p50 half of `p99`.
+    pub fn with_p99(p99: Duration) -> Self {
+        Self {
+            p50: p99 / 2,
+            p99,
+            min: Duration::ZERO,
+            max: p99,
+            count: 1,
         }
     }
 }
@@ -104,6 +119,26 @@ impl Histogram {
     }
 }
 
+/// The median (mean of the middle two for an even count); zero when empty.
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// `a ÷ b`, infinite when `b` is zero.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::INFINITY } else { a / b }
+}
+
 /// Milliseconds, for tables and JSON.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -156,6 +191,15 @@ mod tests {
         assert!(a.quantile(0.5) >= ten && a.quantile(0.5) <= ten + ten / 1000);
         let hour = Duration::from_secs(3600);
         assert!(a.max() >= hour && a.max() <= hour + hour / 1000);
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+        assert_eq!(ratio(3.0, 2.0), 1.5);
+        assert_eq!(ratio(1.0, 0.0), f64::INFINITY);
     }
 
     #[test]

@@ -1,0 +1,238 @@
+//! The Shardline side of the HTTP benchmarks (`bench-router`, `bench-mlserver`): etcd, a
+//! `file://` model store and tenant `bench` with its API key ([`Control`]), then ONE
+//! release `worker` and ONE release `router` process found next to this executable
+//! ([`start_worker`], [`start_router`]); and the requests they all send (one OIP v2 JSON
+//! body, polled until it scores).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use shardline_control::{ControlPlane, EtcdStore};
+use shardline_shared::keys::Prefix;
+use shardline_shared::records::TenantLimits;
+use shardline_worker::artifacts::ArtifactStore;
+use tempfile::TempDir;
+
+use super::load::{self, RequestSpec};
+use crate::harness::{EtcdProcess, ManagedProcess, free_port};
+use crate::models::MlpArtifact;
+use crate::models::publish::publish;
+
+/// The internal token the router (and nginx) send to the worker.
+pub const TOKEN: &str = "bench-internal-token-0123";
+/// The tenant every benchmark model belongs to.
+pub const TENANT: &str = "bench";
+/// How long a started server gets to answer its readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// etcd, the control plane on it, a `file://` store in a scratch directory, and tenant
+/// [`TENANT`] (shard size 1, no limits). Dropping it stops etcd and deletes the store.
+#[derive(Debug)]
+pub struct Control {
+    pub etcd: EtcdProcess,
+    pub cp: ControlPlane,
+    pub store: ArtifactStore,
+    pub store_url: String,
+    /// The tenant's API key (`Authorization: Bearer …` at the router).
+    pub key: String,
+    /// Kept so that the store lives as long as the benchmark.
+    _store_dir: TempDir,
+}
+
+impl Control {
+    pub async fn start() -> anyhow::Result<Self> {
+        let etcd = EtcdProcess::start().await?;
+        let cp = ControlPlane::new(
+            Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await?),
+            Prefix::default(),
+        );
+        let store_dir = tempfile::Builder::new()
+            .prefix("shardline-bench-store-")
+            .tempdir()?;
+        let store_url = format!("file://{}", store_dir.path().display());
+        let store = ArtifactStore::from_url(&store_url)?;
+        let key = cp
+            .create_tenant(
+                &TENANT.parse()?,
+                Some(1),
+                TenantLimits {
+                    max_in_flight: 0,
+                    rate_per_sec: 0,
+                },
+            )
+            .await?;
+        Ok(Self {
+            etcd,
+            cp,
+            store,
+            store_url,
+            key: key.expose().to_owned(),
+            _store_dir: store_dir,
+        })
+    }
+
+    /// Publishes `m` as version 1 of `model` of tenant [`TENANT`].
+    pub async fn publish(&self, model: &str, m: &MlpArtifact) -> anyhow::Result<()> {
+        publish(&self.store, &self.cp, TENANT, model, "1", m).await?;
+        Ok(())
+    }
+}
+
+fn ready(s: reqwest::StatusCode, _: &str) -> bool {
+    s.is_success()
+}
+
+/// Starts the release `worker` binary `bin` (1 GiB budget) and waits until it is ready.
+pub async fn start_worker(
+    bin: &Path,
+    etcd: &str,
+    store_url: &str,
+) -> anyhow::Result<(ManagedProcess, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let mut worker = ManagedProcess::new("worker", bin)?.args([
+        "--listen",
+        &addr.to_string(),
+        "--etcd",
+        etcd,
+        "--store",
+        store_url,
+        "--memory-budget",
+        "1GiB",
+        "--idle-ttl",
+        "10m",
+        "--id",
+        "w-0",
+        "--internal-token",
+        TOKEN,
+    ]);
+    worker.spawn().await?;
+    worker
+        .wait_http_ready(
+            &format!("http://{addr}/v2/health/ready"),
+            READY_TIMEOUT,
+            ready,
+        )
+        .await?;
+    Ok((worker, addr))
+}
+
+/// Starts the release `router` binary `bin` (`--threads threads` when given) and waits
+/// until it is ready.
+pub async fn start_router(
+    bin: &Path,
+    etcd: &str,
+    threads: Option<usize>,
+) -> anyhow::Result<(ManagedProcess, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut router = ManagedProcess::new("router", bin)?.args([
+        "--listen",
+        &addr.to_string(),
+        "--etcd",
+        etcd,
+        "--internal-token",
+        TOKEN,
+        "--id",
+        "r-0",
+        "--metrics-listen",
+        &metrics_addr,
+    ]);
+    if let Some(t) = threads {
+        router = router.args(["--threads".to_owned(), t.to_string()]);
+    }
+    router.spawn().await?;
+    router
+        .wait_http_ready(
+            &format!("http://{addr}/v2/health/ready"),
+            READY_TIMEOUT,
+            ready,
+        )
+        .await?;
+    Ok((router, addr))
+}
+
+/// The router's request for tenant [`TENANT`]'s `model`: `POST /v2/models/<model>/infer`
+/// with the tenant's key.
+pub fn router_spec(
+    addr: SocketAddr,
+    model: &str,
+    key: &str,
+    body: bytes::Bytes,
+) -> anyhow::Result<RequestSpec> {
+    RequestSpec::post_json(
+        addr,
+        &format!("/v2/models/{model}/infer"),
+        &[("authorization", &format!("Bearer {key}"))],
+        body,
+    )
+}
+
+/// A binary built next to this executable.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build --release -p shardline-router -p shardline-worker)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The OIP JSON body for `rows` row-major rows of `row.len() / rows` values, input
+/// `features`.
+pub fn infer_body(data: &[f32], rows: usize) -> anyhow::Result<Vec<u8>> {
+    ensure!(
+        rows > 0 && data.len() % rows == 0,
+        "{} values are not {rows} rows",
+        data.len()
+    );
+    Ok(serde_json::to_vec(&serde_json::json!({"inputs": [{
+        "name": "features", "shape": [rows, data.len() / rows], "datatype": "FP32", "data": data,
+    }]}))?)
+}
+
+/// Polls one request until it answers 200 (the router may not have seen the model yet),
+/// then returns its `outputs[0].data`.
+pub async fn wait_scores(
+    spec: &RequestSpec,
+    within: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match load::once(spec).await {
+            Ok((status, body)) if status == 200 => {
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                let data = v["outputs"][0]["data"].clone();
+                ensure!(data.is_array(), "no outputs[0].data in {v}");
+                return Ok(data);
+            }
+            Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("no 200 within {within:?}; last answer: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_name_the_input_and_shape_the_rows() {
+        let body = infer_body(&[0.5, -1.0, 0.25, 2.0], 2).expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let input = &v["inputs"][0];
+        assert_eq!(input["name"], "features");
+        assert_eq!(input["shape"], serde_json::json!([2, 2]));
+        assert_eq!(input["datatype"], "FP32");
+        assert_eq!(input["data"], serde_json::json!([0.5, -1.0, 0.25, 2.0]));
+        assert!(infer_body(&[1.0, 2.0, 3.0], 2).is_err());
+        assert!(infer_body(&[], 0).is_err());
+    }
+}
