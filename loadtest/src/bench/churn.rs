@@ -33,6 +33,7 @@ use shardline_shared::metrics::{
 };
 
 use super::docs::{self, Section};
+use super::procfs;
 use crate::fleet::{self, FleetOptions, FleetState};
 use crate::harness::metric_sum;
 use crate::loadgen::keys::TenantKey;
@@ -109,20 +110,10 @@ pub fn rss_limit(budget: u64) -> u64 {
     budget + budget / 10 + 64 * MIB
 }
 
-/// `VmRSS` or `VmHWM` (`field`, with its colon) of a `/proc/<pid>/status` text, in bytes.
-pub fn status_bytes(status: &str, field: &str) -> Option<u64> {
-    let rest = status.lines().find_map(|l| l.strip_prefix(field))?;
-    let mut parts = rest.split_whitespace();
-    let value: u64 = parts.next()?.parse().ok()?;
-    match parts.next() {
-        Some("kB") => Some(value * 1024),
-        _ => None,
-    }
-}
-
+/// `VmRSS` or `VmHWM` of `pid` from `/proc/<pid>/status`, in bytes.
 fn read_status(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status_bytes(&text, field)
+    procfs::field_kib(&text, field).map(|kib| kib * 1024)
 }
 
 /// The worker's counters that a phase moves.
@@ -511,7 +502,7 @@ async fn measure(
     };
     let warm = phase("warm", warm_keys, options.warm).await?;
     let churn = phase("churn", keys, options.churn).await?;
-    let hwm = read_status(pid, "VmHWM:").context("reading the worker's VmHWM")?;
+    let hwm = read_status(pid, "VmHWM").context("reading the worker's VmHWM")?;
     Ok(Report {
         options: options.clone(),
         header,
@@ -540,7 +531,7 @@ impl RssSampler {
         let thread = std::thread::spawn(move || {
             let mut samples = 0;
             while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = read_status(pid, "VmRSS:") {
+                if let Some(rss) = read_status(pid, "VmRSS") {
                     p.fetch_max(rss, Ordering::Relaxed);
                     samples += 1;
                 }
@@ -562,15 +553,6 @@ impl RssSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_fields_are_read_in_bytes() {
-        let status = "Name:\tworker\nVmPeak:\t  900 kB\nVmHWM:\t  524288 kB\nVmRSS:\t  262144 kB\nThreads:\t5\n";
-        assert_eq!(status_bytes(status, "VmRSS:"), Some(256 * MIB));
-        assert_eq!(status_bytes(status, "VmHWM:"), Some(512 * MIB));
-        assert_eq!(status_bytes(status, "VmSwap:"), None);
-        assert_eq!(status_bytes("VmRSS:\t12 MB\n", "VmRSS:"), None);
-    }
 
     #[test]
     fn budget_and_limit() {
