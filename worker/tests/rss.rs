@@ -1,6 +1,7 @@
 //! Evicted models give their memory back to the operating system: the resident set size
 //! of a real `worker` process (read from /proc) falls after unloading, not just the
-//! worker's own accounting.
+//! worker's own accounting; and the binary runs with the environment it re-executes
+//! itself for.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -68,6 +69,23 @@ async fn worker_rss_drops_after_models_are_evicted() {
         .await
         .unwrap();
     let pid = worker.pid().unwrap();
+    // The binary re-executed itself with its allocator setting and candle's thread count
+    // (without which candle parses /proc/cpuinfo on every matmul).
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<String> = environ
+        .split(|&b| b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let threads = vars
+        .iter()
+        .find_map(|v| v.strip_prefix("RAYON_NUM_THREADS="))
+        .unwrap_or_else(|| panic!("no RAYON_NUM_THREADS in the worker's environment"));
+    assert!(threads.parse::<usize>().unwrap() >= 1, "{threads}");
+    assert!(
+        vars.iter()
+            .any(|v| v.starts_with("GLIBC_TUNABLES=") && v.contains("mmap_threshold")),
+        "no malloc tunable in {vars:?}"
+    );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let call = |what: &'static str, i: usize| {
         http.post(format!("{base}/v2/repository/models/acme.big{i}/{what}"))
