@@ -66,12 +66,13 @@ bench-worker: setup
 
 # Router hop: req/s and p50/p99 through the router vs direct to one worker vs nginx in
 # front of it (MLP 64→256→256→1 and 64→1, 32 connections, 9 rounds of 3 s with the order
-# rotated; router on one runtime thread, nginx `worker_processes auto`: see
-# docs/benchmarks.md). Extra flags go to the benchmark (`--json`, `--rounds 15`).
+# rotated; router with its default runtime threads, one per core, like nginx
+# `worker_processes auto`: see docs/benchmarks.md). Extra flags go to the benchmark
+# (`--json`, `--rounds 15`, `--router-threads 1`).
 bench-router *ARGS: setup
     scripts/ensure-deps.sh nginx
     cargo build --release --locked -p shardline-router -p shardline-worker
-    cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-router --router-threads 1 --write-docs docs/benchmarks.md {{ARGS}}
+    cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-router --write-docs docs/benchmarks.md {{ARGS}}
 
 # Model churn: one worker whose budget holds 5 models of 50 MB scoring 25 (uniform mix
 # through a router), RSS sampled from /proc against budget × 1.1 + 64 MiB, with a warm
