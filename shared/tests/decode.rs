@@ -130,6 +130,47 @@ fn data_token() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// The validate-only pass has a byte-level shortcut for the common body (any key
+    /// order and spacing, an optional id); on such bodies, whole or with one byte
+    /// changed or cut short, it answers exactly as the full decode does.
+    #[test]
+    fn validation_shortcut_matches_decoding_on_plain_bodies(
+        rows in 1usize..4,
+        dim in 1usize..6,
+        values in prop::collection::vec(-1.0e6f32..1.0e6, 24),
+        order in Just([0usize, 1, 2, 3]).prop_shuffle(),
+        id in prop::option::of("[a-z0-9-]{0,8}"),
+        dtype in prop::sample::select(vec!["FP32", "FP64", "FP16", "BF16", "INT8"]),
+        space in prop::sample::select(vec!["", " ", "\n\t "]),
+        mutate in prop::option::of((any::<prop::sample::Index>(), any::<u8>(), any::<bool>())),
+    ) {
+        let data: Vec<String> = values[..rows * dim].iter().map(|v| format!("{v:?}")).collect();
+        let fields = [
+            format!(r#""name"{space}:{space}"features""#),
+            format!(r#""shape":[{rows},{space}{dim}]"#),
+            format!(r#""datatype":"{dtype}""#),
+            format!(r#""data":{space}[{}]"#, data.join(&format!(",{space}"))),
+        ];
+        let tensor: Vec<&str> = order.iter().map(|&i| fields[i].as_str()).collect();
+        let id = id.map(|id| format!(r#""id":"{id}",{space}"#)).unwrap_or_default();
+        let body = format!(
+            r#"{space}{{{id}"inputs":{space}[{{{}}}]}}{space}"#,
+            tensor.join(&format!(",{space}"))
+        );
+        let mut bytes = body.into_bytes();
+        if let Some((at, byte, cut)) = mutate {
+            let i = at.index(bytes.len());
+            if cut { bytes.truncate(i) } else { bytes[i] = byte }
+        }
+        let decoded = decode_infer(&bytes, &spec(dim));
+        prop_assert_eq!(
+            validate_infer(&bytes, &spec(dim)),
+            decoded.map(drop),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+
     /// The validate-only pass has a shortcut for flat arrays of plain numbers; whatever
     /// the numbers (huge, tiny, exponents near f32's range) and whatever else sits in
     /// the array, it answers exactly as the full decode does.

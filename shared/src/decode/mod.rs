@@ -16,6 +16,8 @@
 //! integers within their type and within ±2^24, where every integer is exact in `f32`.
 //! `BOOL` and `BYTES` tensors are refused.
 
+mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -169,6 +171,9 @@ pub fn decode_infer(body: &[u8], input: &InputSpec<'_>) -> Result<InferBatch, De
 /// errors) without keeping the values: for the router, which forwards the bytes as
 /// they are.
 pub fn validate_infer(body: &[u8], input: &InputSpec<'_>) -> Result<(), DecodeError> {
+    if scan::plainly_valid(body, input) {
+        return Ok(());
+    }
     decode(body, input, false).map(drop)
 }
 
@@ -367,7 +372,10 @@ fn decode_data(
     keep: bool,
 ) -> Result<Vec<f32>, DecodeError> {
     let expected = rows.saturating_mul(dim);
-    if !keep && matches!(dtype, DataType::Float(_)) && flat_finite_count(raw) == Some(expected) {
+    if !keep
+        && matches!(dtype, DataType::Float(_))
+        && scan::flat_finite_count(raw) == Some(expected)
+    {
         // The validate-only pass on the common body: a flat array of plain numbers, each
         // certainly finite in f32, as many as the shape holds. The full parse below would
         // accept it too (property-tested); anything else takes that parse, which also
@@ -415,98 +423,6 @@ fn decode_data(
         });
     }
     Ok(sink.out)
-}
-
-/// How many numbers `raw` holds when it is a flat JSON array of numbers each certainly
-/// finite when converted to `f32`; `None` for anything else (nested arrays, other
-/// values, numbers too large to tell at a glance). `raw` must be valid JSON (it is a
-/// `RawValue`, which serde_json has checked), so number tokens are well formed.
-///
-/// A number with `i` digits before its point and exponent `e` is below `10^(i + e)`;
-/// with `i + e ≤ 38` that is below `f32::MAX` (≈ 3.4 × 10^38), so it is finite in `f32`
-/// whatever the rounding.
-fn flat_finite_count(raw: &str) -> Option<usize> {
-    let b = raw.as_bytes();
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
-            *i += 1;
-        }
-    };
-    skip_ws(&mut i);
-    if b.get(i) != Some(&b'[') {
-        return None;
-    }
-    i += 1;
-    skip_ws(&mut i);
-    if b.get(i) == Some(&b']') {
-        return Some(0);
-    }
-    let mut count = 0usize;
-    loop {
-        if b.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        let int_start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let int_digits = i - int_start;
-        if int_digits == 0 {
-            return None; // not a number: a nested array, a string, true, null, ...
-        }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
-        let mut exponent: i64 = 0;
-        if matches!(b.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            let negative = match b.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
-            let exp_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                exponent = exponent
-                    .saturating_mul(10)
-                    .saturating_add(i64::from(b[i] - b'0'));
-                i += 1;
-            }
-            if i == exp_start {
-                return None;
-            }
-            if negative {
-                exponent = -exponent;
-            }
-        }
-        if int_digits as i64 + exponent > 38 {
-            return None;
-        }
-        count += 1;
-        skip_ws(&mut i);
-        match b.get(i) {
-            Some(b',') => {
-                i += 1;
-                skip_ws(&mut i);
-            }
-            Some(b']') => {
-                i += 1;
-                skip_ws(&mut i);
-                return (i == b.len()).then_some(count);
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// State shared by the visitors of every nesting level.
