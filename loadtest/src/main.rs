@@ -442,10 +442,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = churn::run(&options, |line| eprintln!("bench-churn: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
-            if let Some(path) = write_docs {
-                churn::DOCS.write(&path, &report.docs())?;
-                eprintln!("bench-churn: wrote {}", path.display());
-            }
+            write_section(&churn::DOCS, write_docs, "bench-churn", || report.docs())?;
         }
         Command::BenchWorker {
             size_mb,
@@ -462,10 +459,9 @@ async fn main() -> anyhow::Result<()> {
             let header = bench_docs::header(&options.command());
             let report = worker::run(&options, |line| eprintln!("bench-worker: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
-            if let Some(path) = write_docs {
-                worker::DOCS.write(&path, &report.docs(&header))?;
-                eprintln!("bench-worker: wrote {}", path.display());
-            }
+            write_section(&worker::DOCS, write_docs, "bench-worker", || {
+                report.docs(&header)
+            })?;
         }
         Command::BenchRouter {
             load,
@@ -483,10 +479,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
-            if let Some(path) = write_docs {
-                router::DOCS.write(&path, &report.docs())?;
-                eprintln!("bench-router: wrote {}", path.display());
-            }
+            write_section(&router::DOCS, write_docs, "bench-router", || report.docs())?;
         }
         Command::BenchMlserver {
             load,
@@ -510,10 +503,9 @@ async fn main() -> anyhow::Result<()> {
             let report =
                 mlserver::run(&options, |line| eprintln!("bench-mlserver: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
-            if let Some(path) = write_docs {
-                mlserver::DOCS.write(&path, &report.docs())?;
-                eprintln!("bench-mlserver: wrote {}", path.display());
-            }
+            write_section(&mlserver::DOCS, write_docs, "bench-mlserver", || {
+                report.docs()
+            })?;
         }
         Command::Run {
             router,
@@ -596,6 +588,20 @@ async fn main() -> anyhow::Result<()> {
 fn exit_config(reason: &dyn std::fmt::Display) -> ! {
     eprintln!("loadtest run: {reason}");
     std::process::exit(EXIT_CONFIG)
+}
+
+/// Writes a benchmark's section of the Markdown file at `path`, when one was given.
+fn write_section(
+    section: &Section,
+    path: Option<PathBuf>,
+    bench: &str,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        section.write(&path, &text())?;
+        eprintln!("{bench}: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Prints a benchmark's report: the table, or one JSON object with `--json`; missed

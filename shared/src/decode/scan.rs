@@ -21,11 +21,7 @@ fn envelope(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
     c.eat(b'{')?;
     let (mut inputs, mut id) = (false, false);
     loop {
-        c.ws();
-        let key = c.string()?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
+        let key = c.member_key()?;
         match key {
             b"inputs" if !inputs => {
                 inputs = true;
@@ -41,11 +37,8 @@ fn envelope(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
             }
             _ => return None,
         }
-        c.ws();
-        match c.next()? {
-            b',' => {}
-            b'}' => break,
-            _ => return None,
+        if c.member_end()? {
+            break;
         }
     }
     c.ws();
@@ -58,11 +51,7 @@ fn tensor(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
     let mut shape: Option<([i64; 2], usize)> = None;
     let (mut name, mut float, mut count) = (false, false, None);
     loop {
-        c.ws();
-        let key = c.string()?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
+        let key = c.member_key()?;
         match key {
             b"name" if !name => {
                 name = true;
@@ -87,11 +76,8 @@ fn tensor(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
             }
             _ => return None,
         }
-        c.ws();
-        match c.next()? {
-            b',' => {}
-            b'}' => break,
-            _ => return None,
+        if c.member_end()? {
+            break;
         }
     }
     let (dims, n) = shape?;
@@ -140,6 +126,27 @@ impl<'a> Cursor<'a> {
 
     fn eat(&mut self, want: u8) -> Option<()> {
         (self.next()? == want).then_some(())
+    }
+
+    /// An object member's key and its colon, with the spacing around them.
+    fn member_key(&mut self) -> Option<&'a [u8]> {
+        self.ws();
+        let key = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(key)
+    }
+
+    /// After a member's value: `true` at the object's closing brace, `false` after a
+    /// comma (another member follows).
+    fn member_end(&mut self) -> Option<bool> {
+        self.ws();
+        match self.next()? {
+            b',' => Some(false),
+            b'}' => Some(true),
+            _ => None,
+        }
     }
 
     /// A string of printable ASCII without escapes; its bytes between the quotes.
