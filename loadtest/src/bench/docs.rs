@@ -67,6 +67,15 @@ impl Section {
     }
 }
 
+/// The verdict closing a generated section: `met` when nothing was missed, else one line
+/// per missed target.
+pub fn verdict(misses: &[String], met: &str) -> String {
+    if misses.is_empty() {
+        return format!("{met}\n");
+    }
+    misses.iter().map(|m| format!("{m}.\n")).collect()
+}
+
 /// The line every generated section opens with: date, machine and the command that
 /// reproduces it.
 pub fn header(command: &str) -> String {
@@ -161,6 +170,16 @@ mod tests {
         assert_eq!(
             new,
             format!("# B\n\n{}\nnew\n{}\ntail\n", S.begin(), S.end())
+        );
+    }
+
+    #[test]
+    fn verdict_is_the_met_line_or_one_line_per_miss() {
+        assert_eq!(verdict(&[], "All met."), "All met.\n");
+        let misses = ["target missed: a".to_owned(), "target missed: b".to_owned()];
+        assert_eq!(
+            verdict(&misses, "All met."),
+            "target missed: a.\ntarget missed: b.\n"
         );
     }
 

@@ -383,14 +383,10 @@ impl Report {
         s += "\n";
         s += &self.rounds_table();
         s += "\n";
-        let misses = self.misses();
-        if misses.is_empty() {
-            s += "Target met for every model: the router keeps at least nginx's share of direct throughput.\n";
-        } else {
-            for m in misses {
-                let _ = writeln!(s, "{m}.");
-            }
-        }
+        s += &super::docs::verdict(
+            &self.misses(),
+            "Target met for every model: the router keeps at least nginx's share of direct throughput.",
+        );
         s
     }
 

@@ -175,15 +175,8 @@ impl Report {
     /// The generated part of the docs section ([`DOCS`]): `header` (machine, command,
     /// date), the tables, and the verdict.
     pub fn docs(&self, header: &str) -> String {
-        let mut s = format!("{header}\n{}\n", self.table());
-        let misses = self.misses();
-        if misses.is_empty() {
-            s += "Both targets met.\n";
-        }
-        for m in misses {
-            s += &format!("{m}.\n");
-        }
-        s
+        let verdict = super::docs::verdict(&self.misses(), "Both targets met.");
+        format!("{header}\n{}\n{verdict}", self.table())
     }
 
     /// The report as one JSON object (times in milliseconds).

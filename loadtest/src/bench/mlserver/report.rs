@@ -329,13 +329,7 @@ impl Report {
         s += "\n";
         s += &self.table();
         s += "\n";
-        let misses = self.misses();
-        if misses.is_empty() {
-            s += "Every target met.\n";
-        }
-        for miss in misses {
-            let _ = writeln!(s, "{miss}.");
-        }
+        s += &crate::bench::docs::verdict(&self.misses(), "Every target met.");
         s
     }
 
