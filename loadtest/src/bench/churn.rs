@@ -289,14 +289,10 @@ impl Report {
         s += "\n";
         s += &self.table();
         s += "\n";
-        let misses = self.misses();
-        if misses.is_empty() {
-            s += "Target met: the worker's peak RSS stayed within budget × 1.1 + 64 MiB and no request failed.\n";
-        } else {
-            for m in misses {
-                let _ = writeln!(s, "{m}.");
-            }
-        }
+        s += &docs::verdict(
+            &self.misses(),
+            "Target met: the worker's peak RSS stayed within budget × 1.1 + 64 MiB and no request failed.",
+        );
         s
     }
 
@@ -352,9 +348,10 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
     ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
     let header = docs::header(&options.command());
     let dims = MlpArtifact::dims_for_size(INPUT_DIM, options.size_mb);
-    // Same widths for every model: the first one's size stands for all.
-    let model_bytes = MlpArtifact::random(&dims, options.seed).resident_bytes();
-    let budget = budget_for(options.fit, model_bytes);
+    // Same widths for every model: the first one's size stands for all (it is also the
+    // first tenant's model).
+    let first = MlpArtifact::random(&dims, options.seed);
+    let budget = budget_for(options.fit, first.resident_bytes());
 
     if options.run_dir.exists() {
         if FleetState::load(&options.run_dir).is_ok() {
@@ -379,16 +376,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
         &mut progress,
     )
     .await?;
-    let result = measure(
-        options,
-        &fleet,
-        &dims,
-        model_bytes,
-        budget,
-        header,
-        &mut progress,
-    )
-    .await;
+    let result = measure(options, &fleet, first, budget, header, &mut progress).await;
     let stopped = fleet::down(&options.run_dir);
     if result.is_ok() && !options.keep {
         let _ = std::fs::remove_dir_all(&options.run_dir);
@@ -400,12 +388,13 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
 async fn measure(
     options: &Options,
     fleet: &FleetState,
-    dims: &[usize],
-    model_bytes: u64,
+    first: MlpArtifact,
     budget: u64,
     header: String,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<Report> {
+    let (dims, model_bytes) = (first.dims.clone(), first.resident_bytes());
+    let mut first = Some(first);
     let tenants = options.fit * options.factor;
     let staging = options.run_dir.join("staging");
     let mut keys = Vec::new();
@@ -416,7 +405,9 @@ async fn measure(
             i + 1
         ));
         let tenant = format!("churn-{i:03}");
-        let artifact = MlpArtifact::random(dims, options.seed + i as u64);
+        let artifact = first
+            .take()
+            .unwrap_or_else(|| MlpArtifact::random(&dims, options.seed + i as u64));
         artifact.write_dir(&staging)?;
         let key = fleet::create_tenant(fleet, &tenant, Some(1))?;
         fleet::publish(fleet, &tenant, MODEL, "1", &staging)?;
@@ -507,7 +498,7 @@ async fn measure(
         options: options.clone(),
         header,
         model_bytes,
-        dims: dims.to_vec(),
+        dims,
         budget,
         capacity,
         warm,
