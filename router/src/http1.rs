@@ -1,36 +1,57 @@
-//! Serving the public API over HTTP/1.1 on hyper directly: one task per connection,
-//! inference requests dispatched straight to the scoring path, every other request
-//! through axum's router; graceful shutdown stops accepting and lets in-flight requests
-//! finish.
+//! Serving the public API over HTTP/1.1: one task per connection on one of the
+//! router's single-threaded serving runtimes; the hot request — a plain inference
+//! `POST` — read, scored and answered right on the connection, everything else served
+//! by hyper and axum; graceful shutdown stops accepting, closes idle connections and
+//! lets in-flight requests finish.
 //!
-//! Why not `axum::serve`: on two cores every microsecond the router spends comes out of
-//! the workers' share. For each request axum's server and router box the body, clone
-//! the URI into an `OriginalUri`, insert the matched path and URL parameters into a
-//! freshly allocated extension map and percent-decode the path into owned strings. The
-//! inference route is the only hot one, so it is matched here on the raw path (names
-//! are plain ASCII identifiers; anything else, including a percent-encoded path, takes
-//! the general route and answers exactly as before).
+//! Why not hyper for every request: on two cores every microsecond the router spends
+//! comes out of the workers' share, and nginx — the baseline a proxy hop is measured
+//! against — spends about 35 µs of CPU per proxied request. hyper's server and axum's
+//! router cost several µs more per request in header maps, boxed bodies, extension
+//! maps, URI copies and allocations. The fast path parses the head with `httparse`,
+//! takes the body as a slice of the read buffer, and writes the answer head itself
+//! ([`crate::wire`]). The first request it does not take (another route, chunked body,
+//! `Expect`, HTTP/1.0, anything malformed — see [`wire::classify`]) hands the
+//! connection, with the bytes already read, to hyper for the rest of its life, so the
+//! fast path never has to answer what it does not fully understand.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
 use axum::response::{IntoResponse as _, Response};
+use bytes::{Buf as _, Bytes, BytesMut};
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tracing::debug;
 
-use crate::error::RouterError;
-use crate::routes;
+use crate::routes::{self, Inference};
 use crate::state::AppState;
+use crate::wire;
+
+/// Largest request head the fast path waits for before leaving the connection to hyper.
+const MAX_HEAD: usize = 64 << 10;
+/// Headers the fast path reads; a request with more is hyper's.
+const MAX_HEADERS: usize = 64;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 8 << 10;
+/// Answer bodies up to this size are copied behind their head and sent in one write.
+const COALESCE: usize = 16 << 10;
 
 /// The model and version named by an inference path: `/v2/models/{model}/infer` or
 /// `/v2/models/{model}/versions/{version}/infer`. `None` for any other path, and for
@@ -48,18 +69,24 @@ pub fn infer_route(path: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// Serves `listener` until `shutdown` completes, then waits for open connections to
-/// finish their current request.
+/// finish their current request. Accepted connections are handed out in turn to
+/// `runtimes` (each a single-threaded runtime on its own core, like nginx's worker
+/// processes: no work stealing, no cross-thread wake-ups within a connection); with
+/// none given they run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     app: Router,
     shutdown: impl Future<Output = ()>,
+    runtimes: &[Handle],
 ) {
     let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let mut builder = http1::Builder::new();
     // One write per answer: head and (small) body copied into one buffer.
     builder.writev(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -74,54 +101,308 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = Dispatch {
+        let conn = Connection {
             state: state.clone(),
             app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            stopping: stopping.clone(),
+            peer,
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "connection ended with an error");
+        if runtimes.is_empty() {
+            tokio::spawn(conn.run(stream));
+            continue;
+        }
+        // A socket belongs to one runtime's reactor: move it over as a std socket and
+        // register it there.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
+        runtimes[next % runtimes.len()].spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => conn.run(stream).await,
+                Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
             }
         });
+        next = next.wrapping_add(1);
     }
     drop(listener);
+    let _ = stop.send(true);
+    // Waits for every connection (each holds a watcher) to end.
     graceful.shutdown().await;
 }
 
-/// Routes one request: inference to [`routes::score`], the rest to axum.
-#[derive(Clone)]
-struct Dispatch {
+/// One accepted connection and what serving it needs.
+struct Connection {
     state: Arc<AppState>,
     app: Router,
+    builder: http1::Builder,
+    /// Held while the connection is open: graceful shutdown waits for it.
+    watcher: Watcher,
+    /// Becomes `true` when the router stops accepting.
+    stopping: watch::Receiver<bool>,
+    peer: SocketAddr,
 }
+
+/// Where a fast-path request's parts lie in the read buffer.
+struct Spans {
+    head_len: usize,
+    content_length: usize,
+    model: Range<usize>,
+    version: Option<Range<usize>>,
+    authorization: Option<Range<usize>>,
+    deadline: Option<Range<usize>>,
+    close: bool,
+}
+
+/// What the next request on a connection is.
+enum Next {
+    /// The connection ended (closed, broken, or idle at shutdown).
+    Closed,
+    /// A request hyper serves (see [`wire::classify`]).
+    Other,
+    Infer(Spans),
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: TcpStream) {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut out = Vec::with_capacity(1024);
+        loop {
+            let spans = match self.next_request(&mut stream, &mut buf).await {
+                Next::Closed => return,
+                Next::Other => return self.hand_over(stream, buf).await,
+                Next::Infer(spans) => spans,
+            };
+            let total = spans.head_len + spans.content_length;
+            while buf.len() < total {
+                buf.reserve(total - buf.len());
+                if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            let request = buf.split_to(total).freeze();
+            let close = spans.close;
+            let body = self.score(&request, spans, &mut out).await;
+            let close = close || *self.stopping.borrow();
+            let written = if body.len() <= COALESCE {
+                out.extend_from_slice(&body);
+                stream.write_all(&out).await
+            } else {
+                match stream.write_all(&out).await {
+                    Ok(()) => stream.write_all(&body).await,
+                    e => e,
+                }
+            };
+            if written.is_err() {
+                return;
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Reads until `buf` holds a complete request head and says what it is.
+    async fn next_request(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) -> Next {
+        loop {
+            if !buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(buf) {
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        return match wire::classify(&req, self.state.limits.max_body) {
+                            Some(head) => Next::Infer(spans(buf, head_len, &head)),
+                            None => Next::Other,
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                    // Malformed or oversized: hyper gives the answer it gives.
+                    _ => return Next::Other,
+                }
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = if buf.is_empty() {
+                // Between requests is the only point where shutdown closes a connection.
+                if *self.stopping.borrow() {
+                    return Next::Closed;
+                }
+                tokio::select! {
+                    read = stream.read_buf(buf) => read,
+                    changed = self.stopping.changed() => {
+                        if changed.is_err() {
+                            return Next::Closed;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.read_buf(buf).await
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return Next::Closed;
+            }
+        }
+    }
+
+    /// Scores one fast-path request: writes the answer's head into `out` and returns
+    /// its body.
+    async fn score(&self, request: &Bytes, spans: Spans, out: &mut Vec<u8>) -> Bytes {
+        let text = |r: &Range<usize>| std::str::from_utf8(&request[r.clone()]).unwrap_or("");
+        let bytes = |r: &Range<usize>| &request[r.clone()];
+        let inference = Inference {
+            name: text(&spans.model),
+            version: spans.version.as_ref().map(text),
+            authorization: spans.authorization.as_ref().map(bytes),
+            deadline: spans.deadline.as_ref().map(bytes),
+        };
+        let body = request.slice(spans.head_len..);
+        let result = routes::score(&self.state, inference, std::future::ready(Ok(body))).await;
+        let close = spans.close || *self.stopping.borrow();
+        out.clear();
+        match result {
+            Ok(relay) => {
+                wire::with_date(|date| {
+                    wire::write_head(
+                        out,
+                        relay.answer.status,
+                        relay.headers().map(|(n, v)| (n, v.as_bytes())),
+                        relay.answer.body.len(),
+                        date,
+                        close,
+                    );
+                });
+                relay.answer.body
+            }
+            Err(refusal) => {
+                let (parts, body) = refusal.into_response().into_parts();
+                // The router's own error bodies are in memory: this cannot wait or fail.
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                wire::with_date(|date| {
+                    wire::write_head(
+                        out,
+                        parts.status,
+                        parts
+                            .headers
+                            .iter()
+                            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+                        body.len(),
+                        date,
+                        close,
+                    );
+                });
+                body
+            }
+        }
+    }
+
+    /// Serves the rest of the connection with hyper and axum, starting with the bytes
+    /// already read.
+    async fn hand_over(self, stream: TcpStream, read: BytesMut) {
+        let io = TokioIo::new(Rewind {
+            read: read.freeze(),
+            stream,
+        });
+        let connection = self.builder.serve_connection(io, Axum(self.app));
+        if let Err(e) = self.watcher.watch(connection).await {
+            debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The positions of `head`'s parts in `buf` (which it borrows from).
+fn spans(buf: &[u8], head_len: usize, head: &wire::InferHead<'_>) -> Spans {
+    let span = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + part.len()
+    };
+    Spans {
+        head_len,
+        content_length: head.content_length,
+        model: span(head.model.as_bytes()),
+        version: head.version.map(|v| span(v.as_bytes())),
+        authorization: head.authorization.map(span),
+        deadline: head.deadline.map(span),
+        close: head.close,
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// axum's router as a hyper service.
+#[derive(Clone)]
+struct Axum(Router);
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Dispatch {
+impl hyper::service::Service<Request<Incoming>> for Axum {
     type Response = Response;
     type Error = Infallible;
     type Future = Answer;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        if request.method() == Method::POST && infer_route(request.uri().path()).is_some() {
-            let state = self.state.clone();
-            Box::pin(async move {
-                let (parts, body) = request.into_parts();
-                Ok(match infer_route(parts.uri.path()) {
-                    Some((model, version)) => {
-                        let body = Body::new(body);
-                        routes::score(&state, model, version, &parts.headers, body).await
-                    }
-                    // Matched above on the same path: cannot happen.
-                    None => RouterError::NoRoute.into_response(),
-                })
-            })
-        } else {
-            let app = self.app.clone();
-            Box::pin(async move { app.oneshot(request.map(Body::new)).await })
-        }
+        let app = self.0.clone();
+        Box::pin(async move { app.oneshot(request.map(Body::new)).await })
     }
 }
 

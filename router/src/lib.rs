@@ -14,6 +14,8 @@
 //! - [`state`], [`error`], [`metrics`], [`config`]: shared state, the status of every
 //!   refusal, Prometheus metrics, flags;
 //! - [`controller`]: the placement controller (one leader among all routers);
+//! - [`http1`]: serving HTTP/1.1 (the inference fast path, hyper for the rest);
+//!   [`wire`]: the fast path's request heads and answer bytes;
 //! - [`serve`]: wiring it together with etcd, `/metrics` and graceful shutdown.
 //!
 //! Operating:
@@ -35,3 +37,4 @@ pub mod select;
 pub mod serve;
 pub mod state;
 pub mod upstream;
+pub mod wire;

@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use shardline_shared::decode::{InputSpec, validate_infer};
 use shardline_shared::ids::{ModelKey, WorkerId};
@@ -26,13 +26,12 @@ pub const WORKER_HEADER: &str = "x-shardline-worker";
 /// Header by which a client sets its deadline, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
 
-/// The request's deadline: its header (capped) or the default.
-pub fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Duration, RouterError> {
-    let Some(v) = headers.get(DEADLINE_HEADER) else {
+/// The request's deadline: its `x-shardline-deadline-ms` value (capped) or the default.
+pub fn deadline(value: Option<&[u8]>, state: &AppState) -> Result<Duration, RouterError> {
+    let Some(v) = value else {
         return Ok(state.limits.default_deadline);
     };
-    let ms = v
-        .to_str()
+    let ms = std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
@@ -122,7 +121,7 @@ pub async fn infer(
     body: Bytes,
     deadline: Duration,
     started: Instant,
-) -> Result<Response, RouterError> {
+) -> Result<Relay, RouterError> {
     let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
     validate_infer(&body, &spec)?;
 
@@ -213,7 +212,7 @@ pub async fn infer(
                 .clone()
         };
         last = match outcome {
-            Outcome::Answered(answer) if !retryable => return Ok(relay(worker(), answer)),
+            Outcome::Answered(answer) if !retryable => return Ok(Relay::new(worker(), answer)),
             Outcome::Answered(answer) => Some((worker(), answer)),
             Outcome::Failed(_) => None,
         };
@@ -222,7 +221,7 @@ pub async fn infer(
         return Err(RouterError::DeadlineExceeded(deadline));
     }
     match last {
-        Some((worker, answer)) => Ok(relay(worker, answer)),
+        Some((worker, answer)) => Ok(Relay::new(worker, answer)),
         None => Err(RouterError::Unavailable(format!(
             "no worker of model {:?}'s shard answered; try again shortly",
             key.model.as_str()
@@ -230,22 +229,43 @@ pub async fn infer(
     }
 }
 
-/// The worker's answer, as the client gets it, naming the worker (`worker`: its id as
-/// a header value).
-fn relay(worker: Option<HeaderValue>, answer: Answer) -> Response {
-    let mut response = (answer.status, answer.body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        answer
-            .content_type
-            .unwrap_or_else(|| HeaderValue::from_static("application/json")),
-    );
-    if let Some(after) = answer.retry_after {
-        h.insert(header::RETRY_AFTER, after);
+/// A worker's answer as the client gets it: status, content type, `Retry-After` and
+/// body as the worker gave them, plus the header naming the worker.
+#[derive(Debug)]
+pub struct Relay {
+    /// The worker's id as a header value (`None` if it cannot be one).
+    pub worker: Option<HeaderValue>,
+    pub answer: Answer,
+}
+
+impl Relay {
+    fn new(worker: Option<HeaderValue>, answer: Answer) -> Self {
+        Self { worker, answer }
     }
-    if let Some(v) = worker {
-        h.insert(WORKER_HEADER, v);
+
+    /// The answer's headers other than its framing, as name and value.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        let content_type = self.answer.content_type.as_ref().unwrap_or(&JSON);
+        [
+            Some(("content-type", content_type)),
+            self.answer.retry_after.as_ref().map(|v| ("retry-after", v)),
+            self.worker.as_ref().map(|v| (WORKER_HEADER, v)),
+        ]
+        .into_iter()
+        .flatten()
     }
-    response
+}
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl IntoResponse for Relay {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::with_capacity(3);
+        for (name, value) in self.headers() {
+            headers.insert(name, value.clone());
+        }
+        let mut response = (self.answer.status, self.answer.body).into_response();
+        response.headers_mut().extend(headers);
+        response
+    }
 }

@@ -3,12 +3,13 @@
 //! metadata. Model endpoints need `Authorization: Bearer <api key>`; the tenant comes
 //! only from the key, so another tenant's model answers exactly like a missing one.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +21,7 @@ use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
 
 use crate::error::RouterError;
-use crate::proxy;
+use crate::proxy::{self, Relay};
 use crate::state::AppState;
 
 /// The router's public API, ready to serve.
@@ -63,9 +64,18 @@ async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
 
 /// The tenant owning the request's bearer key.
 fn authenticate(snap: &Snapshot, headers: &HeaderMap) -> Result<TenantId, RouterError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    authenticate_value(
+        snap,
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// The tenant owning the bearer key of an `Authorization` value.
+fn authenticate_value(snap: &Snapshot, value: Option<&[u8]>) -> Result<TenantId, RouterError> {
+    let value = value
+        .and_then(|v| std::str::from_utf8(v).ok())
         .ok_or(RouterError::Unauthorized)?;
     let (scheme, key) = value
         .trim()
@@ -202,7 +212,7 @@ async fn infer(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    score(&state, &name, None, &parts.headers, body).await
+    score_request(&state, &name, None, &parts.headers, body).await
 }
 
 async fn infer_v(
@@ -211,45 +221,82 @@ async fn infer_v(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    score(&state, &name, Some(&version), &parts.headers, body).await
+    score_request(&state, &name, Some(&version), &parts.headers, body).await
 }
 
-/// Authenticates, admits, reads and forwards one inference; counts its answer.
-pub(crate) async fn score(
+async fn score_request(
     state: &AppState,
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    let request = Inference {
+        name,
+        version,
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        deadline: headers
+            .get(proxy::DEADLINE_HEADER)
+            .map(HeaderValue::as_bytes),
+    };
+    let body = read_body(headers, body, state.limits.max_body);
+    match score(state, request, body).await {
+        Ok(relay) => relay.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What the inference path needs of a request besides its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inference<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+    /// The `Authorization` value.
+    pub authorization: Option<&'a [u8]>,
+    /// The `x-shardline-deadline-ms` value.
+    pub deadline: Option<&'a [u8]>,
+}
+
+/// Authenticates, admits, reads (`body`, awaited only once the request is admitted)
+/// and forwards one inference; counts its answer.
+pub(crate) async fn score(
+    state: &AppState,
+    request: Inference<'_>,
+    body: impl Future<Output = Result<Bytes, RouterError>>,
+) -> Result<Relay, RouterError> {
     let started = Instant::now();
     let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
     let snap = state.snapshot();
     let mut model = None;
     let result = async {
-        let tenant = authenticate(&snap, headers)?;
-        let (key, manifest) = resolve(&snap, &tenant, name, version)?;
+        let tenant = authenticate_value(&snap, request.authorization)?;
+        let (key, manifest) = resolve(&snap, &tenant, request.name, request.version)?;
         if state.metrics.per_model() {
             model = Some(key.clone());
         }
-        let deadline = proxy::deadline(headers, state)?;
+        let deadline = proxy::deadline(request.deadline, state)?;
         let limits = snap
             .tenants()
             .get(&tenant)
             .map(|t| t.value.limits)
             .unwrap_or_default();
         let _permit = state.admit(&tenant, limits, started)?;
-        let bytes = read_body(headers, body, state.limits.max_body).await?;
+        let bytes = body.await?;
         proxy::infer(state, &snap, &key, manifest, bytes, deadline, started).await
     }
     .await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let status = match &result {
+        Ok(relay) => relay.answer.status,
+        Err(e) => e.status(),
+    };
     state.metrics.answered(
         model.as_ref(),
-        response.status().as_u16(),
+        status.as_u16(),
         started.elapsed().as_secs_f64(),
     );
-    response
+    result
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).

@@ -10,6 +10,7 @@ use prometheus::Registry;
 use shardline_control::metrics::spawn_metrics_server;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::budget::RetryBudget;
@@ -21,12 +22,27 @@ use crate::state::{AppState, Limits};
 use crate::upstream::Upstream;
 
 /// Runs the router until `shutdown` completes. `listener` is already bound (tests bind
-/// `127.0.0.1:0`); `metrics_listener` serves `/metrics` when given.
+/// `127.0.0.1:0`); `metrics_listener` serves `/metrics` when given. Everything runs on
+/// the caller's runtime.
 pub async fn serve(
     config: RouterConfig,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_on(config, listener, metrics_listener, shutdown, &[]).await
+}
+
+/// [`serve`], with client connections handed out in turn to `runtimes` (the binary's
+/// one single-threaded runtime per core) while the control plane — snapshot watch,
+/// placement controller, `/metrics`, accepting — stays on the caller's runtime, so a
+/// large placement computation never stalls a request.
+pub async fn serve_on(
+    config: RouterConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    runtimes: &[Handle],
 ) -> anyhow::Result<()> {
     let args = &config.args;
     let registry = Registry::new();
@@ -83,7 +99,7 @@ pub async fn serve(
 
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");
     let app = app(state.clone());
-    crate::http1::serve(listener, state, app, shutdown).await;
+    crate::http1::serve(listener, state, app, shutdown, runtimes).await;
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
     if let Some(c) = controller {

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -108,7 +109,10 @@ pub struct Attempt<'a> {
 #[derive(Debug)]
 pub struct Upstream {
     token: String,
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// Idle connections by serving thread, then worker address. A connection belongs to
+    /// the runtime (reactor) of the thread that opened it, so each of the router's
+    /// single-threaded serving runtimes reuses only its own.
+    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<TcpStream>>>>,
 }
 
 impl Upstream {
@@ -192,12 +196,14 @@ impl Upstream {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&std::thread::current().id())?
             .get_mut(address)?
             .pop()
     }
 
     fn checkin(&self, address: &str, conn: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = idle.entry(std::thread::current().id()).or_default();
         match idle.get_mut(address) {
             Some(list) if list.len() < MAX_IDLE_PER_WORKER => list.push(conn),
             Some(_) => {}
@@ -212,7 +218,8 @@ impl Upstream {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|address, _| live(address));
+            .values_mut()
+            .for_each(|by_address| by_address.retain(|address, _| live(address)));
     }
 }
 

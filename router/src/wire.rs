@@ -1,0 +1,287 @@
+//! The HTTP/1.1 wire format of the inference fast path: which request heads the router
+//! serves itself (every other request is hyper's) and the bytes of its answers.
+//!
+//! The fast path takes only the plainest form of the hot request — `POST` of an infer
+//! path over HTTP/1.1 with one `Content-Length` no larger than the body limit — and
+//! leaves everything that needs judgement (chunked or missing framing, `Expect`,
+//! `Upgrade`, HTTP/1.0, odd paths, malformed heads) to hyper, which serves the rest of
+//! that connection exactly as it serves every other route.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+
+use crate::http1::infer_route;
+
+/// An inference request head the fast path serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferHead<'a> {
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub content_length: usize,
+    /// The first `Authorization` value, if any.
+    pub authorization: Option<&'a [u8]>,
+    /// The first `x-shardline-deadline-ms` value, if any.
+    pub deadline: Option<&'a [u8]>,
+    /// The client asked to close the connection after this answer.
+    pub close: bool,
+}
+
+/// The fast path's reading of a complete request head: `Some` for an inference request
+/// it serves, `None` for anything hyper should serve (see the module documentation).
+pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<InferHead<'b>> {
+    if req.method? != "POST" || req.version? != 1 {
+        return None;
+    }
+    let (model, version) = infer_route(req.path?)?;
+    let mut head = InferHead {
+        model,
+        version,
+        content_length: 0,
+        authorization: None,
+        deadline: None,
+        close: false,
+    };
+    let mut length = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(content_length(h.value)?);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case(crate::proxy::DEADLINE_HEADER) {
+            head.deadline.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return None;
+        }
+    }
+    head.content_length = length.filter(|&n| n <= max_body)?;
+    Some(head)
+}
+
+/// A `Content-Length` value: digits only (surrounding blanks allowed), no overflow.
+fn content_length(value: &[u8]) -> Option<usize> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
+}
+
+/// Appends an answer's status line and head (ending with the blank line) to `out`:
+/// `headers` as given, then `content-length`, `date` and — when the connection closes
+/// after it — `connection: close`.
+pub fn write_head<'h>(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body_len: usize,
+    date: &[u8],
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa_usize(body_len).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(date);
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// A number's decimal digits without going through `fmt`.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_usize(mut n: usize) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+thread_local! {
+    /// The second and its formatted `Date` value, refreshed when the second changes.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the `Date` header value for now (IMF-fixdate, formatted at most once
+/// a second per thread).
+pub fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(cached.1.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_and_classify(raw: &[u8], max_body: usize) -> Option<InferHead<'_>> {
+        let headers = Box::leak(Box::new([httparse::EMPTY_HEADER; 32]));
+        let mut req = httparse::Request::new(headers);
+        assert!(req.parse(raw).unwrap().is_complete());
+        classify(&req, max_body)
+    }
+
+    #[test]
+    fn takes_the_plain_infer_request() {
+        let raw = b"POST /v2/models/risk/versions/3/infer HTTP/1.1\r\nHost: x\r\n\
+            Authorization: Bearer k1\r\nAuthorization: Bearer k2\r\nContent-Length: 12\r\n\
+            X-Shardline-Deadline-Ms: 250\r\nConnection: keep-alive, Close\r\n\r\n";
+        assert_eq!(
+            parse_and_classify(raw, 100),
+            Some(InferHead {
+                model: "risk",
+                version: Some("3"),
+                content_length: 12,
+                authorization: Some(&b"Bearer k1"[..]),
+                deadline: Some(&b"250"[..]),
+                close: true,
+            })
+        );
+        let raw = b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 0\r\n\r\n";
+        let head = parse_and_classify(raw, 100).unwrap();
+        assert_eq!(
+            (head.model, head.version, head.close),
+            ("risk", None, false)
+        );
+    }
+
+    #[test]
+    fn leaves_everything_else_to_hyper() {
+        for raw in [
+            &b"GET /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 2\r\n\r\n"[..],
+            b"POST /v2/models/risk/infer HTTP/1.0\r\ncontent-length: 2\r\n\r\n",
+            b"POST /v2/models/risk/ready HTTP/1.1\r\ncontent-length: 2\r\n\r\n",
+            b"POST /v2/models/ri%73k/infer HTTP/1.1\r\ncontent-length: 2\r\n\r\n",
+            b"POST /v2/models/risk/infer?x=1 HTTP/1.1\r\ncontent-length: 2\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 2\r\nupgrade: h2c\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: +2\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 2 2\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"POST /v2/models/risk/infer HTTP/1.1\r\ncontent-length: 101\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_and_classify(raw, 100),
+                None,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    proptest! {
+        /// Whatever length is accepted is exactly the one the header states.
+        #[test]
+        fn content_length_is_read_exactly(n in any::<u64>(), pad in "[ \t]{0,2}") {
+            let text = format!("{pad}{n}{pad}");
+            let expected = usize::try_from(n).ok();
+            prop_assert_eq!(content_length(text.as_bytes()), expected);
+        }
+
+        /// What `write_head` writes is a complete HTTP/1.1 answer head that a standard
+        /// parser reads back with the same status, headers, length and framing.
+        #[test]
+        fn answers_parse_back(
+            status in 200u16..600,
+            headers in proptest::collection::vec(("[a-z][a-z-]{0,15}", "[ -~]{0,30}"), 0..6),
+            body_len in any::<u32>(),
+            close in any::<bool>(),
+        ) {
+            let status = StatusCode::from_u16(status).unwrap();
+            let headers: Vec<(String, String)> = headers
+                .into_iter()
+                .map(|(n, v)| (format!("x-{n}"), v.trim().to_owned()))
+                .collect();
+            let mut out = Vec::new();
+            let date = with_date(<[u8]>::to_vec);
+            write_head(
+                &mut out,
+                status,
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+                body_len as usize,
+                &date,
+                close,
+            );
+            let mut parsed = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut parsed);
+            prop_assert_eq!(response.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
+            prop_assert_eq!(response.code, Some(status.as_u16()));
+            prop_assert_eq!(response.version, Some(1));
+            let got: Vec<(&str, &[u8])> = response.headers.iter().map(|h| (h.name, h.value)).collect();
+            let mut expected: Vec<(&str, &[u8])> =
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            let length = body_len.to_string();
+            expected.push(("content-length", length.as_bytes()));
+            expected.push(("date", &date));
+            if close {
+                expected.push(("connection", b"close"));
+            }
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn the_date_is_an_http_date_of_now() {
+        let date = with_date(|d| String::from_utf8(d.to_vec()).unwrap());
+        let parsed = httpdate::parse_http_date(&date).unwrap();
+        let off = SystemTime::now().duration_since(parsed).unwrap();
+        assert!(off.as_secs() < 2, "{date}");
+    }
+}
