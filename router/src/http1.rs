@@ -18,6 +18,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
@@ -40,7 +41,7 @@ use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tracing::debug;
 
-use crate::routes::{self, Inference};
+use crate::routes::{self, Inference, KeyMemo};
 use crate::state::AppState;
 use crate::wire;
 
@@ -172,6 +173,7 @@ impl Connection {
     async fn run(mut self, mut stream: TcpStream) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(1024);
+        let mut keys = KeyMemo::default();
         loop {
             let spans = match self.next_request(&mut stream, &mut buf).await {
                 Next::Closed => return,
@@ -187,7 +189,7 @@ impl Connection {
             }
             let request = buf.split_to(total).freeze();
             let close = spans.close;
-            let body = self.score(&request, spans, &mut out).await;
+            let body = self.score(&request, spans, &mut keys, &mut out).await;
             let close = close || *self.stopping.borrow();
             let written = if body.len() <= COALESCE {
                 out.extend_from_slice(&body);
@@ -212,9 +214,11 @@ impl Connection {
     async fn next_request(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) -> Next {
         loop {
             if !buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(buf) {
+                // Uninitialised: filling 64 empty headers per request costs more than
+                // parsing a typical head.
+                let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(buf, &mut headers) {
                     Ok(httparse::Status::Complete(head_len)) => {
                         return match wire::classify(&req, self.state.limits.max_body) {
                             Some(head) => Next::Infer(spans(buf, head_len, &head)),
@@ -254,7 +258,13 @@ impl Connection {
 
     /// Scores one fast-path request: writes the answer's head into `out` and returns
     /// its body.
-    async fn score(&self, request: &Bytes, spans: Spans, out: &mut Vec<u8>) -> Bytes {
+    async fn score(
+        &self,
+        request: &Bytes,
+        spans: Spans,
+        keys: &mut KeyMemo,
+        out: &mut Vec<u8>,
+    ) -> Bytes {
         let text = |r: &Range<usize>| std::str::from_utf8(&request[r.clone()]).unwrap_or("");
         let bytes = |r: &Range<usize>| &request[r.clone()];
         let inference = Inference {
@@ -264,7 +274,8 @@ impl Connection {
             deadline: spans.deadline.as_ref().map(bytes),
         };
         let body = request.slice(spans.head_len..);
-        let result = routes::score(&self.state, inference, std::future::ready(Ok(body))).await;
+        let result =
+            routes::score(&self.state, inference, std::future::ready(Ok(body)), keys).await;
         let close = spans.close || *self.stopping.borrow();
         out.clear();
         match result {

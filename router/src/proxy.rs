@@ -133,10 +133,16 @@ pub async fn infer(
             key.model.as_str()
         )));
     }
-    let path = format!(
-        "/v2/models/{}.{}/versions/{}/infer",
-        key.tenant, key.model, manifest.version
-    );
+    let path = [
+        "/v2/models/",
+        key.tenant.as_str(),
+        ".",
+        key.model.as_str(),
+        "/versions/",
+        manifest.version.as_str(),
+        "/infer",
+    ]
+    .concat();
     let end = started + deadline;
     state
         .budget

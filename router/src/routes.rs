@@ -242,7 +242,7 @@ async fn score_request(
             .map(HeaderValue::as_bytes),
     };
     let body = read_body(headers, body, state.limits.max_body);
-    match score(state, request, body).await {
+    match score(state, request, body, &mut KeyMemo::default()).await {
         Ok(relay) => relay.into_response(),
         Err(e) => e.into_response(),
     }
@@ -265,13 +265,14 @@ pub(crate) async fn score(
     state: &AppState,
     request: Inference<'_>,
     body: impl Future<Output = Result<Bytes, RouterError>>,
+    keys: &mut KeyMemo,
 ) -> Result<Relay, RouterError> {
     let started = Instant::now();
     let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
     let snap = state.snapshot();
     let mut model = None;
     let result = async {
-        let tenant = authenticate_value(&snap, request.authorization)?;
+        let tenant = keys.tenant(&snap, request.authorization)?;
         let (key, manifest) = resolve(&snap, &tenant, request.name, request.version)?;
         if state.metrics.per_model() {
             model = Some(key.clone());
@@ -297,6 +298,36 @@ pub(crate) async fn score(
         started.elapsed().as_secs_f64(),
     );
     result
+}
+
+/// The tenant of the last key a connection presented, for one snapshot revision: a
+/// client sending the same key on every request pays for one digest per snapshot, and
+/// a rotated or revoked key stops working with the snapshot that says so (any change
+/// moves the revision). Only the connection's own earlier key is compared, so the
+/// plain comparison reveals nothing about anyone else's.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMemo {
+    revision: i64,
+    key: Vec<u8>,
+    tenant: Option<TenantId>,
+}
+
+impl KeyMemo {
+    fn tenant(&mut self, snap: &Snapshot, value: Option<&[u8]>) -> Result<TenantId, RouterError> {
+        if let (Some(tenant), Some(value)) = (&self.tenant, value)
+            && self.revision == snap.revision()
+            && self.key == value
+        {
+            return Ok(tenant.clone());
+        }
+        self.tenant = None;
+        let tenant = authenticate_value(snap, value)?;
+        self.revision = snap.revision();
+        self.key.clear();
+        self.key.extend_from_slice(value.unwrap_or_default());
+        self.tenant = Some(tenant.clone());
+        Ok(tenant)
+    }
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).

@@ -14,17 +14,19 @@
 //! worth another member of the shard is [`Outcome::retryable`]'s call.
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::sync::{Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
+
+use crate::wire::push_decimal;
 
 /// Idle connections kept per worker.
 const MAX_IDLE_PER_WORKER: usize = 256;
@@ -32,6 +34,8 @@ const MAX_IDLE_PER_WORKER: usize = 256;
 const MAX_ANSWER: usize = 64 << 20;
 /// Bodies up to this size are copied behind the head and sent in one write.
 const COALESCE: usize = 16 << 10;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 4 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one attempt produced.
@@ -112,7 +116,7 @@ pub struct Upstream {
     /// Idle connections by serving thread, then worker address. A connection belongs to
     /// the runtime (reactor) of the thread that opened it, so each of the router's
     /// single-threaded serving runtimes reuses only its own.
-    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<TcpStream>>>>,
+    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Conn>>>>,
 }
 
 impl Upstream {
@@ -173,37 +177,48 @@ impl Upstream {
     fn head(&self, a: &Attempt<'_>) -> Vec<u8> {
         let small = a.body.len() <= COALESCE;
         let mut buf = Vec::with_capacity(320 + if small { a.body.len() } else { 0 });
-        // Writes into a Vec cannot fail.
-        let _ = write!(
-            buf,
-            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             {TOKEN_HEADER}: {}\r\n{PUBLIC_NAME_HEADER}: {}\r\n{REVISION_HEADER}: {}\r\n\
-             content-length: {}\r\n\r\n",
+        for part in [
+            "POST ",
             a.path,
+            " HTTP/1.1\r\nhost: ",
             a.address,
-            self.token,
+            "\r\ncontent-type: application/json\r\n",
+            TOKEN_HEADER,
+            ": ",
+            &self.token,
+            "\r\n",
+            PUBLIC_NAME_HEADER,
+            ": ",
             a.public_name,
-            a.revision,
-            a.body.len()
-        );
+            "\r\n",
+            REVISION_HEADER,
+            ": ",
+        ] {
+            buf.extend_from_slice(part.as_bytes());
+        }
+        // Revisions are positive; a negative one would be a bug upstream of here.
+        push_decimal(&mut buf, a.revision.unsigned_abs());
+        buf.extend_from_slice(b"\r\ncontent-length: ");
+        push_decimal(&mut buf, a.body.len() as u64);
+        buf.extend_from_slice(b"\r\n\r\n");
         if small {
             buf.extend_from_slice(&a.body);
         }
         buf
     }
 
-    fn checkout(&self, address: &str) -> Option<TcpStream> {
+    fn checkout(&self, address: &str) -> Option<Conn> {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&std::thread::current().id())?
+            .get_mut(&this_thread())?
             .get_mut(address)?
             .pop()
     }
 
-    fn checkin(&self, address: &str, conn: TcpStream) {
+    fn checkin(&self, address: &str, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle = idle.entry(std::thread::current().id()).or_default();
+        let idle = idle.entry(this_thread()).or_default();
         match idle.get_mut(address) {
             Some(list) if list.len() < MAX_IDLE_PER_WORKER => list.push(conn),
             Some(_) => {}
@@ -223,14 +238,34 @@ impl Upstream {
     }
 }
 
-async fn connect(address: &str) -> Result<TcpStream, Failure> {
+thread_local! {
+    static THREAD: ThreadId = std::thread::current().id();
+}
+
+/// The calling thread's id (cached: `thread::current()` clones a handle each call).
+fn this_thread() -> ThreadId {
+    THREAD.with(|id| *id)
+}
+
+/// A connection to a worker with its read buffer (kept with it: once the answers read
+/// into it are dropped, the buffer is reused instead of allocated per request).
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+async fn connect(address: &str) -> Result<Conn, Failure> {
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| Failure::Connect(format!("connect to {address} timed out")))?
         .map_err(|e| Failure::Connect(format!("connect to {address}: {e}")))?;
     conn.set_nodelay(true)
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    Ok(conn)
+    Ok(Conn {
+        stream: conn,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+    })
 }
 
 enum Exchange {
@@ -241,7 +276,7 @@ enum Exchange {
 
 /// Writes the request and reads one answer. Returns whether the connection may be reused.
 async fn exchange_on(
-    conn: &mut TcpStream,
+    Conn { stream: conn, buf }: &mut Conn,
     head: &[u8],
     body: &Bytes,
 ) -> Result<(Answer, bool), Exchange> {
@@ -257,10 +292,12 @@ async fn exchange_on(
     if written.is_err() {
         return Err(Exchange::Stale);
     }
-    let mut buf = BytesMut::with_capacity(4096);
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
     // Read until the head is complete.
     let (parsed, head_len) = loop {
-        let n = conn.read_buf(&mut buf).await.map_err(|e| {
+        let n = conn.read_buf(buf).await.map_err(|e| {
             if buf.is_empty() {
                 Exchange::Stale
             } else {
@@ -276,9 +313,13 @@ async fn exchange_on(
                 ))
             });
         }
-        let mut headers = [httparse::EMPTY_HEADER; 24];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
+        let mut headers = [const { MaybeUninit::uninit() }; 24];
+        let mut response = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &buf,
+            &mut headers,
+        ) {
             Ok(httparse::Status::Complete(len)) => break (Head::of(&response)?, len),
             Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER => continue,
             Ok(httparse::Status::Partial) => {
@@ -301,10 +342,10 @@ async fn exchange_on(
     if length > MAX_ANSWER {
         return Err(Exchange::Failed(Failure::Broken("answer too large".into())));
     }
-    let _ = buf.split_to(head_len);
+    buf.advance(head_len);
     while buf.len() < length {
         buf.reserve(length - buf.len());
-        let n = conn.read_buf(&mut buf).await.map_err(broken)?;
+        let n = conn.read_buf(buf).await.map_err(broken)?;
         if n == 0 {
             return Err(Exchange::Failed(Failure::Broken(
                 "worker closed the connection mid-answer".into(),
@@ -313,13 +354,13 @@ async fn exchange_on(
     }
     // Anything past the body would be an answer we never asked for: do not reuse.
     let keep = parsed.keep_alive && buf.len() == length;
-    buf.truncate(length);
+    let body = buf.split_to(length).freeze();
     Ok((
         Answer {
             status: parsed.status,
             content_type: parsed.content_type,
             retry_after: parsed.retry_after,
-            body: buf.freeze(),
+            body,
         },
         keep,
     ))

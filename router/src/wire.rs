@@ -105,7 +105,7 @@ pub fn write_head<'h>(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa_usize(body_len).as_bytes());
+    push_decimal(out, body_len as u64);
     out.extend_from_slice(b"\r\ndate: ");
     out.extend_from_slice(date);
     if close {
@@ -114,31 +114,19 @@ pub fn write_head<'h>(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// A number's decimal digits without going through `fmt`.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_usize(mut n: usize) -> Digits {
-    let mut d = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
+/// Appends `n` in decimal (without going through `fmt`).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
     loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return d;
+            break;
         }
     }
+    out.extend_from_slice(&digits[start..]);
 }
 
 thread_local! {
@@ -227,6 +215,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn decimals_are_written_like_display(n in any::<u64>()) {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            prop_assert_eq!(out, format!("x{n}").into_bytes());
+        }
+
         /// Whatever length is accepted is exactly the one the header states.
         #[test]
         fn content_length_is_read_exactly(n in any::<u64>(), pad in "[ \t]{0,2}") {

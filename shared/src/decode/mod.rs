@@ -374,7 +374,7 @@ fn decode_data(
     let expected = rows.saturating_mul(dim);
     if !keep
         && matches!(dtype, DataType::Float(_))
-        && scan::flat_finite_count(raw) == Some(expected)
+        && scan::flat_finite_count(raw.as_bytes()) == Some(expected)
     {
         // The validate-only pass on the common body: a flat array of plain numbers, each
         // certainly finite in f32, as many as the shape holds. The full parse below would

@@ -70,8 +70,8 @@ fn tensor(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
                 // Flat: the first `]` closes it (a nested or odd array fails the count).
                 let start = c.i;
                 let end = start + c.b[start..].iter().position(|&x| x == b']')?;
-                let raw = std::str::from_utf8(&c.b[start..=end]).ok()?;
-                count = Some(flat_finite_count(raw)?);
+                // ASCII only is accepted, so no separate UTF-8 check is needed.
+                count = Some(flat_finite_count(&c.b[start..=end])?);
                 c.i = end + 1;
             }
             _ => return None,
@@ -181,15 +181,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// How many numbers `raw` holds when it is a flat JSON array of well-formed JSON numbers
+/// How many numbers `b` holds when it is a flat JSON array of well-formed JSON numbers
 /// each certainly finite when converted to `f32`; `None` for anything else (nested
 /// arrays, other values, malformed numbers, numbers too large to tell at a glance).
 ///
 /// A number with `i` digits before its point and exponent `e` is below `10^(i + e)`;
 /// with `i + e ≤ 38` that is below `f32::MAX` (≈ 3.4 × 10^38), so it is finite in `f32`
 /// whatever the rounding.
-pub(super) fn flat_finite_count(raw: &str) -> Option<usize> {
-    let b = raw.as_bytes();
+pub(super) fn flat_finite_count(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
         while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
@@ -333,13 +332,13 @@ mod tests {
 
     #[test]
     fn flat_counts() {
-        assert_eq!(flat_finite_count("[]"), Some(0));
-        assert_eq!(flat_finite_count(" [ 1 , -0.5e-3 ,2E+5 ] "), Some(3));
-        assert_eq!(flat_finite_count("[9e37, 99e36]"), Some(2));
+        assert_eq!(flat_finite_count(b"[]"), Some(0));
+        assert_eq!(flat_finite_count(b" [ 1 , -0.5e-3 ,2E+5 ] "), Some(3));
+        assert_eq!(flat_finite_count(b"[9e37, 99e36]"), Some(2));
         for odd in [
             "[1,]", "[,1]", "[-]", "[1e400]", "[[1]]", "[\"1\"]", "[00]", "[1.e2]", "[1",
         ] {
-            assert_eq!(flat_finite_count(odd), None, "{odd}");
+            assert_eq!(flat_finite_count(odd.as_bytes()), None, "{odd}");
         }
     }
 }
