@@ -317,7 +317,7 @@ async fn exchange_on(
         let mut response = httparse::Response::new(&mut []);
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut response,
-            &buf,
+            buf,
             &mut headers,
         ) {
             Ok(httparse::Status::Complete(len)) => break (Head::of(&response)?, len),
