@@ -67,7 +67,9 @@ pub struct RouterArgs {
     /// Lease TTL of this router's controller candidacy (failover time of the controller).
     #[arg(long, env = "SHARDLINE_CONTROLLER_LEASE_TTL", value_parser = parse_duration, default_value = "5s")]
     pub controller_lease_ttl: Duration,
-    /// Runtime threads (default: one per core).
+    /// Serving threads, each running a single-threaded runtime that serves the client
+    /// connections handed to it (default: one per core). The control plane runs on the
+    /// main thread besides.
     #[arg(long, env = "SHARDLINE_THREADS")]
     pub threads: Option<usize>,
     /// Label request metrics per tenant model (bounded cardinality is then your choice).

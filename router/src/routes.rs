@@ -355,3 +355,70 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_shared::keys::Prefix;
+
+    /// A snapshot at `revision` where tenant `acme` holds the keys whose digests are given.
+    fn snapshot(revision: i64, keys: &[&str]) -> Snapshot {
+        let keys: Vec<serde_json::Value> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let digest = hex::encode(shardline_shared::auth::digest_bytes(k));
+                json!({"id": format!("k{i}"), "sha256": digest, "created_at": 1})
+            })
+            .collect();
+        let record = json!({"keys": keys, "created_at": 1}).to_string();
+        let (snap, invalid) = Snapshot::from_kvs(
+            Prefix::default(),
+            revision,
+            [("/shardline/tenants/acme", record.as_bytes(), 1)],
+        );
+        assert!(invalid.is_empty(), "{invalid:?}");
+        snap
+    }
+
+    #[test]
+    fn the_key_memo_answers_like_the_snapshot_and_forgets_on_a_new_revision() {
+        let mut memo = KeyMemo::default();
+        let first = snapshot(5, &["secret-1"]);
+        let acme = |r: Result<TenantId, RouterError>| r.map(|t| t.as_str().to_owned());
+        for _ in 0..2 {
+            assert_eq!(
+                acme(memo.tenant(&first, Some(b"Bearer secret-1"))),
+                Ok("acme".into())
+            );
+        }
+        // Another key on the same connection is checked, not taken from the memo.
+        for wrong in [
+            &b"Bearer secret-2"[..],
+            b"Bearer secret-1x",
+            b"Basic secret-1",
+        ] {
+            assert_eq!(
+                memo.tenant(&first, Some(wrong)),
+                Err(RouterError::Unauthorized),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        assert_eq!(memo.tenant(&first, None), Err(RouterError::Unauthorized));
+        // Rotated: the next snapshot no longer holds the key.
+        assert_eq!(
+            acme(memo.tenant(&first, Some(b"Bearer secret-1"))),
+            Ok("acme".into())
+        );
+        let rotated = snapshot(6, &["secret-2"]);
+        assert_eq!(
+            memo.tenant(&rotated, Some(b"Bearer secret-1")),
+            Err(RouterError::Unauthorized)
+        );
+        assert_eq!(
+            acme(memo.tenant(&rotated, Some(b"Bearer secret-2"))),
+            Ok("acme".into())
+        );
+    }
+}
