@@ -67,12 +67,11 @@ fn tensor(c: &mut Cursor<'_>, input: &InputSpec<'_>) -> Option<()> {
             }
             b"shape" if shape.is_none() => shape = Some(dims(c)?),
             b"data" if count.is_none() => {
-                // Flat: the first `]` closes it (a nested or odd array fails the count).
-                let start = c.i;
-                let end = start + c.b[start..].iter().position(|&x| x == b']')?;
                 // ASCII only is accepted, so no separate UTF-8 check is needed.
-                count = Some(flat_finite_count(&c.b[start..=end])?);
-                c.i = end + 1;
+                let rest = c.b.get(c.i..)?;
+                let (n, after) = flat_finite_prefix(rest)?;
+                count = Some(n);
+                c.i = c.b.len() - after.len();
             }
             _ => return None,
         }
@@ -182,97 +181,86 @@ impl<'a> Cursor<'a> {
 }
 
 /// How many numbers `b` holds when it is a flat JSON array of well-formed JSON numbers
-/// each certainly finite when converted to `f32`; `None` for anything else (nested
-/// arrays, other values, malformed numbers, numbers too large to tell at a glance).
+/// each certainly finite when converted to `f32`, with nothing but blanks around it;
+/// `None` for anything else (nested arrays, other values, malformed numbers, numbers too
+/// large to tell at a glance).
+pub(super) fn flat_finite_count(b: &[u8]) -> Option<usize> {
+    let (count, rest) = flat_finite_prefix(skip_ws(b))?;
+    skip_ws(rest).is_empty().then_some(count)
+}
+
+/// [`flat_finite_count`] for the array at the start of `b`: its count and what follows
+/// its closing bracket.
 ///
 /// A number with `i` digits before its point and exponent `e` is below `10^(i + e)`;
 /// with `i + e ≤ 38` that is below `f32::MAX` (≈ 3.4 × 10^38), so it is finite in `f32`
-/// whatever the rounding.
-pub(super) fn flat_finite_count(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
-            *i += 1;
-        }
-    };
-    skip_ws(&mut i);
-    if b.get(i) != Some(&b'[') {
-        return None;
-    }
-    i += 1;
-    skip_ws(&mut i);
-    if b.get(i) == Some(&b']') {
-        return Some(0);
+/// whatever the rounding. (Written over slices rather than indices: no bounds checks in
+/// the loop, which runs once per byte of every request's data.)
+fn flat_finite_prefix(b: &[u8]) -> Option<(usize, &[u8])> {
+    let mut s = skip_ws(b.strip_prefix(b"[")?);
+    if let Some(rest) = s.strip_prefix(b"]") {
+        return Some((0, rest));
     }
     let mut count = 0usize;
     loop {
-        if b.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        let int_start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let int_digits = i - int_start;
-        if int_digits == 0 || (int_digits > 1 && b[int_start] == b'0') {
-            return None; // not a number (an array, a string, null, ...) or a leading zero
-        }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let frac_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == frac_start {
-                return None;
-            }
-        }
-        let mut exponent: i64 = 0;
-        if matches!(b.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            let negative = match b.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
-            let exp_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                exponent = exponent
-                    .saturating_mul(10)
-                    .saturating_add(i64::from(b[i] - b'0'));
-                i += 1;
-            }
-            if i == exp_start {
-                return None;
-            }
-            if negative {
-                exponent = -exponent;
-            }
-        }
-        if int_digits as i64 + exponent > 38 {
-            return None;
-        }
+        s = skip_ws(finite_number(s)?);
         count += 1;
-        skip_ws(&mut i);
-        match b.get(i) {
-            Some(b',') => {
-                i += 1;
-                skip_ws(&mut i);
-            }
-            Some(b']') => {
-                i += 1;
-                skip_ws(&mut i);
-                return (i == b.len()).then_some(count);
-            }
+        match s.split_first()? {
+            (b',', rest) => s = skip_ws(rest),
+            (b']', rest) => return Some((count, rest)),
             _ => return None,
         }
     }
+}
+
+/// What follows a well-formed JSON number at the start of `s` that is certainly finite
+/// in `f32` (see [`flat_finite_prefix`]).
+fn finite_number(s: &[u8]) -> Option<&[u8]> {
+    let s = s.strip_prefix(b"-").unwrap_or(s);
+    let int = leading_digits(s);
+    if int == 0 || (int > 1 && s[0] == b'0') {
+        return None; // not a number (an array, a string, null, ...) or a leading zero
+    }
+    let mut s = &s[int..];
+    if let Some(rest) = s.strip_prefix(b".") {
+        let frac = leading_digits(rest);
+        if frac == 0 {
+            return None;
+        }
+        s = &rest[frac..];
+    }
+    let mut exponent: i64 = 0;
+    if let [b'e' | b'E', rest @ ..] = s {
+        let (negative, rest) = match rest {
+            [b'-', r @ ..] => (true, r),
+            [b'+', r @ ..] => (false, r),
+            r => (false, r),
+        };
+        let n = leading_digits(rest);
+        if n == 0 {
+            return None;
+        }
+        exponent = rest[..n].iter().fold(0i64, |e, &d| {
+            e.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+        if negative {
+            exponent = -exponent;
+        }
+        s = &rest[n..];
+    }
+    (int as i64 + exponent <= 38).then_some(s)
+}
+
+fn leading_digits(s: &[u8]) -> usize {
+    s.iter().take_while(|d| d.is_ascii_digit()).count()
+}
+
+fn skip_ws(s: &[u8]) -> &[u8] {
+    let n = s
+        .iter()
+        .take_while(|&&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    &s[n..]
 }
 
 #[cfg(test)]
@@ -335,8 +323,13 @@ mod tests {
         assert_eq!(flat_finite_count(b"[]"), Some(0));
         assert_eq!(flat_finite_count(b" [ 1 , -0.5e-3 ,2E+5 ] "), Some(3));
         assert_eq!(flat_finite_count(b"[9e37, 99e36]"), Some(2));
+        assert_eq!(
+            flat_finite_count(b"[1e-99999999999999999999, -0.0]"),
+            Some(2)
+        );
         for odd in [
-            "[1,]", "[,1]", "[-]", "[1e400]", "[[1]]", "[\"1\"]", "[00]", "[1.e2]", "[1",
+            "[1,]", "[,1]", "[-]", "[1e400]", "[[1]]", "[\"1\"]", "[00]", "[1.e2]", "[1", "[]x",
+            "[1] 2", "[1e39]", "[10e38]", "[1E+]", "[.5]", "[-01]",
         ] {
             assert_eq!(flat_finite_count(odd.as_bytes()), None, "{odd}");
         }
