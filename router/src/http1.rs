@@ -188,9 +188,7 @@ impl Connection {
                 }
             }
             let request = buf.split_to(total).freeze();
-            let close = spans.close;
-            let body = self.score(&request, spans, &mut keys, &mut out).await;
-            let close = close || *self.stopping.borrow();
+            let (body, close) = self.score(&request, spans, &mut keys, &mut out).await;
             let written = if body.len() <= COALESCE {
                 out.extend_from_slice(&body);
                 stream.write_all(&out).await
@@ -257,14 +255,15 @@ impl Connection {
     }
 
     /// Scores one fast-path request: writes the answer's head into `out` and returns
-    /// its body.
+    /// its body, and whether the connection closes after it (the client asked, or the
+    /// router is shutting down; the head says so).
     async fn score(
         &self,
         request: &Bytes,
         spans: Spans,
         keys: &mut KeyMemo,
         out: &mut Vec<u8>,
-    ) -> Bytes {
+    ) -> (Bytes, bool) {
         let text = |r: &Range<usize>| std::str::from_utf8(&request[r.clone()]).unwrap_or("");
         let bytes = |r: &Range<usize>| &request[r.clone()];
         let inference = Inference {
@@ -278,7 +277,7 @@ impl Connection {
             routes::score(&self.state, inference, std::future::ready(Ok(body)), keys).await;
         let close = spans.close || *self.stopping.borrow();
         out.clear();
-        match result {
+        let body = match result {
             Ok(relay) => {
                 wire::with_date(|date| {
                     wire::write_head(
@@ -313,7 +312,8 @@ impl Connection {
                 });
                 body
             }
-        }
+        };
+        (body, close)
     }
 
     /// Serves the rest of the connection with hyper and axum, starting with the bytes
