@@ -130,14 +130,14 @@ pub async fn up(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<FleetState> {
     let run_dir = &options.run_dir;
-    if let Ok(old) = FleetState::load(run_dir) {
-        if old.processes().iter().any(|p| is_ours(p)) {
-            bail!(
-                "a fleet is already running from {} (stop it with `loadtest fleet down --run-dir {}`)",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
+    if let Ok(old) = FleetState::load(run_dir)
+        && old.processes().iter().any(|p| is_ours(p))
+    {
+        bail!(
+            "a fleet is already running from {} (stop it with `loadtest fleet down --run-dir {}`)",
+            run_dir.display(),
+            run_dir.display()
+        );
     }
     // A fresh fleet every time: what an earlier, stopped fleet left (etcd's data, the
     // store, logs, keys) would otherwise come back (tenants that "already exist").
@@ -496,10 +496,10 @@ async fn wait_ready(p: &ProcessRecord, url: &str) -> anyhow::Result<()> {
                 log_tail(&p.log, 20)
             );
         }
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(

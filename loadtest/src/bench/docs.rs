@@ -47,10 +47,10 @@ impl Section {
         let (begin, end) = (self.begin(), self.end());
         let block = format!("{begin}\n{}\n{end}", generated.trim_end());
         let prefix = format!("<!-- bench-{}:begin", self.name);
-        if let (Some(b), Some(e)) = (doc.find(&prefix), doc.find(&end)) {
-            if b < e {
-                return format!("{}{block}{}", &doc[..b], &doc[e + end.len()..]);
-            }
+        if let (Some(b), Some(e)) = (doc.find(&prefix), doc.find(&end))
+            && b < e
+        {
+            return format!("{}{block}{}", &doc[..b], &doc[e + end.len()..]);
         }
         format!("{}\n\n{}\n\n{block}\n", doc.trim_end(), self.heading)
     }

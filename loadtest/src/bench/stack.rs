@@ -185,7 +185,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 /// `features`.
 pub fn infer_body(data: &[f32], rows: usize) -> anyhow::Result<Vec<u8>> {
     ensure!(
-        rows > 0 && data.len() % rows == 0,
+        rows > 0 && data.len().is_multiple_of(rows),
         "{} values are not {rows} rows",
         data.len()
     );

@@ -293,16 +293,16 @@ impl Drop for ManagedProcess {
                 }
             }
         }
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!(
-                    "shardline harness: test failed; kept {} files in {}\n{}",
-                    self.name,
-                    kept.display(),
-                    self.describe_log()
-                );
-            }
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "shardline harness: test failed; kept {} files in {}\n{}",
+                self.name,
+                kept.display(),
+                self.describe_log()
+            );
         }
     }
 }

@@ -15,10 +15,10 @@ pub fn metric_sum(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
             if metric != name {
                 return None;
             }
-            if let Some(w) = &wanted {
-                if !labels.split(',').any(|l| l == w) {
-                    return None;
-                }
+            if let Some(w) = &wanted
+                && !labels.split(',').any(|l| l == w)
+            {
+                return None;
             }
             value.parse::<f64>().ok()
         })

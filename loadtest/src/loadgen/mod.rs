@@ -198,10 +198,10 @@ impl Options {
             }
             Mode::Closed { .. } => {}
         }
-        if let Mix::Zipf(s) = self.mix {
-            if !(s.is_finite() && s >= 0.0) {
-                problems.push(format!("zipf exponent must be ≥ 0, not {s}"));
-            }
+        if let Mix::Zipf(s) = self.mix
+            && !(s.is_finite() && s >= 0.0)
+        {
+            problems.push(format!("zipf exponent must be ≥ 0, not {s}"));
         }
         if self.duration.is_zero() {
             problems.push("duration must be positive".to_owned());
