@@ -128,8 +128,9 @@ fn infer_request(model_path: &str, key: &str, body: &[u8], extra: &str) -> Vec<u
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() {
+/// A fleet of one worker and one router where tenant `acme` (its key returned) has model
+/// `risk` placed; and the router's URL.
+async fn one_worker_fleet() -> (TestFleet, String, String) {
     let fleet = TestFleet::builder().workers(1).start().await;
     let key = fleet.tenant("acme", Some(1)).await;
     fleet.publish("acme", "risk", "1", 5).await;
@@ -138,6 +139,12 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
         .wait_assignment(&model, Duration::from_secs(10), |a| a.workers.len() == 1)
         .await;
     let url = fleet.routers[0].url.clone();
+    (fleet, key, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() {
+    let (fleet, key, url) = one_worker_fleet().await;
     let batch = rows(3, 9);
     let expected = fleet.infer_direct(0, "acme", "risk", &batch).await;
     assert_eq!(expected.status, 200, "{:?}", expected.body);
@@ -289,14 +296,7 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
-    let mut fleet = TestFleet::builder().workers(1).start().await;
-    let key = fleet.tenant("acme", Some(1)).await;
-    fleet.publish("acme", "risk", "1", 5).await;
-    let model = ModelKey::parse_shard_key("acme/risk").unwrap();
-    fleet
-        .wait_assignment(&model, Duration::from_secs(10), |a| a.workers.len() == 1)
-        .await;
-    let url = fleet.routers[0].url.clone();
+    let (mut fleet, key, url) = one_worker_fleet().await;
     let batch = rows(2, 4);
     let expected = fleet.infer(0, &key, "risk", &batch).await.scores();
     let body = serde_json::to_vec(&infer_body(&batch)).unwrap();
