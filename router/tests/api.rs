@@ -14,12 +14,8 @@ use support::{TestFleet, infer_body, rows};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_match_the_worker_and_every_endpoint_answers() {
     let fleet = TestFleet::builder().workers(2).start().await;
-    let key = fleet.tenant("acme", Some(2)).await;
-    fleet.publish("acme", "risk", "1", 11).await;
+    let key = fleet.placed_model("acme", "risk", 2, 11).await;
     let model = ModelKey::parse_shard_key("acme/risk").unwrap();
-    fleet
-        .wait_assignment(&model, Duration::from_secs(10), |a| a.workers.len() == 2)
-        .await;
 
     let batch = rows(5, 3);
     let via_router = fleet.infer(0, &key, "risk", &batch).await;
@@ -294,12 +290,7 @@ async fn retries_stay_within_the_budget_when_a_whole_shard_answers_503() {
         .router_arg("--retry-window=10s")
         .start()
         .await;
-    let key = fleet.tenant("acme", Some(2)).await;
-    fleet.publish("acme", "risk", "1", 5).await;
-    let model = ModelKey::parse_shard_key("acme/risk").unwrap();
-    fleet
-        .wait_assignment(&model, Duration::from_secs(10), |a| a.workers.len() == 2)
-        .await;
+    let key = fleet.placed_model("acme", "risk", 2, 5).await;
     // The object store goes away before the model was ever loaded: both members
     // answer 503 (store unreachable) to every request.
     fleet.s3.as_mut().unwrap().kill().await.unwrap();

@@ -10,7 +10,6 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use shardline_shared::ids::ModelKey;
 use support::{TestFleet, infer_body, rows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -132,12 +131,7 @@ fn infer_request(model_path: &str, key: &str, body: &[u8], extra: &str) -> Vec<u
 /// `risk` placed; and the router's URL.
 async fn one_worker_fleet() -> (TestFleet, String, String) {
     let fleet = TestFleet::builder().workers(1).start().await;
-    let key = fleet.tenant("acme", Some(1)).await;
-    fleet.publish("acme", "risk", "1", 5).await;
-    let model = ModelKey::parse_shard_key("acme/risk").unwrap();
-    fleet
-        .wait_assignment(&model, Duration::from_secs(10), |a| a.workers.len() == 1)
-        .await;
+    let key = fleet.placed_model("acme", "risk", 1, 5).await;
     let url = fleet.routers[0].url.clone();
     (fleet, key, url)
 }

@@ -323,6 +323,20 @@ impl TestFleet {
         }
     }
 
+    /// Creates `tenant` with shard size `k`, publishes its model `model` (version 1,
+    /// weights from `seed`) and waits until the controller has placed it on `k` workers.
+    /// Returns the tenant's API key.
+    pub async fn placed_model(&self, tenant: &str, model: &str, k: u32, seed: u64) -> String {
+        let key = self.tenant(tenant, Some(k)).await;
+        self.publish(tenant, model, "1", seed).await;
+        let shard_key = ModelKey::parse_shard_key(&format!("{tenant}/{model}")).unwrap();
+        self.wait_assignment(&shard_key, Duration::from_secs(10), |a| {
+            a.workers.len() == k as usize
+        })
+        .await;
+        key
+    }
+
     /// Waits until the stored assignment of `key` satisfies `ok`.
     pub async fn wait_assignment(
         &self,
