@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use shardline_shared::decode::{InputSpec, validate_infer};
 use shardline_shared::ids::{ModelKey, WorkerId};
@@ -266,12 +266,10 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl IntoResponse for Relay {
     fn into_response(self) -> Response {
-        let mut headers = HeaderMap::with_capacity(3);
+        let mut response = (self.answer.status, self.answer.body.clone()).into_response();
         for (name, value) in self.headers() {
-            headers.insert(name, value.clone());
+            response.headers_mut().insert(name, value.clone());
         }
-        let mut response = (self.answer.status, self.answer.body).into_response();
-        response.headers_mut().extend(headers);
         response
     }
 }
