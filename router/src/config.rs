@@ -68,10 +68,16 @@ pub struct RouterArgs {
     #[arg(long, env = "SHARDLINE_CONTROLLER_LEASE_TTL", value_parser = parse_duration, default_value = "5s")]
     pub controller_lease_ttl: Duration,
     /// Serving threads, each running a single-threaded runtime that serves the client
-    /// connections handed to it (default: one per core). The control plane runs on the
-    /// main thread besides.
+    /// connections handed to it (default: one per core). Only as many as the load needs
+    /// take connections (see --min-threads). The control plane runs on the main thread
+    /// besides.
     #[arg(long, env = "SHARDLINE_THREADS")]
     pub threads: Option<usize>,
+    /// Serving threads that always take connections (default 1; equal to --threads: all
+    /// of them, whatever the load). More are used while the ones in use run near a full
+    /// core each.
+    #[arg(long, env = "SHARDLINE_MIN_THREADS")]
+    pub min_threads: Option<usize>,
     /// Label request metrics per tenant model (bounded cardinality is then your choice).
     #[arg(long, env = "SHARDLINE_PER_MODEL_METRICS")]
     pub per_model_metrics: bool,
@@ -122,6 +128,14 @@ impl RouterArgs {
         }
         if self.threads == Some(0) {
             errors.push("--threads must be positive".into());
+        }
+        if self.min_threads == Some(0) {
+            errors.push("--min-threads must be positive".into());
+        }
+        if let (Some(min), Some(max)) = (self.min_threads, self.threads)
+            && min > max
+        {
+            errors.push(format!("--min-threads {min} exceeds --threads {max}"));
         }
         match prefix {
             Ok(prefix) if errors.is_empty() => Ok(RouterConfig {
@@ -177,6 +191,7 @@ mod tests {
             ("--internal-token", "short"),
             ("--max-deadline", "1s"),
             ("--threads", "0"),
+            ("--min-threads", "0"),
         ])
         .unwrap()
         .validate()
@@ -186,10 +201,29 @@ mod tests {
             "--prefix",
             "--internal-token",
             "--max-deadline",
-            "--threads",
+            "--threads must be positive",
+            "--min-threads must be positive",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn min_threads_at_most_threads() {
+        let bad = args(&[("--threads", "2"), ("--min-threads", "3")])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            bad.join("\n")
+                .contains("--min-threads 3 exceeds --threads 2")
+        );
+        assert!(
+            args(&[("--threads", "2"), ("--min-threads", "2")])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Serving the public API over HTTP/1.1: one task per connection on one of the
-//! router's single-threaded serving runtimes; the hot request — a plain inference
+//! router's single-threaded serving runtimes (moved between them as
+//! [`crate::threads`] decides, between two requests); the hot request — a plain inference
 //! `POST` — read, scored and answered right on the connection, everything else served
 //! by hyper and axum; graceful shutdown stops accepting, closes idle connections and
 //! lets in-flight requests finish.
@@ -36,13 +37,13 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tracing::debug;
 
 use crate::routes::{self, Inference, KeyMemo};
 use crate::state::AppState;
+use crate::threads::{self, ServingPool};
 use crate::wire;
 
 /// Largest request head the fast path waits for before leaving the connection to hyper.
@@ -70,16 +71,16 @@ pub fn infer_route(path: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// Serves `listener` until `shutdown` completes, then waits for open connections to
-/// finish their current request. Accepted connections are handed out in turn to
-/// `runtimes` (each a single-threaded runtime on its own core, like nginx's worker
-/// processes: no work stealing, no cross-thread wake-ups within a connection); with
-/// none given they run on the caller's runtime.
+/// finish their current request. Accepted connections go to the threads of `pool` that
+/// take connections (each a single-threaded runtime, like nginx's worker processes: no
+/// work stealing, no cross-thread wake-ups within a connection); without a pool they
+/// run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     app: Router,
     shutdown: impl Future<Output = ()>,
-    runtimes: &[Handle],
+    pool: Option<Arc<ServingPool>>,
 ) {
     let graceful = GracefulShutdown::new();
     let (stop, stopping) = watch::channel(false);
@@ -109,32 +110,47 @@ pub async fn serve(
             watcher: graceful.watcher(),
             stopping: stopping.clone(),
             peer,
+            id: next,
+            pool: pool.clone(),
         };
-        if runtimes.is_empty() {
-            tokio::spawn(conn.run(stream));
+        next = next.wrapping_add(1);
+        let Some(pool) = &pool else {
+            tokio::spawn(async move {
+                conn.run(stream).await;
+            });
             continue;
-        }
+        };
         // A socket belongs to one runtime's reactor: move it over as a std socket and
         // register it there.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(%peer, error = %e, "cannot hand the connection over");
-                continue;
-            }
-        };
-        runtimes[next % runtimes.len()].spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => conn.run(stream).await,
-                Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
-            }
-        });
-        next = next.wrapping_add(1);
+        match stream.into_std() {
+            Ok(stream) => start_on(pool.home(conn.id), conn, stream),
+            Err(e) => debug!(%peer, error = %e, "cannot hand the connection over"),
+        }
     }
     drop(listener);
     let _ = stop.send(true);
     // Waits for every connection (each holds a watcher) to end.
     graceful.shutdown().await;
+}
+
+/// Serves `conn` on serving thread `target` of its pool, and on the next one it moves
+/// to after that.
+fn start_on(target: usize, conn: Connection, stream: std::net::TcpStream) {
+    let Some(pool) = conn.pool.clone() else {
+        return;
+    };
+    let runtime = pool.handle(target).clone();
+    runtime.spawn(async move {
+        let peer = conn.peer;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => return debug!(%peer, error = %e, "cannot register the connection"),
+        };
+        if let Some((conn, stream, next)) = conn.run(stream).await {
+            pool.moved();
+            start_on(next, conn, stream);
+        }
+    });
 }
 
 /// One accepted connection and what serving it needs.
@@ -147,6 +163,9 @@ struct Connection {
     /// Becomes `true` when the router stops accepting.
     stopping: watch::Receiver<bool>,
     peer: SocketAddr,
+    /// Accept order: which of the pool's active threads the connection belongs on.
+    id: usize,
+    pool: Option<Arc<ServingPool>>,
 }
 
 /// Where a fast-path request's parts lie in the read buffer.
@@ -167,24 +186,40 @@ enum Next {
     /// A request hyper serves (see [`wire::classify`]).
     Other,
     Infer(Spans),
+    /// Between requests, on the wrong serving thread: move to this one.
+    Move(usize),
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: TcpStream) {
+    /// Serves the connection until it ends, or returns it, its socket released by this
+    /// thread's reactor, when it is to move to the serving thread returned with it.
+    async fn run(mut self, mut stream: TcpStream) -> Option<(Self, std::net::TcpStream, usize)> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(1024);
         let mut keys = KeyMemo::default();
         loop {
             let spans = match self.next_request(&mut stream, &mut buf).await {
-                Next::Closed => return,
-                Next::Other => return self.hand_over(stream, buf).await,
+                Next::Closed => return None,
+                Next::Other => {
+                    self.hand_over(stream, buf).await;
+                    return None;
+                }
+                Next::Move(target) => {
+                    return match stream.into_std() {
+                        Ok(stream) => Some((self, stream, target)),
+                        Err(e) => {
+                            debug!(peer = %self.peer, error = %e, "cannot move the connection");
+                            None
+                        }
+                    };
+                }
                 Next::Infer(spans) => spans,
             };
             let total = spans.head_len + spans.content_length;
             while buf.len() < total {
                 buf.reserve(total - buf.len());
                 if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                    return;
+                    return None;
                 }
             }
             let request = buf.split_to(total).freeze();
@@ -199,11 +234,11 @@ impl Connection {
                 }
             };
             if written.is_err() {
-                return;
+                return None;
             }
             if close {
                 let _ = stream.shutdown().await;
-                return;
+                return None;
             }
         }
     }
@@ -236,6 +271,9 @@ impl Connection {
                 if *self.stopping.borrow() {
                     return Next::Closed;
                 }
+                if let Some(target) = self.elsewhere() {
+                    return Next::Move(target);
+                }
                 tokio::select! {
                     read = stream.read_buf(buf) => read,
                     changed = self.stopping.changed() => {
@@ -252,6 +290,12 @@ impl Connection {
                 return Next::Closed;
             }
         }
+    }
+
+    /// The serving thread the connection should move to, if it is not on it.
+    fn elsewhere(&self) -> Option<usize> {
+        let home = self.pool.as_ref()?.home(self.id);
+        (threads::current()? != home).then_some(home)
     }
 
     /// Scores one fast-path request: writes the answer's head into `out` and returns
@@ -467,6 +511,145 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Connections moving between serving threads, against a router with an empty
+/// snapshot (every inference is refused on the fast path with 401: no worker needed).
+#[cfg(test)]
+mod moves {
+    use std::time::Duration;
+
+    use prometheus::Registry;
+    use shardline_shared::keys::Prefix;
+    use shardline_shared::snapshot::Snapshot;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::budget::RetryBudget;
+    use crate::metrics::RouterMetrics;
+    use crate::state::Limits;
+    use crate::upstream::Upstream;
+
+    const REQUEST: &[u8] = b"POST /v2/models/risk/infer HTTP/1.1\r\nhost: r\r\n\
+        authorization: Bearer nobody\r\ncontent-type: application/json\r\n\
+        content-length: 2\r\n\r\n{}";
+
+    fn state() -> Arc<AppState> {
+        let (_, snapshot) = watch::channel(Arc::new(Snapshot::empty(Prefix::default())));
+        Arc::new(AppState::new(
+            snapshot,
+            Upstream::new("token-0123456789abcdef").unwrap(),
+            RetryBudget::new(200, 10, Duration::from_secs(10)),
+            Limits {
+                max_body: 1 << 20,
+                max_rows: 16,
+                default_deadline: Duration::from_secs(10),
+                max_deadline: Duration::from_secs(60),
+                attempt_timeout: Duration::from_secs(1),
+            },
+            RouterMetrics::register(&Registry::new(), false).unwrap(),
+        ))
+    }
+
+    /// Reads `n` whole answers (each ends with its JSON body's closing brace), returning
+    /// their status lines.
+    async fn answers(conn: &mut TcpStream, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.iter().filter(|&&b| b == b'}').count() < n {
+            let k = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .unwrap();
+            assert!(
+                k > 0,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..k]);
+        }
+        // A body has no line end: the next answer's status line follows it directly.
+        let text = String::from_utf8(got).unwrap();
+        text.match_indices("HTTP/1.1 ")
+            .map(|(i, _)| text[i..].lines().next().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn wait_moves(pool: &ServingPool, n: u64) {
+        for _ in 0..500 {
+            if pool.moves() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.moves(), n);
+    }
+
+    #[tokio::test]
+    async fn connections_move_between_requests_and_keep_being_served() {
+        let pool = ServingPool::start(2, 1).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = state();
+        let app = crate::routes::app(state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            state,
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(pool.clone()),
+        ));
+        // Accept order 0 and 1: both on thread 0 while one thread is active.
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        a.write_all(REQUEST).await.unwrap();
+        assert_eq!(answers(&mut a, 1).await.len(), 1);
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        b.write_all(REQUEST).await.unwrap();
+        assert_eq!(answers(&mut b, 1).await, ["HTTP/1.1 401 Unauthorized"]);
+        assert_eq!(pool.moves(), 0);
+
+        // Two active threads: `b` (id 1) belongs on thread 1 and moves there at its next
+        // request boundary, which comes after the answer to this pipelined pair.
+        pool.set_active(2);
+        b.write_all(&[REQUEST, REQUEST].concat()).await.unwrap();
+        assert_eq!(answers(&mut b, 2).await.len(), 2);
+        wait_moves(&pool, 1).await;
+        // Served on its new thread; `a` (id 0) stays.
+        for _ in 0..3 {
+            b.write_all(REQUEST).await.unwrap();
+            assert_eq!(answers(&mut b, 1).await, ["HTTP/1.1 401 Unauthorized"]);
+            a.write_all(REQUEST).await.unwrap();
+            assert_eq!(answers(&mut a, 1).await.len(), 1);
+        }
+        assert_eq!(pool.moves(), 1);
+
+        // Back to one thread: `b` returns to thread 0.
+        pool.set_active(1);
+        b.write_all(REQUEST).await.unwrap();
+        assert_eq!(answers(&mut b, 1).await.len(), 1);
+        wait_moves(&pool, 2).await;
+        b.write_all(REQUEST).await.unwrap();
+        assert_eq!(answers(&mut b, 1).await.len(), 1);
+
+        // Shutdown still closes every connection, moved or not.
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .unwrap();
+        for c in [&mut a, &mut b] {
+            let mut rest = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+                .await
+                .expect("closed")
+                .unwrap();
+            assert_eq!(n, 0);
         }
     }
 }

@@ -36,5 +36,6 @@ pub mod routes;
 pub mod select;
 pub mod serve;
 pub mod state;
+pub mod threads;
 pub mod upstream;
 pub mod wire;

@@ -1,10 +1,13 @@
 //! The `router` binary: parse and validate flags (exit 64 on bad configuration), then
-//! serve until SIGINT or SIGTERM: client connections on one single-threaded runtime per
-//! core, the control plane on the main thread's own runtime.
+//! serve until SIGINT or SIGTERM: client connections on single-threaded runtimes (one
+//! per core, as many in use as the load needs), the control plane on the main thread's
+//! own runtime.
 
 use shardline_router::config::{RouterArgs, RouterConfig};
-use tokio::runtime::{Builder, Handle, Runtime};
-use tokio::sync::oneshot;
+use std::sync::Arc;
+
+use shardline_router::threads::ServingPool;
+use tokio::runtime::{Builder, Runtime};
 
 /// Exit status for bad flags or configuration (`EX_USAGE`).
 const EXIT_CONFIG: i32 = 64;
@@ -28,12 +31,10 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let min = config.args.min_threads.unwrap_or(1);
     let result = current_thread().and_then(|control| {
-        let serving = (0..threads)
-            .map(ServingThread::start)
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let handles: Vec<Handle> = serving.iter().map(|s| s.handle.clone()).collect();
-        Ok(control.block_on(run(config, handles)))
+        let pool = ServingPool::start(threads, min)?;
+        Ok(control.block_on(run(config, pool)))
     });
     match result {
         Ok(Ok(())) => {}
@@ -52,31 +53,7 @@ fn current_thread() -> std::io::Result<Runtime> {
     Builder::new_current_thread().enable_all().build()
 }
 
-/// A thread running a single-threaded runtime that serves the connections handed to it
-/// until the process ends (the accept loop's graceful shutdown has drained them by then).
-struct ServingThread {
-    handle: Handle,
-    _stop: oneshot::Sender<()>,
-}
-
-impl ServingThread {
-    fn start(index: usize) -> std::io::Result<Self> {
-        let runtime = current_thread()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("serve-{index}"))
-            .spawn(move || {
-                let _ = runtime.block_on(stopped);
-            })?;
-        Ok(Self {
-            handle,
-            _stop: stop,
-        })
-    }
-}
-
-async fn run(config: RouterConfig, runtimes: Vec<Handle>) -> anyhow::Result<()> {
+async fn run(config: RouterConfig, pool: Arc<ServingPool>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.args.listen).await?;
     let metrics = match config.args.metrics_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
@@ -87,7 +64,7 @@ async fn run(config: RouterConfig, runtimes: Vec<Handle>) -> anyhow::Result<()> 
         listener,
         metrics,
         shardline_control::process::shutdown_signal(),
-        &runtimes,
+        Some(pool),
     )
     .await
 }

@@ -10,7 +10,6 @@ use prometheus::Registry;
 use shardline_control::metrics::spawn_metrics_server;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::budget::RetryBudget;
@@ -19,6 +18,7 @@ use crate::controller::{Controller, ControllerConfig, ControllerMetrics};
 use crate::metrics::RouterMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Limits};
+use crate::threads::ServingPool;
 use crate::upstream::Upstream;
 
 /// Runs the router until `shutdown` completes. `listener` is already bound (tests bind
@@ -30,19 +30,20 @@ pub async fn serve(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_on(config, listener, metrics_listener, shutdown, &[]).await
+    serve_on(config, listener, metrics_listener, shutdown, None).await
 }
 
-/// [`serve`], with client connections handed out in turn to `runtimes` (the binary's
-/// one single-threaded runtime per core) while the control plane — snapshot watch,
-/// placement controller, `/metrics`, accepting — stays on the caller's runtime, so a
-/// large placement computation never stalls a request.
+/// [`serve`], with client connections served by the threads of `pool` (the binary's
+/// single-threaded runtimes, one per core, as many taking connections as the load
+/// needs) while the control plane — snapshot watch, placement controller, `/metrics`,
+/// accepting, sizing the pool — stays on the caller's runtime, so a large placement
+/// computation never stalls a request.
 pub async fn serve_on(
     config: RouterConfig,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    runtimes: &[Handle],
+    pool: Option<Arc<ServingPool>>,
 ) -> anyhow::Result<()> {
     let args = &config.args;
     let registry = Registry::new();
@@ -92,6 +93,22 @@ pub async fn serve_on(
         metrics,
     ));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let sizing = match &pool {
+        Some(pool) => {
+            let active = prometheus::IntGauge::new(
+                shardline_shared::metrics::ROUTER_SERVING_THREADS_ACTIVE,
+                "Serving threads taking client connections (the rest idle until the load needs them)",
+            )?;
+            let moves = prometheus::IntCounter::new(
+                shardline_shared::metrics::ROUTER_CONNECTION_MOVES_TOTAL,
+                "Client connections moved between serving threads as their number changed",
+            )?;
+            registry.register(Box::new(active.clone()))?;
+            registry.register(Box::new(moves.clone()))?;
+            Some(tokio::spawn(pool.clone().adapt(active, moves)))
+        }
+        None => None,
+    };
 
     if let Some(l) = metrics_listener {
         spawn_metrics_server(l, registry.clone());
@@ -99,9 +116,12 @@ pub async fn serve_on(
 
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");
     let app = app(state.clone());
-    crate::http1::serve(listener, state, app, shutdown, runtimes).await;
+    crate::http1::serve(listener, state, app, shutdown, pool).await;
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
+    if let Some(s) = sizing {
+        s.abort();
+    }
     if let Some(c) = controller {
         c.shutdown().await;
     }

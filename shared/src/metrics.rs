@@ -20,6 +20,8 @@ pub const ROUTER_UPSTREAM_REQUESTS_TOTAL: &str = "shardline_router_upstream_requ
 pub const ROUTER_RETRIES_REFUSED_TOTAL: &str = "shardline_router_retries_refused_total";
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
+pub const ROUTER_SERVING_THREADS_ACTIVE: &str = "shardline_router_serving_threads_active";
+pub const ROUTER_CONNECTION_MOVES_TOTAL: &str = "shardline_router_connection_moves_total";
 
 /// Placement controller (the elected router replica).
 pub const PLACEMENT_LEADER: &str = "shardline_placement_leader";
