@@ -67,8 +67,8 @@ pub fn current() -> Option<usize> {
 #[derive(Debug)]
 struct ServingThread {
     handle: Handle,
-    /// `/proc/self/task/<tid>/schedstat` (CPU time), where there is one.
-    schedstat: Option<PathBuf>,
+    /// `/proc/self/task/<tid>/stat` (CPU time), where there is one.
+    stat: Option<PathBuf>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -142,11 +142,7 @@ impl ServingPool {
     fn cpu_times(&self) -> Option<Vec<Duration>> {
         self.threads
             .iter()
-            .map(|t| {
-                let text = std::fs::read_to_string(t.schedstat.as_ref()?).ok()?;
-                let nanos = text.split_whitespace().next()?.parse().ok()?;
-                Some(Duration::from_nanos(nanos))
-            })
+            .map(|t| cpu_time(&std::fs::read_to_string(t.stat.as_ref()?).ok()?))
             .collect()
     }
 
@@ -207,17 +203,28 @@ impl ServingThread {
                 let _ = tid_tx.send(tid);
                 let _ = runtime.block_on(stopped);
             })?;
-        let schedstat = tid_rx
+        let stat = tid_rx
             .recv()
             .ok()
             .flatten()
-            .map(|tid| PathBuf::from(format!("/proc/self/task/{tid}/schedstat")));
+            .map(|tid| PathBuf::from(format!("/proc/self/task/{tid}/stat")));
         Ok(Self {
             handle,
-            schedstat,
+            stat,
             _stop: stop,
         })
     }
+}
+
+/// User plus system time from a `/proc/<pid>/task/<tid>/stat` line (fields 14 and 15,
+/// in clock ticks of 1/100 s — `USER_HZ`, fixed by the Linux ABI).
+fn cpu_time(stat: &str) -> Option<Duration> {
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 #[cfg(test)]
@@ -264,6 +271,18 @@ mod tests {
         fn more_load_never_means_fewer_threads(active in 1usize..16, a in 0.0f64..32.0, b in 0.0f64..32.0) {
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             prop_assert!(next_active(active, 1, 16, lo) <= next_active(active, 1, 16, hi));
+        }
+    }
+
+    #[test]
+    fn cpu_time_is_user_plus_system_ticks() {
+        let line =
+            "4242 (serve-0 (x)) S 1 4242 4242 0 -1 4194368 100 0 0 0 37 5 0 0 20 0 3 0 99 0 0";
+        assert_eq!(cpu_time(line), Some(Duration::from_millis(420)));
+        assert_eq!(cpu_time("4242 (serve-0) S 1"), None);
+        let own = std::fs::read_to_string("/proc/thread-self/stat");
+        if cfg!(target_os = "linux") {
+            assert!(cpu_time(&own.unwrap()).is_some());
         }
     }
 

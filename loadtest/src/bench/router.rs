@@ -171,6 +171,9 @@ impl Cpu {
 pub struct Run {
     pub load: Measured,
     pub cpu: Cpu,
+    /// For the router: its serving threads taking connections at the end of the window
+    /// (`shardline_router_serving_threads_active`).
+    pub router_threads: Option<f64>,
 }
 
 /// A target's rounds for one model, and their medians.
@@ -336,6 +339,15 @@ impl Report {
                 let per = join(&mut t.runs.iter().map(|r| format!("{:.0}", r.load.throughput)));
                 let _ = writeln!(s, "| {} | {} | {per} |", m.name, t.target.name());
             }
+            let threads = join(&mut m.get(Target::Router).runs.iter().map(|r| {
+                r.router_threads
+                    .map_or_else(|| "?".to_owned(), |n| format!("{n:.0}"))
+            }));
+            let _ = writeln!(
+                s,
+                "| {} | router serving threads in use (end of window) | {threads} |",
+                m.name
+            );
             for t in [Target::Router, Target::Nginx] {
                 let per = join(
                     &mut m
@@ -516,6 +528,7 @@ struct Servers {
     worker_addr: SocketAddr,
     router: ManagedProcess,
     router_addr: SocketAddr,
+    router_metrics: SocketAddr,
     nginx: ManagedProcess,
     nginx_addr: SocketAddr,
 }
@@ -600,7 +613,8 @@ async fn start_servers(
     let ready = |s: reqwest::StatusCode, _: &str| s.is_success();
     let timeout = Duration::from_secs(30);
     let (worker, worker_addr) = start_worker(worker_bin, etcd, store_url).await?;
-    let (router, router_addr) = start_router(router_bin, etcd, options.router_threads).await?;
+    let (router, router_addr, router_metrics) =
+        start_router(router_bin, etcd, options.router_threads).await?;
 
     let nginx_port = free_port();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse()?;
@@ -639,6 +653,7 @@ async fn start_servers(
         worker_addr,
         router,
         router_addr,
+        router_metrics,
         nginx,
         nginx_addr,
     })
@@ -726,7 +741,14 @@ async fn measure(
         for (mi, per) in specs.iter().enumerate() {
             for ti in round_order(round) {
                 let t = &Target::ALL[ti];
-                let run = load_once(options, per[ti].clone(), *t, &pids).await?;
+                let mut run = load_once(options, per[ti].clone(), *t, &pids).await?;
+                if *t == Target::Router {
+                    run.router_threads = Some(
+                        serving_threads(servers.router_metrics)
+                            .await
+                            .context("the router's serving threads")?,
+                    );
+                }
                 progress(&format!(
                     "round {round}/{}: {:<7} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
                     options.load.rounds,
@@ -781,7 +803,20 @@ async fn load_once(
     Ok(Run {
         load: result.into(),
         cpu: after.minus(&before),
+        router_threads: None,
     })
+}
+
+/// The router's serving threads taking connections now, from its `/metrics`.
+async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let name = shardline_shared::metrics::ROUTER_SERVING_THREADS_ACTIVE;
+    ensure!(text.contains(name), "no {name} in the router's metrics");
+    Ok(crate::harness::metric_sum(&text, name, None))
 }
 
 /// Cumulative CPU seconds at one moment.
@@ -860,6 +895,7 @@ mod tests {
         Run {
             load: Measured::fixture(throughput, Duration::from_millis(p99_ms)),
             cpu: Cpu::default(),
+            router_threads: None,
         }
     }
 

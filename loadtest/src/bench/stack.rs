@@ -120,14 +120,14 @@ pub async fn start_worker(
 }
 
 /// Starts the release `router` binary `bin` (`--threads threads` when given) and waits
-/// until it is ready.
+/// until it is ready. Returns it with its API and metrics addresses.
 pub async fn start_router(
     bin: &Path,
     etcd: &str,
     threads: Option<usize>,
-) -> anyhow::Result<(ManagedProcess, SocketAddr)> {
+) -> anyhow::Result<(ManagedProcess, SocketAddr, SocketAddr)> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let mut router = ManagedProcess::new("router", bin)?.args([
         "--listen",
         &addr.to_string(),
@@ -138,7 +138,7 @@ pub async fn start_router(
         "--id",
         "r-0",
         "--metrics-listen",
-        &metrics_addr,
+        &metrics_addr.to_string(),
     ]);
     if let Some(t) = threads {
         router = router.args(["--threads".to_owned(), t.to_string()]);
@@ -151,7 +151,7 @@ pub async fn start_router(
             ready,
         )
         .await?;
-    Ok((router, addr))
+    Ok((router, addr, metrics_addr))
 }
 
 /// The router's request for tenant [`TENANT`]'s `model`: `POST /v2/models/<model>/infer`

@@ -200,7 +200,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     progress("starting the worker, the router and MLServer");
     let etcd = control.etcd.endpoint();
     let (worker, _) = start_worker(&worker_bin, &etcd, &control.store_url).await?;
-    let (router, router_addr) = start_router(&router_bin, &etcd, options.router_threads).await?;
+    let (router, router_addr, _) = start_router(&router_bin, &etcd, options.router_threads).await?;
     let mlserver = MlServer::start(
         &peer,
         &scratch.path().join("model.joblib"),
