@@ -123,7 +123,7 @@ pub async fn serve(
         // A socket belongs to one runtime's reactor: move it over as a std socket and
         // register it there.
         match stream.into_std() {
-            Ok(stream) => start_on(pool.home(conn.id), conn, stream),
+            Ok(stream) => start_on(pool.clone(), pool.home(conn.id), conn, stream),
             Err(e) => debug!(%peer, error = %e, "cannot hand the connection over"),
         }
     }
@@ -133,12 +133,9 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Serves `conn` on serving thread `target` of its pool, and on the next one it moves
-/// to after that.
-fn start_on(target: usize, conn: Connection, stream: std::net::TcpStream) {
-    let Some(pool) = conn.pool.clone() else {
-        return;
-    };
+/// Serves `conn` on serving thread `target` of `pool`, and on the next one it moves to
+/// after that.
+fn start_on(pool: Arc<ServingPool>, target: usize, conn: Connection, stream: std::net::TcpStream) {
     let runtime = pool.handle(target).clone();
     runtime.spawn(async move {
         let peer = conn.peer;
@@ -148,7 +145,7 @@ fn start_on(target: usize, conn: Connection, stream: std::net::TcpStream) {
         };
         if let Some((conn, stream, next)) = conn.run(stream).await {
             pool.moved();
-            start_on(next, conn, stream);
+            start_on(pool, next, conn, stream);
         }
     });
 }
