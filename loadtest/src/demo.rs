@@ -200,10 +200,7 @@ pub async fn run(
         }
     };
 
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let client = crate::harness::http_client(Duration::from_secs(5))?;
     let mut workers = Vec::new();
     for w in &fleet.workers {
         let Some(url) = &w.metrics_url else { continue };

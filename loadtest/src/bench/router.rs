@@ -809,7 +809,9 @@ async fn load_once(
 
 /// The router's serving threads taking connections now, from its `/metrics`.
 async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
+    let text = crate::harness::http_client(Duration::from_secs(5))?
+        .get(format!("http://{metrics}/metrics"))
+        .send()
         .await?
         .error_for_status()?
         .text()
