@@ -6,8 +6,7 @@
 use shardline_router::config::{RouterArgs, RouterConfig};
 use std::sync::Arc;
 
-use shardline_router::threads::ServingPool;
-use tokio::runtime::{Builder, Runtime};
+use shardline_router::threads::{ServingPool, runtime};
 
 /// Exit status for bad flags or configuration (`EX_USAGE`).
 const EXIT_CONFIG: i32 = 64;
@@ -32,7 +31,7 @@ fn main() {
             .unwrap_or(1)
     });
     let min = config.args.min_threads.unwrap_or(1);
-    let result = current_thread().and_then(|control| {
+    let result = runtime().and_then(|control| {
         let pool = ServingPool::start(threads, min)?;
         Ok(control.block_on(run(config, pool)))
     });
@@ -47,10 +46,6 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-fn current_thread() -> std::io::Result<Runtime> {
-    Builder::new_current_thread().enable_all().build()
 }
 
 async fn run(config: RouterConfig, pool: Arc<ServingPool>) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
-use tokio::runtime::{Builder, Handle};
+use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 
 /// How often the load of the serving threads is measured.
@@ -51,6 +51,12 @@ pub fn next_active(active: usize, min: usize, max: usize, used: f64) -> usize {
         active
     };
     next.clamp(min, max.max(min))
+}
+
+/// A single-threaded runtime with I/O and timers: what each serving thread runs, and
+/// what the binary's control plane runs on.
+pub fn runtime() -> std::io::Result<Runtime> {
+    Builder::new_current_thread().enable_all().build()
 }
 
 thread_local! {
@@ -188,7 +194,7 @@ impl ServingPool {
 
 impl ServingThread {
     fn start(index: usize) -> std::io::Result<Self> {
-        let runtime = Builder::new_current_thread().enable_all().build()?;
+        let runtime = runtime()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
