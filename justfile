@@ -5,6 +5,10 @@ export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
 
 demo_profile := env_var_or_default("SHARDLINE_DEMO_PROFILE", "release")
 demo_dir := if demo_profile == "dev" { "debug" } else { demo_profile }
+# Where cargo puts what it builds: `./target`, or `$CARGO_TARGET_DIR` (or a configured
+# target directory) as cargo itself reports it.
+target_dir := `cargo metadata --format-version 1 --no-deps --offline 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target`
+bin_dir := target_dir / demo_dir
 
 # Show the available recipes.
 default:
@@ -21,12 +25,23 @@ setup:
 # `just demo --duration 5s --tenants 5`, `--size-mb 50`, `--s3`.
 # SHARDLINE_DEMO_PROFILE=dev uses debug binaries (CI, after `just test` built them).
 demo *ARGS: setup
-    cargo build --locked --profile {{demo_profile}} -p shardline-router -p shardline-worker -p shardline-loadtest --bins
-    target/{{demo_dir}}/loadtest demo --run-dir target/demo --bin-dir target/{{demo_dir}} {{ARGS}}
+    cargo build --locked --profile {{demo_profile}} -p shardline-router -p shardline-worker -p shardline-shardctl -p shardline-loadtest --bins
+    "{{bin_dir}}/loadtest" demo --run-dir "{{target_dir}}/demo" --bin-dir "{{bin_dir}}" {{ARGS}}
 
 # Stop the demo's fleet (only the processes the demo started).
 demo-down:
-    target/{{demo_dir}}/loadtest fleet down --run-dir target/demo
+    "{{bin_dir}}/loadtest" fleet down --run-dir "{{target_dir}}/demo"
+
+# The quick loop: format check, clippy, and the unit and property tests of every crate
+# (no etcd, no S3, no processes; under 3 minutes once built).
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --workspace --locked --lib --bins; \
+    else \
+        cargo test --workspace --locked --lib --bins; \
+    fi
 
 # Format check, clippy, deploy/ checks, and every test (unit, property, real etcd and S3
 # integration, Prometheus scraping a live fleet for the dashboards).
@@ -55,9 +70,9 @@ bench: bench-placement bench-worker bench-router bench-churn bench-mlserver
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
 bench-placement: setup
-    mkdir -p target
-    cargo bench --locked -p shardline-shared --bench placement | tee target/bench-placement.txt
-    cargo run --release --locked -p shardline-loadtest --bin loadtest -- write-docs --section placement --heading '## Placement (`just bench-placement`)' --command 'cargo bench -p shardline-shared --bench placement' --from target/bench-placement.txt
+    mkdir -p "{{target_dir}}"
+    cargo bench --locked -p shardline-shared --bench placement | tee "{{target_dir}}/bench-placement.txt"
+    cargo run --release --locked -p shardline-loadtest --bin loadtest -- write-docs --section placement --heading '## Placement (`just bench-placement`)' --command 'cargo bench -p shardline-shared --bench placement' --from "{{target_dir}}/bench-placement.txt"
 
 # Worker: warm infer over HTTP vs in-process, cold first score vs fetch + parse (50 MB MLP, etcd + moto).
 # Runs with the worker binary's malloc setting (see docs/worker.md), since the worker is in-process here.
@@ -79,7 +94,7 @@ bench-router *ARGS: setup
 # baseline on the 5 that fit. Extra flags go to the benchmark (`--size-mb 20`, `--json`).
 bench-churn *ARGS: setup
     cargo build --release --locked -p shardline-router -p shardline-worker -p shardline-loadtest --bins
-    target/release/loadtest bench-churn --write-docs docs/benchmarks.md {{ARGS}}
+    "{{target_dir}}/release/loadtest" bench-churn --write-docs docs/benchmarks.md {{ARGS}}
 
 # Peer comparison: Shardline end to end (router → worker) vs MLServer + mlserver-sklearn
 # (from ./.venv-peer, loadtest/peer/requirements.txt) serving the same scikit-learn

@@ -1,4 +1,5 @@
-//! Shardline's control plane over etcd, shared by the router, the worker and `shardctl`.
+//! Shardline's control plane over etcd, shared by the router, the worker, the placement
+//! controller and `shardctl`.
 //!
 //! - [`store`]: the small [`KvStore`] trait (get, list, watch, conditional txn, leases);
 //! - [`etcd`]: its etcd implementation; [`memory`]: an in-memory double for unit tests;
@@ -6,9 +7,9 @@
 //!   model versions and the live pointer, worker admin state, assignments, placement;
 //! - [`lease`]: worker registration under a lease with a keep-alive loop;
 //! - [`watch`]: the watched snapshot ([`SnapshotWatcher`]), an `Arc<Snapshot>` kept current;
-//! - [`metrics`]: the metrics these register, and the `/metrics` endpoint;
-//! - [`http`]: reading request bodies under a size limit;
-//! - [`process`]: command-line parsing and shutdown signals shared by the binaries.
+//! - [`metrics`]: the metrics these register.
+//!
+//! Only etcd: serving HTTP, flags and signals are `shardline-service`'s.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,12 +26,10 @@
 //! ```
 
 pub mod etcd;
-pub mod http;
 pub mod lease;
 pub mod memory;
 pub mod metrics;
 pub mod ops;
-pub mod process;
 pub mod store;
 pub mod watch;
 

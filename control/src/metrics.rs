@@ -1,14 +1,6 @@
-//! Metrics of the control-plane client, registered into a registry the caller owns, and
-//! the `/metrics` endpoint every component serves on its own port.
+//! Metrics of the control-plane client, registered into a registry the caller owns.
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use shardline_shared::metrics as names;
 
 /// Values of `invalid_values_total{kind}` (see `watch::invalid_kind`).
@@ -84,34 +76,4 @@ impl ControlMetrics {
             )?,
         })
     }
-}
-
-/// Serves `/metrics` (Prometheus text format) for `registry`.
-pub fn metrics_app(registry: Registry) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let encoder = TextEncoder::new();
-                let mut out = Vec::new();
-                match encoder.encode(&registry.gather(), &mut out) {
-                    Ok(()) => {
-                        ([(CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response()
-                    }
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-                }
-            }
-        }),
-    )
-}
-
-/// Serves `/metrics` for `registry` on `listener` in the background.
-pub fn spawn_metrics_server(listener: tokio::net::TcpListener, registry: Registry) {
-    let app = metrics_app(registry);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    });
 }

@@ -11,7 +11,7 @@ use shardline_control::store::{
     Event, KvStore, Op, Precondition, StoreError, Txn, TxnOutcome, WatchItem, WatchStream,
 };
 use shardline_control::{EtcdStore, MemStore};
-use shardline_loadtest::harness::EtcdProcess;
+use shardline_testkit::EtcdProcess;
 
 /// Keeps the etcd process alive for as long as the store is used.
 struct Backend {

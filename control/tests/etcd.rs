@@ -13,10 +13,10 @@ use shardline_control::store::{KvStore, Listing, StoreError, Txn, TxnOutcome, Wa
 use shardline_control::{
     ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
 };
-use shardline_loadtest::harness::EtcdProcess;
 use shardline_shared::keys::{Key, Prefix};
 use shardline_shared::records::Assignment;
 use shardline_shared::{ModelKey, WorkerId};
+use shardline_testkit::EtcdProcess;
 use support::{eventually, worker_record};
 use tokio::sync::watch;
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration};
-use shardline_loadtest::harness::EtcdProcess;
 use shardline_shared::keys::Prefix;
 use shardline_shared::records::{AdminState, Assignment, PlacementConfig, TenantLimits};
 use shardline_shared::{ModelKey, TenantId, WorkerId};
+use shardline_testkit::EtcdProcess;
 
 /// Key patterns from the table in docs/etcd-layout.md, e.g. `<prefix>/workers/<worker>`.
 fn documented_patterns() -> Vec<String> {

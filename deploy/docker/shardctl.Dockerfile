@@ -10,7 +10,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p shardline-router --bin shardctl \
+    cargo build --release --locked -p shardline-shardctl --bin shardctl \
     && cp target/release/shardctl /shardctl
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -13,7 +13,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p shardline-worker --bin worker \
-    && cargo build --release --locked -p shardline-router --bin shardctl \
+    && cargo build --release --locked -p shardline-shardctl --bin shardctl \
     && cp target/release/worker target/release/shardctl /
 
 FROM debian:bookworm-slim

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::fleet::{self, FleetOptions, FleetState};
-use crate::harness::metric_sum;
 use crate::loadgen::keys::TenantKey;
 use crate::loadgen::report::Report;
 use crate::loadgen::{self, Mix, Mode};
@@ -21,6 +20,7 @@ use shardline_shared::metrics::{
     WORKER_CAPACITY_BYTES, WORKER_EVICTIONS_TOTAL, WORKER_MODEL_LOADS_TOTAL,
     WORKER_MODELS_RESIDENT, WORKER_RESIDENT_BYTES,
 };
+use shardline_testkit::metric_sum;
 
 /// The model name every demo tenant publishes.
 pub const MODEL: &str = "risk";
@@ -200,7 +200,7 @@ pub async fn run(
         }
     };
 
-    let client = crate::harness::http_client(Duration::from_secs(5))?;
+    let client = shardline_testkit::http_client(Duration::from_secs(5))?;
     let mut workers = Vec::new();
     for w in &fleet.workers {
         let Some(url) = &w.metrics_url else { continue };

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{find_etcd, find_moto_server, free_port, http_client, on_path, send_signal};
 use crate::loadgen::keys::TenantKey;
+use shardline_testkit::{
+    find_etcd, find_moto_server, free_port, http_client, on_path, send_signal,
+};
 
 /// File in the run directory recording what `up` started.
 pub const STATE_FILE: &str = "fleet.json";
@@ -178,7 +180,7 @@ async fn start_all(
         let path = options.bin_dir.join(bin);
         if !path.is_file() {
             bail!(
-                "{} is missing: build it first (`cargo build --release -p shardline-router -p shardline-worker`)",
+                "{} is missing: build it first (`cargo build --release -p shardline-router -p shardline-worker -p shardline-shardctl`)",
                 path.display()
             );
         }

@@ -7,7 +7,7 @@
 use shardline_loadtest::models::{
     FEATURES, TenantProfile, TrainOptions, TrainedModel, train_tenant_model,
 };
-use shardline_worker::model::MlpModel;
+use shardline_model::MlpModel;
 
 fn assert_same_scores(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());

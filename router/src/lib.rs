@@ -1,5 +1,6 @@
 //! Shardline's router: the authenticated Open Inference Protocol front door that maps a
-//! tenant's request onto its shard of workers, and `shardctl`, the operator CLI.
+//! tenant's request onto its shard of workers. The request path only: the placement
+//! controller it runs is `shardline-controller`, the operator CLI is `shardline-shardctl`.
 //!
 //! Pure policy (no I/O, time passed in, property-tested):
 //! - [`select`]: which shard member to try first (power of two choices) and the
@@ -13,19 +14,12 @@
 //!   client to workers; [`health`]: per-worker in-flight counts and passive ejection;
 //! - [`state`], [`error`], [`metrics`], [`config`]: shared state, the status of every
 //!   refusal, Prometheus metrics, flags;
-//! - [`controller`]: the placement controller (one leader among all routers);
 //! - [`http1`]: serving HTTP/1.1 (the inference fast path, hyper for the rest);
 //!   [`wire`]: the fast path's request heads and answer bytes;
 //! - [`serve`]: wiring it together with etcd, `/metrics` and graceful shutdown.
-//!
-//! Operating:
-//! - [`admin`]: `shardctl` (the binary in `src/bin/shardctl.rs`): inspection tables and
-//!   `--json`, tenants, publishing, drain/cordon, rebalance with a dry-run diff.
 
-pub mod admin;
 pub mod budget;
 pub mod config;
-pub mod controller;
 pub mod error;
 pub mod health;
 pub mod http1;

@@ -12,7 +12,7 @@ use shardline_router::threads::{ServingPool, runtime};
 const EXIT_CONFIG: i32 = 64;
 
 fn main() {
-    let args: RouterArgs = shardline_control::process::parse_args("router", EXIT_CONFIG);
+    let args: RouterArgs = shardline_service::process::parse_args("router", EXIT_CONFIG);
     let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
@@ -58,7 +58,7 @@ async fn run(config: RouterConfig, pool: Arc<ServingPool>) -> anyhow::Result<()>
         config,
         listener,
         metrics,
-        shardline_control::process::shutdown_signal(),
+        shardline_service::process::shutdown_signal(),
         Some(pool),
     )
     .await

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::IntGauge;
 use serde_json::json;
-use shardline_control::http::BodyError;
+use shardline_service::http::BodyError;
 use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
@@ -348,7 +348,7 @@ impl Drop for InFlightGauge<'_> {
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RouterError> {
-    shardline_control::http::read_body(headers, body, limit)
+    shardline_service::http::read_body(headers, body, limit)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(limit) => RouterError::TooLarge(limit),

@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
-use shardline_control::metrics::spawn_metrics_server;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
+use shardline_service::metrics::spawn_metrics_server;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::budget::RetryBudget;
 use crate::config::RouterConfig;
-use crate::controller::{Controller, ControllerConfig, ControllerMetrics};
 use crate::metrics::RouterMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Limits};
 use crate::threads::ServingPool;
 use crate::upstream::Upstream;
+use shardline_controller::{Controller, ControllerConfig, ControllerMetrics};
 
 /// Runs the router until `shutdown` completes. `listener` is already bound (tests bind
 /// `127.0.0.1:0`); `metrics_listener` serves `/metrics` when given. Everything runs on

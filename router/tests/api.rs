@@ -3,13 +3,11 @@
 //! isolation, key rotation, and the retry budget when a whole shard answers 503.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shardline_shared::ids::ModelKey;
-use support::{TestFleet, infer_body, rows};
+use shardline_testkit::fleet::{TestFleet, infer_body, rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_match_the_worker_and_every_endpoint_answers() {
@@ -39,7 +37,7 @@ async fn scores_match_the_worker_and_every_endpoint_answers() {
         .await
         .unwrap();
     let url = &fleet.routers[0].url;
-    let v2 = support::Reply::read(
+    let v2 = shardline_testkit::fleet::Reply::read(
         fleet
             .http
             .post(format!("{url}/v2/models/risk/versions/2/infer"))
@@ -60,7 +58,7 @@ async fn scores_match_the_worker_and_every_endpoint_answers() {
 
     let get = |path: String| {
         let req = fleet.http.get(format!("{url}{path}")).bearer_auth(&key);
-        async move { support::Reply::read(req.send().await.unwrap()).await }
+        async move { shardline_testkit::fleet::Reply::read(req.send().await.unwrap()).await }
     };
     let meta = get("/v2/models/risk".into()).await;
     assert_eq!(meta.status, 200);
@@ -123,7 +121,7 @@ async fn scores_match_the_worker_and_every_endpoint_answers() {
         ("unknown endpoint", post("/v2/elsewhere", vec![]), 404),
     ];
     for (what, req, want) in cases {
-        let reply = support::Reply::read(req.send().await.unwrap()).await;
+        let reply = shardline_testkit::fleet::Reply::read(req.send().await.unwrap()).await;
         assert_eq!(reply.status, want, "{what}: {:?}", reply.body);
         let msg = reply.body["error"]
             .as_str()
@@ -136,7 +134,7 @@ async fn scores_match_the_worker_and_every_endpoint_answers() {
         assert!(!msg.ends_with('.'), "{what}: {msg}");
     }
     let bearer = format!("Bearer {key}");
-    let (status, body) = shardline_loadtest::harness::post_head_only(
+    let (status, body) = shardline_testkit::post_head_only(
         url.trim_start_matches("http://"),
         "/v2/models/risk/infer",
         &[("authorization", &bearer)],
@@ -199,7 +197,7 @@ async fn tenants_are_isolated_and_a_rotated_key_stops_working() {
                 .json(&infer_body(&batch))
         };
         let req = req.bearer_auth(key);
-        async move { support::Reply::read(req.send().await.unwrap()).await }
+        async move { shardline_testkit::fleet::Reply::read(req.send().await.unwrap()).await }
     };
     for ((method, theirs), (_, missing)) in endpoints("secret").iter().zip(endpoints("absent")) {
         let r1 = call(method, theirs, &key_a).await;
@@ -307,7 +305,7 @@ async fn retries_stay_within_the_budget_when_a_whole_shard_answers_503() {
             .bearer_auth(&key)
             .json(&infer_body(&batch));
         tasks.spawn(async move {
-            let reply = support::Reply::read(req.send().await.unwrap()).await;
+            let reply = shardline_testkit::fleet::Reply::read(req.send().await.unwrap()).await;
             drop(permit);
             reply
         });

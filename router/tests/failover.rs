@@ -3,15 +3,13 @@
 //! placement controller must repair what the failure broke.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use shardline_shared::ids::{ModelKey, WorkerId};
 use shardline_shared::keys::{Prefix, Section};
 use shardline_shared::records::Assignment;
-use support::{TestFleet, steady_load};
+use shardline_testkit::fleet::{TestFleet, steady_load};
 
 /// Every assignment, read straight from etcd.
 async fn assignments(fleet: &TestFleet) -> Vec<(ModelKey, Assignment)> {
@@ -84,7 +82,9 @@ async fn tenants(fleet: &TestFleet, n: usize, k: u32) -> Vec<(String, String)> {
     }
     // Warm every model once so the load measures failover, not first loads.
     for (key, model) in &targets {
-        let r = fleet.infer(0, key, model, &support::rows(1, 0)).await;
+        let r = fleet
+            .infer(0, key, model, &shardline_testkit::fleet::rows(1, 0))
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
     targets
@@ -193,7 +193,9 @@ async fn etcd_away_for_30s_fails_no_request_and_changes_flow_again_after() {
     fleet.publish("late", "fresh", "1", 77).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = fleet.infer(0, &key, "fresh", &support::rows(1, 0)).await;
+        let r = fleet
+            .infer(0, &key, "fresh", &shardline_testkit::fleet::rows(1, 0))
+            .await;
         if r.status == 200 {
             break;
         }
@@ -256,7 +258,9 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
     fleet.workers[w].process.kill().await.unwrap();
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(6)).await;
     for (key, model) in &targets {
-        let r = fleet.infer(alive, key, model, &support::rows(1, 0)).await;
+        let r = fleet
+            .infer(alive, key, model, &shardline_testkit::fleet::rows(1, 0))
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 }

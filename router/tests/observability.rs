@@ -6,19 +6,17 @@
 //! tagged `per-model-metrics` are checked on a fleet started with `--per-model-metrics`.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shardline_loadtest::harness::{ManagedProcess, free_port};
-use shardline_loadtest::models::MlpArtifact;
-use shardline_loadtest::models::publish::publish;
 use shardline_shared::records::TenantLimits;
-use support::{TestFleet, infer_body, rows};
+use shardline_testkit::fleet::{TestFleet, infer_body, rows};
+use shardline_testkit::models::MlpArtifact;
+use shardline_testkit::models::publish::publish;
+use shardline_testkit::{ManagedProcess, free_port};
 use tokio::io::AsyncWriteExt as _;
 
 /// The tenant whose models take the load (and that `$tenant` stands for).
@@ -78,7 +76,7 @@ async fn check_fleet(per_model: bool) {
     let key = fleet.tenant(TENANT, Some(2)).await;
     for (i, model) in MODELS.iter().enumerate() {
         // 64 → 512 → 512 → 1: about 1.2 MB resident, 2.4 MB while loading.
-        let m = MlpArtifact::random(&[support::DIM, 512, 512, 1], i as u64);
+        let m = MlpArtifact::random(&[shardline_testkit::fleet::DIM, 512, 512, 1], i as u64);
         publish(&fleet.store, &fleet.cp, TENANT, model, "1", &m)
             .await
             .unwrap();

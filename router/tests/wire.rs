@@ -5,12 +5,10 @@
 //! oversized requests) on the same connection.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{TestFleet, infer_body, rows};
+use shardline_testkit::fleet::{TestFleet, infer_body, rows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

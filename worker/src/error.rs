@@ -8,10 +8,10 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::artifacts::FetchError;
 use crate::cache::CacheError;
 use crate::decode::DecodeError;
-use crate::model::ModelError;
+use shardline_artifacts::FetchError;
+use shardline_model::ModelError;
 
 /// Why a model could not be loaded (the cache's loader error).
 #[derive(Debug, thiserror::Error)]

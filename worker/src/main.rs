@@ -1,7 +1,7 @@
 //! The `worker` binary: parse and validate flags (exit 64 on bad configuration), then
 //! serve until SIGINT or SIGTERM.
 
-use shardline_worker::artifacts::ArtifactStore;
+use shardline_artifacts::ArtifactStore;
 use shardline_worker::config::{WorkerArgs, WorkerConfig};
 
 /// Exit status for bad flags or configuration (`EX_USAGE`).
@@ -36,7 +36,7 @@ fn missing_env() -> Vec<(&'static str, String)> {
         }
     }
     if std::env::var_os(THREADS_ENV).is_none() {
-        let threads = candle_core::utils::get_num_threads();
+        let threads = shardline_model::compute_threads();
         missing.push((THREADS_ENV, threads.to_string()));
     }
     missing
@@ -67,7 +67,7 @@ fn ensure_process_env() {
 
 fn main() {
     ensure_process_env();
-    let args: WorkerArgs = shardline_control::process::parse_args("worker", EXIT_CONFIG);
+    let args: WorkerArgs = shardline_service::process::parse_args("worker", EXIT_CONFIG);
     let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
@@ -114,7 +114,7 @@ async fn run(config: WorkerConfig, store: ArtifactStore) -> anyhow::Result<()> {
         store,
         listener,
         metrics,
-        shardline_control::process::shutdown_signal(),
+        shardline_service::process::shutdown_signal(),
     )
     .await
 }

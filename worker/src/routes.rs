@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use shardline_control::http::BodyError;
+use shardline_service::http::BodyError;
 use shardline_shared::manifest::Manifest;
 use subtle::ConstantTimeEq;
 
@@ -172,7 +172,7 @@ async fn infer_v(
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    shardline_control::http::read_body(headers, body, limit)
+    shardline_service::http::read_body(headers, body, limit)
         .await
         .map_err(|e| {
             let status = match e {

@@ -16,14 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
-use crate::artifacts::ArtifactStore;
 use crate::cache::{CacheConfig, ModelCache};
 use crate::config::WorkerConfig;
 use crate::metrics::WorkerMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Events, Limits};
+use shardline_artifacts::ArtifactStore;
 
-use shardline_control::metrics::spawn_metrics_server;
+use shardline_service::metrics::spawn_metrics_server;
 
 /// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
 /// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves

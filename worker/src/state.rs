@@ -12,11 +12,11 @@ use shardline_shared::manifest::{Manifest, ModelConfig};
 use shardline_shared::snapshot::Snapshot;
 use tokio::sync::{Notify, watch};
 
-use crate::artifacts::ArtifactStore;
 use crate::cache::{CacheEvents, EvictReason, Lease, LoadSize, ModelCache, Weighted};
 use crate::error::{ApiError, LoadError};
 use crate::metrics::WorkerMetrics;
-use crate::model::MlpModel;
+use shardline_artifacts::ArtifactStore;
+use shardline_model::MlpModel;
 
 /// Longest a request waits for this worker's snapshot to reach the router's revision.
 const MAX_REVISION_WAIT: Duration = Duration::from_secs(2);
@@ -195,7 +195,7 @@ async fn load(
     let result = async {
         let (config_bytes, weights) = store.fetch_model(&manifest).await?;
         let config = ModelConfig::from_json(&config_bytes)
-            .map_err(|e| LoadError::Model(crate::model::ModelError::Manifest(e)))?;
+            .map_err(|e| LoadError::Model(shardline_model::ModelError::Manifest(e)))?;
         if config != manifest.config {
             return Err(LoadError::ConfigMismatch);
         }

@@ -9,8 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use shardline_loadtest::harness::{ManagedProcess, free_port};
-use shardline_loadtest::models::MlpArtifact;
+use shardline_testkit::models::MlpArtifact;
+use shardline_testkit::{ManagedProcess, free_port};
 use support::{Fleet, TOKEN};
 
 fn rss_bytes(pid: u32) -> u64 {

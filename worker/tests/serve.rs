@@ -7,11 +7,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use shardline_loadtest::models::MlpArtifact;
 use shardline_shared::WorkerId;
 use shardline_shared::keys::Key;
 use shardline_shared::manifest::WEIGHTS_FILE;
 use shardline_shared::records::WorkerRecord;
+use shardline_testkit::models::MlpArtifact;
 use support::{Fleet, TOKEN, assert_close};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

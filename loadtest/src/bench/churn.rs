@@ -35,11 +35,11 @@ use shardline_shared::metrics::{
 use super::docs::{self, Section};
 use super::procfs;
 use crate::fleet::{self, FleetOptions, FleetState};
-use crate::harness::metric_sum;
 use crate::loadgen::keys::TenantKey;
 use crate::loadgen::report::Report as LoadReport;
 use crate::loadgen::{self, Mix, Mode};
 use crate::models::MlpArtifact;
+use shardline_testkit::metric_sum;
 
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed("churn", "## Model churn (`just bench-churn`)");

@@ -42,8 +42,8 @@ use super::stack::{
     wait_scores,
 };
 use super::stats::{median, ms, ratio};
-use crate::harness::{ManagedProcess, free_port, on_path, program_from_env};
 use crate::models::MlpArtifact;
+use shardline_testkit::{ManagedProcess, free_port, on_path, program_from_env};
 
 const INPUT_DIM: usize = 64;
 /// Environment variable naming the nginx binary to run.
@@ -809,7 +809,7 @@ async fn load_once(
 
 /// The router's serving threads taking connections now, from its `/metrics`.
 async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
-    let text = crate::harness::http_client(Duration::from_secs(5))?
+    let text = shardline_testkit::http_client(Duration::from_secs(5))?
         .get(format!("http://{metrics}/metrics"))
         .send()
         .await?
@@ -818,7 +818,7 @@ async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
         .await?;
     let name = shardline_shared::metrics::ROUTER_SERVING_THREADS_ACTIVE;
     ensure!(text.contains(name), "no {name} in the router's metrics");
-    Ok(crate::harness::metric_sum(&text, name, None))
+    Ok(shardline_testkit::metric_sum(&text, name, None))
 }
 
 /// Cumulative CPU seconds at one moment.

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
+use shardline_artifacts::ArtifactStore;
 use shardline_control::{ControlPlane, EtcdStore};
 use shardline_shared::keys::Prefix;
 use shardline_shared::records::TenantLimits;
-use shardline_worker::artifacts::ArtifactStore;
 use tempfile::TempDir;
 
 use super::load::{self, RequestSpec};
-use crate::harness::{EtcdProcess, ManagedProcess, free_port};
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
+use shardline_testkit::{EtcdProcess, ManagedProcess, free_port};
 
 /// The internal token the router (and nginx) send to the worker.
 pub const TOKEN: &str = "bench-internal-token-0123";
@@ -175,7 +175,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
     ensure!(
         path.is_file(),
-        "{} is missing: build it first (cargo build --release -p shardline-router -p shardline-worker)",
+        "{} is missing: build it first (cargo build --release -p shardline-router -p shardline-worker -p shardline-shardctl)",
         path.display()
     );
     Ok(path)

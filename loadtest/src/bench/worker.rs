@@ -1,7 +1,7 @@
 //! `loadtest bench-worker`: the worker's overhead on one large MLP, as ratios against
 //! baselines measured in the same run.
 //!
-//! It starts etcd and moto's S3 (the [`harness`](crate::harness)), publishes a
+//! It starts etcd and moto's S3 (the [`harness`](shardline_testkit)), publishes a
 //! deterministic MLP of about `--size-mb` MB, and runs the worker in-process (`serve()` on
 //! 127.0.0.1:0, 1 GiB budget) on the same tokio runtime as its HTTP client.
 //!
@@ -21,18 +21,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser as _;
+use shardline_artifacts::{ArtifactStore, StoreOptions};
 use shardline_control::{ControlPlane, EtcdStore};
+use shardline_model::MlpModel;
 use shardline_shared::keys::Prefix;
 use shardline_shared::manifest::{Manifest, ModelConfig};
-use shardline_worker::artifacts::{ArtifactStore, StoreOptions};
 use shardline_worker::config::WorkerArgs;
-use shardline_worker::model::MlpModel;
 use tokio::sync::oneshot;
 
 use super::stats::{Summary, ms};
-use crate::harness::{EtcdProcess, S3Process};
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
+use shardline_testkit::{EtcdProcess, S3Process};
 
 /// Target for warm HTTP p50 / in-process p50.
 pub const WARM_TARGET: f64 = 1.3;

@@ -1,10 +1,10 @@
 //! Models for tests, benchmarks and demos: the one MLP artifact builder, and sample tenant
 //! models that mean something — risk scores of authentication events, trained per tenant.
 //!
-//! - [`mlp`]: [`MlpArtifact`], an MLP as `f32` layers plus the `config.json` and
-//!   `model.safetensors` bytes `shardctl publish` and the worker take (random weights for
-//!   tests and benchmarks, or trained ones), with an `f64` reference forward pass;
-//!   [`publish`] uploads one and makes it live.
+//! - [`mlp`] (from the test kit, re-exported): [`MlpArtifact`], an MLP as `f32` layers plus
+//!   the `config.json` and `model.safetensors` bytes `shardctl publish` and the worker take
+//!   (random weights for tests and benchmarks, or trained ones), with an `f64` reference
+//!   forward pass; [`publish()`] uploads one and makes it live.
 //! - [`features`]: the 64 features of an authentication event (hour, new device,
 //!   geo-velocity, failed attempts, ASN reputation, MFA, ...) and a seeded event sampler;
 //! - [`tenant`]: [`TenantProfile`], a tenant's traffic and its ground-truth risk rule
@@ -34,15 +34,12 @@
 pub mod auc;
 pub mod dataset;
 pub mod features;
-pub mod mlp;
-pub mod publish;
-pub mod rng;
 pub mod tenant;
 pub mod train;
 
 pub use auc::auc;
 pub use dataset::Dataset;
 pub use features::{EventSampler, FEATURES, Feature, Row};
-pub use mlp::{DenseLayer, MlpArtifact, MlpError, digest};
+pub use shardline_testkit::models::{DenseLayer, MlpArtifact, MlpError, digest, mlp, publish, rng};
 pub use tenant::{TenantKind, TenantProfile};
 pub use train::{TrainError, TrainOptions, TrainedModel, train_tenant_model};

@@ -1,5 +1,5 @@
 //! A worker with real neighbours: etcd (`EtcdProcess`), moto's S3 (`S3Process`) and the
-//! worker's own `serve()` on loopback. Models are `shardline_loadtest::models::MlpArtifact`s
+//! worker's own `serve()` on loopback. Models are `shardline_testkit::models::MlpArtifact`s
 //! (random weights, with an f64 reference forward pass), published as `shardctl` would.
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use shardline_artifacts::{ArtifactStore, StoreOptions};
 use shardline_control::{ControlPlane, EtcdStore};
-use shardline_loadtest::harness::{EtcdProcess, S3Process};
-use shardline_loadtest::models::MlpArtifact;
 use shardline_shared::keys::Prefix;
 use shardline_shared::manifest::Manifest;
-use shardline_worker::artifacts::{ArtifactStore, StoreOptions};
+use shardline_testkit::models::MlpArtifact;
+use shardline_testkit::{EtcdProcess, S3Process};
 use shardline_worker::config::WorkerArgs;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -62,7 +62,7 @@ impl Fleet {
         version: &str,
         m: &MlpArtifact,
     ) -> Manifest {
-        shardline_loadtest::models::publish::publish(
+        shardline_testkit::models::publish::publish(
             &self.store,
             &self.cp,
             tenant,
@@ -239,7 +239,7 @@ pub fn assert_close(got: &[f32], want: &[f64]) {
 
 /// Sends only the head of an oversized POST (see `harness::post_head_only`).
 pub async fn post_head_only(addr: SocketAddr, path: &str, declared: usize) -> (u16, String) {
-    shardline_loadtest::harness::post_head_only(
+    shardline_testkit::post_head_only(
         &addr.to_string(),
         path,
         &[("x-shardline-token", TOKEN)],

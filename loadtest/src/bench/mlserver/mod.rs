@@ -46,9 +46,9 @@ use super::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
 use super::stack::{
     Control, infer_body, router_spec, sibling, start_router, start_worker, wait_scores,
 };
-use crate::harness::ManagedProcess;
 use crate::models::train::{TEST_STREAM, TRAIN_STREAM};
 use crate::models::{Dataset, FEATURES, MlpArtifact, TenantProfile, auc};
+use shardline_testkit::ManagedProcess;
 
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed(

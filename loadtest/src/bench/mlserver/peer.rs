@@ -13,7 +13,7 @@ use anyhow::{Context as _, ensure};
 
 use super::sklearn::SklearnMlp;
 use crate::bench::procfs::descendants;
-use crate::harness::{ManagedProcess, free_port, send_signal};
+use shardline_testkit::{ManagedProcess, free_port, send_signal};
 
 /// Environment variable naming the peer's venv (default: `.venv-peer` in the workspace).
 pub const PEER_VENV_ENV: &str = "SHARDLINE_PEER_VENV";
