@@ -32,11 +32,13 @@ demo *ARGS: setup
 demo-down:
     "{{bin_dir}}/loadtest" fleet down --run-dir "{{target_dir}}/demo"
 
-# The quick loop: format check, clippy, and the unit and property tests of every crate
-# (no etcd, no S3, no processes; under 3 minutes once built).
+# The quick loop: format check, clippy, the crate graph and module cycles, and the unit
+# and property tests of every crate (no etcd, no S3, no processes; under 3 minutes once built).
 check:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    scripts/check-crate-graph.sh
+    scripts/check-module-cycles.py
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --locked --lib --bins; \
     else \
@@ -48,6 +50,8 @@ check:
 test: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    scripts/check-crate-graph.sh
+    scripts/check-module-cycles.py
     scripts/check-deploy.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --locked; \
