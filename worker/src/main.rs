@@ -8,17 +8,17 @@ use shardline_worker::config::{WorkerArgs, WorkerConfig};
 const EXIT_CONFIG: i32 = 64;
 
 /// glibc's malloc raises its mmap threshold after large frees, so the memory of an
-/// evicted model mostly stayed in the process (docs/worker.md, "Memory goes back to the operating system"; checked by
-/// `worker/tests/rss.rs`). A fixed threshold keeps every large
-/// allocation (weights, fetched artifacts) in its own mapping, returned on free. glibc
-/// reads the setting only at start-up.
+/// evicted model mostly stayed in the process (docs/worker.md, "Memory goes back to the
+/// operating system"; checked by `worker/tests/rss.rs`). A fixed threshold keeps every
+/// large allocation (weights, fetched artifacts) in its own mapping, returned on free.
+/// glibc reads the setting only at start-up.
 const MALLOC_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
 
 /// candle 0.11 asks for its thread count on every matmul, and unless this variable is
 /// set that means `num_cpus::get_physical()`, which reads and parses `/proc/cpuinfo`
 /// each time, a large share of the worker's CPU per request with a small MLP
-/// (docs/worker.md, "candle's thread count is set once"). Setting it once, to the value candle would compute, keeps
-/// candle's choice and drops the per-call file read.
+/// (docs/worker.md, "candle's thread count is set once"). Setting it once, to the value
+/// candle would compute, keeps candle's choice and drops the per-call file read.
 const THREADS_ENV: &str = "RAYON_NUM_THREADS";
 
 /// What the process environment lacks: `(variable, value)` pairs to re-execute with.
