@@ -4,13 +4,19 @@
 //! keep-alive / revoke, compact). Every unary call has a deadline, so an unreachable
 //! etcd turns into a [`StoreError::Unavailable`] instead of a hang; watches rely on
 //! HTTP/2 keep-alive pings to notice a dead connection.
+//!
+//! A listing is paginated: [`LIST_PAGE`] keys per range request, every page read at the
+//! revision of the first, so the whole listing is one consistent cut however large the
+//! prefix is (one unpaginated range over 100,000 tenants would be hundreds of MiB in one
+//! gRPC message). The client accepts messages up to [`MAX_MESSAGE`], far above the
+//! largest page.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions,
+    TxnOp, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -22,10 +28,21 @@ use crate::store::{
 /// Deadline for one unary request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Keys per range request of a listing.
+pub const LIST_PAGE: i64 = 1000;
+
+/// The largest gRPC message the client decodes: a page of [`LIST_PAGE`] values of up to
+/// 64 KiB each, or one watch response. etcd's own default request limit is 1.5 MiB, so a
+/// value is always far smaller than this.
+pub const MAX_MESSAGE: usize = 128 << 20;
+
 /// A connection to etcd. Cheap to clone.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// The KV and watch clients with the raised decoding limit ([`MAX_MESSAGE`]).
+    kv: KvClient,
+    watcher: WatchClient,
     endpoints: String,
 }
 
@@ -63,6 +80,10 @@ impl EtcdStore {
                     reason: e.to_string(),
                 })?;
         Ok(Self {
+            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
+            watcher: client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE),
             client,
             endpoints: joined,
         })
@@ -121,6 +142,23 @@ fn simplify(reason: &str) -> String {
     }
 }
 
+/// The end of the key range holding every key that starts with `prefix` (etcd's rule:
+/// the prefix with its last byte below 0xff incremented; all keys for an empty or all-0xff
+/// prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            if let Some(b) = end.last_mut() {
+                *b = last + 1;
+            }
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
 fn kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
     Ok(KeyValue {
         key: kv
@@ -142,17 +180,40 @@ impl KvStore for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let mut c = self.client.clone();
-        let resp = self
-            .timed(c.get(prefix, Some(GetOptions::new().with_prefix())))
-            .await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let kvs = resp.kvs().iter().map(kv).collect::<Result<_, _>>()?;
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                // Every later page at the first page's revision: one consistent cut.
+                options = options.with_revision(revision);
+            }
+            let mut c = self.kv.clone();
+            let resp = self.timed(c.get(from.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            kvs.reserve(resp.kvs().len());
+            for item in resp.kvs() {
+                kvs.push(kv(item)?);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
         Ok(Listing { revision, kvs })
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream, StoreError> {
-        let mut c = self.client.clone();
+        let mut c = self.watcher.clone();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(start_revision)
@@ -268,5 +329,20 @@ impl KvStore for EtcdStore {
     async fn compact(&self, revision: i64) -> Result<(), StoreError> {
         let mut c = self.client.clone();
         self.timed(c.compact(revision, None)).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_prefix_range_ends_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"/shardline/"), b"/shardline0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b".to_vec());
+        // No upper bound: etcd's "\0" means every key from the start key on.
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }
