@@ -14,8 +14,8 @@
 //! Layout: [`score`](self::score()) and each shard's ranking of workers live in
 //! `score.rs`; the indexed working state and its conversion to a plan in `state.rs`;
 //! the exact overlap check in `overlap.rs`; filling in `place.rs`; balancing rounds in
-//! `rebalance.rs`; the blast-radius statistics in `stats.rs`; invariants as property
-//! tests in `tests_props.rs` and examples and regressions in `tests.rs`.
+//! `rebalance.rs`; the blast-radius statistics in `stats.rs`; examples and regressions
+//! in `tests/mod.rs` and invariants as property tests in `tests/props.rs`.
 
 use std::collections::BTreeMap;
 
@@ -32,8 +32,6 @@ mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_props;
 
 pub use place::place;
 pub use rebalance::rebalance;
