@@ -9,6 +9,8 @@ use super::overlap::binomial;
 use super::score::{ShardScorer, WorkerWords};
 use super::state::load_cap;
 use super::*;
+use crate::ids::WorkerId;
+use crate::records::PlacementConfig;
 use props::{check_well_formed, key, over_limit, with_plan};
 
 fn params() -> Params {

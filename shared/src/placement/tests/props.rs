@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use crate::ids::{ModelName, TenantId};
+use crate::ids::{ModelKey, ModelName, TenantId, WorkerId};
 use crate::placement::rebalance::rebalance_in_rounds;
 use crate::placement::*;
 
