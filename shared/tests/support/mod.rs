@@ -1,5 +1,6 @@
-//! Helpers shared by the decode test binaries (`decode.rs`, `decode_examples.rs`): the
-//! model's input spec and requests built as JSON values.
+//! Helpers shared by the decode test binaries (`shared/tests/decode.rs` and
+//! `shared/tests/decode_examples.rs`): the model's input spec and requests built as JSON
+//! values.
 
 use serde_json::{Value, json};
 use shardline_shared::decode::{DEFAULT_MAX_ROWS, DecodeError, InputSpec, decode_infer};
