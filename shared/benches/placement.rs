@@ -2,7 +2,9 @@
 //!
 //! Targets, single-threaded in release: place from scratch in under 2 s, repair after
 //! one worker leaves in under 200 ms. Prints one line per measurement and exits
-//! non-zero if a target is missed. Run with `cargo bench -p shardline-shared`.
+//! non-zero if a target is missed. Run with `just bench-placement`, which also writes
+//! the figures into docs/benchmarks.md (section "Placement"), or with
+//! `cargo bench -p shardline-shared --bench placement`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! serde decode, which also words every error. Property-tested against that decode
 //! (`shared/tests/decode.rs`).
 
-use super::{InputSpec, check_shape};
+use super::spec::{InputSpec, check_shape};
 
 /// Whether `body` is an infer request that [`super::decode_infer`] certainly accepts for
 /// `input`: a JSON object with `inputs` (one tensor with exactly `name`, `shape`,

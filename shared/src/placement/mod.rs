@@ -5,153 +5,36 @@
 //! members stay as long as they may, and empty slots are filled from the top of the
 //! ranking, skipping workers at the load cap and workers that would make two shards
 //! share more than `max_overlap` members. The problem is plain data ([`Problem`],
-//! [`Params`]) and the answer is plain data ([`Plan`]); [`place`] repairs and fills,
-//! [`rebalance`] also moves a fair share of shards onto under-loaded workers, and
-//! [`overlap_stats`] measures how isolated tenants are. Nothing here does I/O, uses
-//! floating point or depends on hash-map iteration order: the same input gives the
-//! same plan on every machine. See `README.md` beside this file for the guarantees.
+//! [`Params`]) and the answer is plain data ([`Plan`]); [`place`](fn@place) repairs
+//! and fills, [`rebalance`](fn@rebalance) also moves a fair share of shards onto
+//! under-loaded workers, and [`overlap_stats`] measures how isolated tenants are.
+//! Nothing here does I/O, uses floating point or depends on hash-map iteration order:
+//! the same input gives the same plan on every machine. See `README.md` beside this
+//! file for the guarantees.
 //!
-//! Layout: [`score`](self::score()) and each shard's ranking of workers live in
-//! `score.rs`; the indexed working state and its conversion to a plan in `state.rs`;
-//! the exact overlap check in `overlap.rs`; filling in `place.rs`; balancing rounds in
-//! `rebalance.rs`; the blast-radius statistics in `stats.rs`; invariants as property
-//! tests in `tests_props.rs` and examples and regressions in `tests.rs`.
-
-use std::collections::BTreeMap;
-
-use serde::Serialize;
-
-use crate::ids::{ModelKey, WorkerId};
-use crate::records::PlacementConfig;
+//! Layout: the plain data of a run (input and answer) is in `problem.rs`;
+//! [`score`](self::score()) and each shard's ranking of workers in `score.rs`; the
+//! indexed working state in `state.rs`; the exact overlap check in `overlap.rs`; the
+//! end of a run (the state back to a plan, with its violations) in `report.rs`;
+//! filling in `place.rs`; balancing rounds in `rebalance.rs`; the blast-radius
+//! statistics in `stats.rs`; examples and regressions in `tests/mod.rs` and invariants
+//! as property tests in `tests/props.rs`.
 
 mod overlap;
 mod place;
+mod problem;
 mod rebalance;
+mod report;
 mod score;
 mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_props;
 
 pub use place::place;
+pub use problem::{
+    LoadStats, Move, Params, Plan, Problem, ShardSpec, Violation, ViolationKind, WorkerSlot,
+};
 pub use rebalance::rebalance;
 pub use score::score;
 pub use stats::{OverlapStats, overlap_stats};
-
-/// The parameters every placement run must agree on, decoded from [`PlacementConfig`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    /// First SipHash key half (little-endian bytes 0..8 of the seed).
-    pub k0: u64,
-    /// Second SipHash key half (little-endian bytes 8..16 of the seed).
-    pub k1: u64,
-    /// Most workers two shards may share; `k - 1` only forbids identical shards.
-    pub max_overlap: u32,
-    /// Load cap slack ε in thousandths.
-    pub epsilon_permille: u32,
-}
-
-impl Params {
-    /// Validates `c` and takes what placement needs from it.
-    pub fn from_config(c: &PlacementConfig) -> Result<Self, String> {
-        c.validate()?;
-        let (k0, k1) = c.seed_keys()?;
-        Ok(Self {
-            k0,
-            k1,
-            max_overlap: c.max_overlap,
-            epsilon_permille: c.epsilon_permille,
-        })
-    }
-}
-
-/// One worker as placement sees it.
-///
-/// `keep` = live and active or cordoned (may keep its current shards); `take` = live and
-/// active (may receive new shard members). `take` implies `keep`. A worker listed twice
-/// gets the stricter of its flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerSlot {
-    pub id: WorkerId,
-    pub keep: bool,
-    pub take: bool,
-}
-
-/// One model's shard: wanted size and current members (in stored order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardSpec {
-    pub key: ModelKey,
-    /// Wanted number of members; shards get `min(k, n)` where n counts the workers that
-    /// can hold them (take-able workers plus their own keep-able members).
-    pub k: u32,
-    /// Current members. Unknown workers, workers that may not keep shards and repeats
-    /// are dropped; members beyond `k` are dropped from the end.
-    pub current: Vec<WorkerId>,
-}
-
-/// The whole input of a placement run. Order of either list does not matter; a shard
-/// key listed twice keeps its smallest spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub workers: Vec<WorkerSlot>,
-    pub shards: Vec<ShardSpec>,
-}
-
-/// One membership change: `added` joins `shard`, replacing `removed`.
-///
-/// `removed` is `None` when an empty slot is filled. A member dropped with nothing to
-/// replace it (no eligible worker left, or `k` lowered) appears in no move.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Move {
-    pub shard: ModelKey,
-    pub removed: Option<WorkerId>,
-    pub added: WorkerId,
-}
-
-/// A guarantee a plan could not keep for one shard.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Violation {
-    pub shard: ModelKey,
-    pub kind: ViolationKind,
-}
-
-/// Which guarantee was broken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ViolationKind {
-    /// This run gave the shard a member that was already at the load cap, because
-    /// every other eligible worker was at the cap or would break `max_overlap`.
-    OverCap,
-    /// In the plan, the shard shares more than `max_overlap` workers with another shard
-    /// (both are reported). Reported exactly when that is true, whatever caused it.
-    OverlapExceeded,
-    /// The shard has fewer than `min(k, n)` members.
-    Undersized,
-}
-
-/// Shard slots per worker, over the workers that may take new members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct LoadStats {
-    pub min: u32,
-    pub max: u32,
-    /// Slots held by those workers (cordoned workers' slots are not counted here).
-    pub total: u32,
-    /// Number of workers that may take new members (the `n` of the cap).
-    pub workers: u32,
-    /// ⌈(1000 + ε)·Σk / (1000·n)⌉ with Σk over all shards' sizes; 0 without workers.
-    pub cap: u32,
-}
-
-/// The answer of [`place`] or [`rebalance`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    /// Every shard's members: survivors in their stored order, then new members.
-    pub shards: BTreeMap<ModelKey, Vec<WorkerId>>,
-    /// Changes in the order they were decided (rebalance: round by round).
-    pub moves: Vec<Move>,
-    /// Sorted by shard, then kind.
-    pub violations: Vec<Violation>,
-    pub load: LoadStats,
-}

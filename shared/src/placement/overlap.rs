@@ -1,7 +1,7 @@
 //! The exact check behind [`ViolationKind::OverlapExceeded`]: which shards share more
 //! than `max_overlap` workers with another shard.
 //!
-//! [`ViolationKind::OverlapExceeded`]: super::ViolationKind::OverlapExceeded
+//! [`ViolationKind::OverlapExceeded`]: super::problem::ViolationKind::OverlapExceeded
 
 use super::state::State;
 

@@ -7,9 +7,10 @@
 //! If there is none the cap is relaxed first; if every candidate would break the
 //! overlap limit, the limit is relaxed, again preferring workers below the cap.
 
+use super::problem::{Params, Plan, Problem};
+use super::report::into_plan;
 use super::score::{Ranking, ShardScorer};
 use super::state::State;
-use super::{Params, Plan, Problem};
 
 /// How many candidates beyond the slots to fill are ranked up front. Walking past
 /// them (many workers at the cap or blocked) falls back to ranking every worker.
@@ -18,11 +19,11 @@ const SLACK: usize = 8;
 /// Repairs and fills every shard of `problem`; shards that are full are left alone.
 ///
 /// Idempotent: placing a plan's own shards again moves nothing. A worker that joins
-/// gets nothing here; [`rebalance`](super::rebalance) moves shards onto it.
+/// gets nothing here; [`rebalance`](super::rebalance::rebalance) moves shards onto it.
 pub fn place(problem: &Problem, params: &Params) -> Plan {
     let mut st = State::build(problem, params);
     fill(&mut st, params);
-    st.into_plan(params)
+    into_plan(st, params)
 }
 
 /// Scratch arrays reused across shards; an entry is valid only if its stamp is the

@@ -11,11 +11,12 @@
 //! the result has no worker over the cap and none below average with a donor left.
 
 use super::place::fill;
+use super::problem::{Params, Plan, Problem};
+use super::report::into_plan;
 use super::score::ShardScorer;
 use super::state::State;
-use super::{Params, Plan, Problem};
 
-/// Repairs like [`place`](super::place), then balances in rounds.
+/// Repairs like [`place`](super::place::place), then balances in rounds.
 ///
 /// `max_moves` bounds the balancing moves only: repairs are always made.
 pub fn rebalance(problem: &Problem, params: &Params, max_moves: Option<usize>) -> Plan {
@@ -32,7 +33,7 @@ pub(crate) fn rebalance_in_rounds(
     fill(&mut st, params);
     let mut rounds = vec![st.moves.len()];
     Balancer::new(&st, params).run(&mut st, max_moves.unwrap_or(usize::MAX), &mut rounds);
-    (st.into_plan(params), rounds)
+    (into_plan(st, params), rounds)
 }
 
 #[derive(Debug)]

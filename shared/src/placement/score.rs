@@ -8,7 +8,7 @@ use std::hash::Hasher;
 
 use siphasher::sip::SipHasher24;
 
-use super::Params;
+use super::problem::Params;
 use crate::ids::WorkerId;
 
 /// The rendezvous score of `worker` for `shard_key` (see [`ModelKey::shard_key`]).

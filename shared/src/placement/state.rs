@@ -1,15 +1,14 @@
-//! The indexed working state of a run, built from a [`Problem`] in canonical order,
-//! and the checks that turn it into a [`Plan`].
+//! The indexed working state of a run, built from a [`Problem`] in canonical order;
+//! `report.rs` turns it into a [`Plan`](super::problem::Plan).
 //!
 //! Workers become indices `0..n` in id order and shards indices in key order, so the
 //! rest of the module works on small integers and never on input order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::overlap::overlapping_shards;
+use super::problem::{LoadStats, Move, Params, Problem, ShardSpec};
 use super::score::{ScoreTable, WorkerWords};
-use super::{LoadStats, Move, Params, Plan, Problem, ShardSpec, Violation, ViolationKind};
 use crate::ids::{ModelKey, WorkerId};
 
 /// One shard during a run.
@@ -173,45 +172,6 @@ impl<'a> State<'a> {
             total: loads.fold(0, u32::saturating_add),
             workers: self.takers.len() as u32,
             cap: self.cap,
-        }
-    }
-
-    pub(crate) fn into_plan(mut self, params: &Params) -> Plan {
-        self.over_cap.sort_unstable();
-        self.over_cap.dedup();
-        let mut violations: Vec<Violation> = Vec::new();
-        let overlapping = overlapping_shards(&self, params.max_overlap);
-        for (x, shard) in self.shards.iter().enumerate() {
-            let mut report = |kind| {
-                violations.push(Violation {
-                    shard: shard.key.clone(),
-                    kind,
-                })
-            };
-            if self.over_cap.binary_search(&(x as u32)).is_ok() {
-                report(ViolationKind::OverCap);
-            }
-            if overlapping[x] {
-                report(ViolationKind::OverlapExceeded);
-            }
-            if shard.members.len() < shard.target as usize {
-                report(ViolationKind::Undersized);
-            }
-        }
-        let load = self.load_stats();
-        let shards: BTreeMap<ModelKey, Vec<WorkerId>> = self
-            .shards
-            .iter()
-            .map(|s| {
-                let ids = s.members.iter().map(|&w| self.ids[w as usize].clone());
-                (s.key.clone(), ids.collect())
-            })
-            .collect();
-        Plan {
-            shards,
-            moves: self.moves,
-            violations,
-            load,
         }
     }
 }

@@ -1,3 +1,7 @@
+//! Unit tests of [`Snapshot`]: every section built from key/values, refused values
+//! reported and recovered, deletes, copy-on-write sections, the placement problem, and
+//! the property that applying watch events equals re-listing.
+
 use proptest::prelude::*;
 
 use super::*;

@@ -1,13 +1,13 @@
-//! Property tests: the guarantees of `placement.md`, for arbitrary worker sets, shard
-//! keys, shard sizes, overlap limits and seeds.
+//! Property tests: the guarantees listed in `../README.md`, for arbitrary worker sets,
+//! shard keys, shard sizes, overlap limits and seeds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::rebalance::rebalance_in_rounds;
-use super::*;
-use crate::ids::{ModelName, TenantId};
+use crate::ids::{ModelKey, ModelName, TenantId, WorkerId};
+use crate::placement::rebalance::rebalance_in_rounds;
+use crate::placement::*;
 
 /// Small cases: a dozen workers, a score of shards.
 #[derive(Debug, Clone)]

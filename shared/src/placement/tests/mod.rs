@@ -1,12 +1,17 @@
-//! Unit tests: scores, parameters, edge cases and regressions.
+//! Unit tests: scores, parameters, edge cases and regressions; the property tests of
+//! the guarantees are in `props.rs`.
+
+mod props;
 
 use std::collections::BTreeMap;
 
 use super::overlap::binomial;
 use super::score::{ShardScorer, WorkerWords};
 use super::state::load_cap;
-use super::tests_props::{check_well_formed, key, over_limit, with_plan};
 use super::*;
+use crate::ids::WorkerId;
+use crate::records::PlacementConfig;
+use props::{check_well_formed, key, over_limit, with_plan};
 
 fn params() -> Params {
     Params::from_config(&PlacementConfig::default()).expect("default config is valid")

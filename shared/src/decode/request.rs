@@ -1,0 +1,132 @@
+//! The first pass of decoding: the request envelope (`id`, `parameters`, `inputs`,
+//! `outputs`) with the tensor's `data` left as an unparsed slice of the body, checked
+//! against the model before any number is parsed; then `data` goes to the second pass
+//! (`data.rs`). Also the router's validate-only entry point, which tries the byte-level
+//! shortcut (`scan.rs`) first.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::data::{DataType, decode_data};
+use super::error::DecodeError;
+use super::scan;
+use super::spec::{InferBatch, InputSpec, check_shape};
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    inputs: Vec<RawInput<'a>>,
+    #[serde(default, borrow)]
+    outputs: Option<Vec<RawOutput<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawInput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    shape: Vec<i64>,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
+    #[serde(default)]
+    parameters: Option<InputParameters>,
+    /// Left unparsed until the envelope has been checked.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct InputParameters {
+    /// Set by clients using the binary tensor extension, which we do not implement.
+    #[serde(default)]
+    binary_data_size: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RawOutput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+/// Decodes and validates an OIP v2 REST infer request body for the model `input`
+/// describes.
+pub fn decode_infer(body: &[u8], input: &InputSpec<'_>) -> Result<InferBatch, DecodeError> {
+    decode(body, input, true)
+}
+
+/// Checks an infer request body exactly as [`decode_infer`] does (same refusals, same
+/// errors) without keeping the values: for the router, which forwards the bytes as
+/// they are.
+pub fn validate_infer(body: &[u8], input: &InputSpec<'_>) -> Result<(), DecodeError> {
+    if scan::plainly_valid(body, input) {
+        return Ok(());
+    }
+    decode(body, input, false).map(drop)
+}
+
+/// [`decode_infer`]; with `keep` false the batch's `data` stays empty.
+fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, DecodeError> {
+    let request: RawRequest<'_> =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let tensor = match request.inputs.as_slice() {
+        [] => return Err(DecodeError::NoInputs),
+        [one] => one,
+        many => {
+            return Err(DecodeError::InputCount {
+                expected: input.name.to_owned(),
+                got: many.len(),
+            });
+        }
+    };
+    if tensor.name != input.name {
+        return Err(DecodeError::InputName {
+            got: tensor.name.clone().into_owned(),
+            expected: input.name.to_owned(),
+        });
+    }
+    let dtype = DataType::parse(&tensor.datatype)?;
+    let rows = check_shape(&tensor.shape, input)?;
+    if tensor
+        .parameters
+        .as_ref()
+        .is_some_and(|p| p.binary_data_size.is_some())
+    {
+        return Err(DecodeError::BinaryData);
+    }
+    let requested_outputs = match request.outputs {
+        None => None,
+        Some(outputs) => Some(
+            outputs
+                .into_iter()
+                .map(|o| {
+                    if o.name == input.output_name {
+                        Ok(o.name.into_owned())
+                    } else {
+                        Err(DecodeError::OutputName {
+                            got: o.name.into_owned(),
+                            expected: input.output_name.to_owned(),
+                        })
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let raw = tensor
+        .data
+        .ok_or_else(|| DecodeError::MissingData(input.name.to_owned()))?;
+    let data = decode_data(raw.get(), dtype, rows, input.dim, &tensor.shape, keep)?;
+    Ok(InferBatch {
+        id: request.id,
+        rows,
+        data,
+        requested_outputs,
+        parameters: request.parameters,
+    })
+}
