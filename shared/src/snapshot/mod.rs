@@ -79,18 +79,25 @@ struct Tenants {
 }
 
 impl Tenants {
-    fn reindex(&mut self) {
-        self.by_digest = self
-            .records
-            .iter()
-            .flat_map(|(t, r)| {
-                r.value
-                    .keys
-                    .iter()
-                    .filter_map(KeyDigest::bytes)
-                    .map(move |d| (d, t.clone()))
-            })
-            .collect();
+    /// Puts one tenant's record and its key digests: the cost is that tenant's keys, not
+    /// every tenant's (a listing of 100,000 tenants applies 100,000 of these).
+    fn insert(&mut self, id: TenantId, record: Versioned<TenantRecord>) {
+        self.remove(&id);
+        for digest in record.value.keys.iter().filter_map(KeyDigest::bytes) {
+            self.by_digest.insert(digest, id.clone());
+        }
+        self.records.insert(id, record);
+    }
+
+    /// Removes one tenant's record and the digests that point at it.
+    fn remove(&mut self, id: &TenantId) {
+        if let Some(old) = self.records.remove(id) {
+            for digest in old.value.keys.iter().filter_map(KeyDigest::bytes) {
+                if self.by_digest.get(&digest) == Some(id) {
+                    self.by_digest.remove(&digest);
+                }
+            }
+        }
     }
 }
 
@@ -211,9 +218,7 @@ impl Snapshot {
                 if let Some(bad) = v.value.keys.iter().find(|k| k.bytes().is_none()) {
                     return Err(format!("key digest {:?} is not 64 hex characters", bad.id));
                 }
-                let tenants = Arc::make_mut(&mut self.tenants);
-                tenants.records.insert(id.clone(), v);
-                tenants.reindex();
+                Arc::make_mut(&mut self.tenants).insert(id.clone(), v);
             }
             Key::LiveVersion(m) => {
                 let v = parse::<LiveVersion>(value, rev)?;
@@ -271,9 +276,7 @@ impl Snapshot {
             }
             Key::Tenant(id) => {
                 if self.tenants.records.contains_key(id) {
-                    let tenants = Arc::make_mut(&mut self.tenants);
-                    tenants.records.remove(id);
-                    tenants.reindex();
+                    Arc::make_mut(&mut self.tenants).remove(id);
                 }
             }
             Key::LiveVersion(m) | Key::ModelVersion(m, _) => {

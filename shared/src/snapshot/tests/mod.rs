@@ -176,6 +176,45 @@ fn heartbeat_does_not_copy_other_sections() {
     assert!(!Arc::ptr_eq(&before.workers, &snap.workers));
 }
 
+/// A tenant record holding `keys`, as JSON.
+fn tenant_json(keys: &[&ApiKey]) -> String {
+    serde_json::to_string(&TenantRecord {
+        shard_size: None,
+        limits: Default::default(),
+        keys: keys.iter().map(|k| k.digest(1)).collect(),
+        created_at: 1,
+    })
+    .unwrap()
+}
+
+#[test]
+fn key_index_follows_each_tenant_put_and_delete_without_touching_others() {
+    let [a1, a2, b1] = [(); 3].map(|()| ApiKey::generate().unwrap());
+    let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+    let mut snap = Snapshot::empty(Prefix::default());
+    put(&mut snap, "/shardline/tenants/a", &tenant_json(&[&a1]), 1).unwrap();
+    put(&mut snap, "/shardline/tenants/b", &tenant_json(&[&b1]), 2).unwrap();
+    assert_eq!(snap.tenant_for_key(a1.expose()), Some(&a));
+    assert_eq!(snap.tenant_for_key(b1.expose()), Some(&b));
+    // Rotation: a's old key stops, its new one works, b's is untouched.
+    put(&mut snap, "/shardline/tenants/a", &tenant_json(&[&a2]), 3).unwrap();
+    assert_eq!(snap.tenant_for_key(a1.expose()), None);
+    assert_eq!(snap.tenant_for_key(a2.expose()), Some(&a));
+    assert_eq!(snap.tenant_for_key(b1.expose()), Some(&b));
+    // A refused value removes the tenant and its keys.
+    assert!(put(&mut snap, "/shardline/tenants/a", "garbage", 4).is_err());
+    assert_eq!(snap.tenant_for_key(a2.expose()), None);
+    put(&mut snap, "/shardline/tenants/a", &tenant_json(&[&a1, &a2]), 5).unwrap();
+    assert_eq!(snap.tenant_for_key(a1.expose()), Some(&a));
+    snap.apply(Change::Delete {
+        key: "/shardline/tenants/a",
+    })
+    .unwrap();
+    assert_eq!(snap.tenant_for_key(a1.expose()), None);
+    assert_eq!(snap.tenant_for_key(a2.expose()), None);
+    assert_eq!(snap.tenant_for_key(b1.expose()), Some(&b));
+}
+
 fn arb_op() -> impl Strategy<Value = (usize, Option<usize>)> {
     (0..KEYS.len(), prop::option::of(0..VALUES.len()))
 }
