@@ -36,7 +36,7 @@ use bytes::Bytes;
 
 use super::docs::{Section, machine, today};
 use super::load::{self, LoadPlan, Measured, RequestSpec};
-use super::procfs::{machine_busy, process_cpu, tree_cpu};
+use crate::procfs::{machine_busy, process_cpu, tree_cpu};
 use super::stack::{
     Control, TENANT, TOKEN, infer_body, router_spec, sibling, start_router, start_worker,
     wait_scores,
@@ -104,15 +104,21 @@ impl std::fmt::Display for NginxWorkers {
     }
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the flags of `loadtest bench-router`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// The client's connections, windows and rounds (the same for every target).
+    // The client's connections, windows and rounds (the same for every target).
+    #[command(flatten)]
     pub load: LoadPlan,
     /// The router's `--threads` (default: its own, one per core).
+    #[arg(long)]
     pub router_threads: Option<usize>,
+    /// nginx's `worker_processes`: `auto` (one per core) or a count.
+    #[arg(long, default_value = "auto")]
     pub nginx_workers: NginxWorkers,
-    /// Which of [`MODELS`] to run (all when empty).
+    /// Models to run, comma-separated (`mlp`, `trivial`; default both).
+    // Which of [`MODELS`] to run (all when empty).
+    #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
 

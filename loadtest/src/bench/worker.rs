@@ -49,14 +49,17 @@ const BUDGET: u64 = 1 << 30;
 pub const DOCS: super::docs::Section =
     super::docs::Section::fixed("worker", "## Worker (`just bench-worker`)");
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the flags of `loadtest bench-worker`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Approximate size of the model's f32 weights, in MB (10⁶ bytes).
+    #[arg(long, default_value_t = 50.0)]
     pub size_mb: f64,
-    /// Warm iterations (each one HTTP request and one in-process call).
+    /// Warm iterations (one HTTP request and one in-process call each).
+    #[arg(long, default_value_t = 300)]
     pub iterations: usize,
-    /// Cold rounds (each one unload + first score, and one fetch + parse).
+    /// Cold rounds (unload + first score, and fetch + parse, each).
+    #[arg(long, default_value_t = 5)]
     pub cold_rounds: usize,
 }
 

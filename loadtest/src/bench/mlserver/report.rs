@@ -9,7 +9,7 @@ use super::sklearn::TrainInfo;
 use super::{Options, Target};
 use crate::bench::docs::header;
 use crate::bench::load::Measured;
-use crate::bench::procfs::Footprint;
+use crate::procfs::Footprint;
 use crate::bench::stats::{median, ms, ratio};
 
 /// Target: Shardline's throughput at least this many times MLServer's.
