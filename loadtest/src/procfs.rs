@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn stat_lines() {
         let stat = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_stat(stat).map(|s| (s.ppid, s.cpu_ticks)), Some((7, 300)));
+        assert_eq!(
+            parse_stat(stat).map(|s| (s.ppid, s.cpu_ticks)),
+            Some((7, 300))
+        );
         let machine = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
         assert_eq!(parse_machine_busy(machine), Some(10 + 1 + 5 + 2 + 3 + 4));
     }

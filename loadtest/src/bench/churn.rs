@@ -33,12 +33,12 @@ use shardline_shared::metrics::{
 };
 
 use super::docs::{self, Section};
-use crate::procfs;
 use crate::fleet::{self, FleetOptions, FleetState};
 use crate::loadgen::keys::TenantKey;
 use crate::loadgen::report::Report as LoadReport;
 use crate::loadgen::{self, Mix, Mode};
 use crate::models::MlpArtifact;
+use crate::procfs;
 use shardline_testkit::metric_sum;
 
 /// This benchmark's section of `docs/benchmarks.md`.

@@ -68,8 +68,7 @@ pub(super) fn stop(p: &ProcessRecord) -> anyhow::Result<bool> {
 
 /// Whether `p` still runs (and is not a zombie) with the recorded start time.
 pub fn is_ours(p: &ProcessRecord) -> bool {
-    procfs::read_stat(p.pid)
-        .is_some_and(|s| s.state != 'Z' && s.start_time == Some(p.start_time))
+    procfs::read_stat(p.pid).is_some_and(|s| s.state != 'Z' && s.start_time == Some(p.start_time))
 }
 
 pub(super) fn spawn(

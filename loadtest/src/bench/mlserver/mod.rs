@@ -42,12 +42,12 @@ use self::peer::{MODEL, MlServer, Peer};
 use self::report::{Agreement, Cpu, ModelInfo, Report, Run};
 use super::docs::{Section, machine, today};
 use super::load::{self, LoadPlan, RequestSpec};
-use crate::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
 use super::stack::{
     Control, infer_body, router_spec, sibling, start_router, start_worker, wait_scores,
 };
 use crate::models::train::{TEST_STREAM, TRAIN_STREAM};
 use crate::models::{Dataset, FEATURES, MlpArtifact, TenantProfile, auc};
+use crate::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
 use shardline_testkit::ManagedProcess;
 
 /// This benchmark's section of `docs/benchmarks.md`.
