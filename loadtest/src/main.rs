@@ -1,5 +1,5 @@
 //! `loadtest`: Shardline's benchmarks and load tools, run against real neighbours (etcd
-//! and moto's S3 from the harness) on loopback only.
+//! and moto's S3 from `shardline-testkit`) on loopback only.
 //!
 //! `loadtest bench-worker` measures the worker's warm and cold overhead on one large MLP;
 //! see `shardline_loadtest::bench::worker`. `loadtest bench-router` measures the router's

@@ -1,7 +1,7 @@
 //! `loadtest bench-worker`: the worker's overhead on one large MLP, as ratios against
 //! baselines measured in the same run.
 //!
-//! It starts etcd and moto's S3 (the [`harness`](shardline_testkit)), publishes a
+//! It starts etcd and moto's S3 (from the test kit, [`shardline_testkit`]), publishes a
 //! deterministic MLP of about `--size-mb` MB, and runs the worker in-process (`serve()` on
 //! 127.0.0.1:0, 1 GiB budget) on the same tokio runtime as its HTTP client.
 //!
