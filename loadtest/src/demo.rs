@@ -14,12 +14,13 @@ use anyhow::Context as _;
 use crate::fleet::{self, FleetOptions, FleetState};
 use crate::loadgen::keys::TenantKey;
 use crate::loadgen::report::Report;
-use crate::loadgen::{self, Mix, Mode};
+use crate::loadgen::{self, DEFAULT_ZIPF, Mix, Mode};
 use crate::models::{TenantProfile, TrainOptions, TrainedModel, train_tenant_model};
 use shardline_shared::metrics::{
     WORKER_CAPACITY_BYTES, WORKER_EVICTIONS_TOTAL, WORKER_MODEL_LOADS_TOTAL,
     WORKER_MODELS_RESIDENT, WORKER_RESIDENT_BYTES,
 };
+use shardline_shared::units::parse_duration;
 use shardline_testkit::metric_sum;
 
 /// The model name every demo tenant publishes.
@@ -27,26 +28,45 @@ pub const MODEL: &str = "risk";
 /// The worker's smallest `--memory-budget`.
 const MIN_BUDGET: u64 = 1 << 20;
 
-/// What the demo runs.
-#[derive(Debug, Clone)]
+/// What the demo runs (the flags of `loadtest demo`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
+    /// Run directory of the fleet (a fleet already running there is stopped first).
+    #[arg(long, default_value = "target/demo")]
     pub run_dir: PathBuf,
-    pub bin_dir: PathBuf,
+    #[arg(long, default_value_t = 20)]
     pub tenants: usize,
+    #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    #[arg(long, default_value_t = 1)]
     pub routers: usize,
-    /// Workers per tenant's shard.
+    /// Workers in each tenant's shard.
+    #[arg(long, default_value_t = 2)]
     pub shard_size: u32,
+    /// How long to drive traffic (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Open-loop arrival rate; `None` runs a closed loop on `concurrency` connections.
+    /// Open loop at this many requests per second (default: a closed loop).
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Connections of the closed loop.
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Zipf exponent of the tenant mix (tenant k gets ∝ 1/k^s of the traffic).
+    #[arg(long, default_value_t = DEFAULT_ZIPF)]
     pub zipf: f64,
-    /// Publish ~this many MB per model (the trained network inside wide layers); `None`
-    /// publishes the small trained network as is.
-    pub size_mb: Option<f64>,
+    /// Publish ~this many MB per model, the trained network inside wide layers (50 is
+    /// the real workload's size; 0 publishes the small trained network as is).
+    #[arg(long, default_value_t = 1.0)]
+    pub size_mb: f64,
+    /// Keep models in moto's S3 server instead of a directory.
+    #[arg(long)]
     pub s3: bool,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Directory of the router, worker and shardctl binaries (default: beside this one).
+    #[arg(long, default_value_os_t = fleet::default_bin_dir(), hide_default_value = true)]
+    pub bin_dir: PathBuf,
 }
 
 /// What one worker held after the load.
@@ -80,7 +100,7 @@ pub async fn run(
 ) -> anyhow::Result<DemoSummary> {
     let profiles = TenantProfile::fleet(options.tenants, options.seed);
     let train = TrainOptions {
-        size_mb: options.size_mb,
+        size_mb: (options.size_mb > 0.0).then_some(options.size_mb),
         seed: options.seed,
         ..TrainOptions::default()
     };
@@ -129,6 +149,7 @@ pub async fn run(
             memory_budget,
             idle_ttl: "10m".into(),
             s3: options.s3,
+            detach: false,
             bin_dir: options.bin_dir.clone(),
             router_args: Vec::new(),
             worker_args: Vec::new(),

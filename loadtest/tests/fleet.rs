@@ -32,6 +32,7 @@ async fn down_stops_exactly_what_up_started() {
         memory_budget: 64 << 20,
         idle_ttl: "10m".into(),
         s3: false,
+        detach: false,
         bin_dir: bin_dir(),
         router_args: Vec::new(),
         worker_args: Vec::new(),

@@ -33,12 +33,12 @@ use shardline_shared::metrics::{
 };
 
 use super::docs::{self, Section};
-use super::procfs;
 use crate::fleet::{self, FleetOptions, FleetState};
 use crate::loadgen::keys::TenantKey;
 use crate::loadgen::report::Report as LoadReport;
 use crate::loadgen::{self, Mix, Mode};
 use crate::models::MlpArtifact;
+use crate::procfs;
 use shardline_testkit::metric_sum;
 
 /// This benchmark's section of `docs/benchmarks.md`.
@@ -50,21 +50,36 @@ const MIB: u64 = 1 << 20;
 /// RSS is sampled this often.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the flags of `loadtest bench-churn`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Models the worker's budget holds at once.
+    /// Models the worker's budget holds at once (plus one load in flight).
+    #[arg(long, default_value_t = 5)]
     pub fit: usize,
     /// Models published per model that fits.
+    #[arg(long, default_value_t = 5)]
     pub factor: usize,
-    /// Size of each model's weights, MB (10⁶ bytes).
+    /// Size of each model's f32 weights, in MB (10⁶ bytes).
+    #[arg(long, default_value_t = 50.0)]
     pub size_mb: f64,
+    /// Closed-loop connections of the load generator.
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Seconds of the warm (baseline) phase.
+    #[arg(long, default_value = "10", value_parser = crate::cli::parse_secs)]
     pub warm: Duration,
+    /// Seconds of the churn phase.
+    #[arg(long, default_value = "30", value_parser = crate::cli::parse_secs)]
     pub churn: Duration,
-    /// Scratch directory for the fleet (emptied first; removed after unless `keep`).
+    /// Scratch directory for the fleet and its store (emptied first).
+    // Removed afterwards unless `keep`.
+    #[arg(long, default_value = "target/bench-churn")]
     pub run_dir: PathBuf,
+    /// Keep the scratch directory afterwards.
+    #[arg(long)]
     pub keep: bool,
+    // Seed of the published models' weights; not a flag.
+    #[arg(skip = 7_u64)]
     pub seed: u64,
 }
 
@@ -369,6 +384,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
             // Only the budget evicts here.
             idle_ttl: "1h".into(),
             s3: false,
+            detach: false,
             bin_dir: fleet::default_bin_dir(),
             router_args: Vec::new(),
             worker_args: Vec::new(),

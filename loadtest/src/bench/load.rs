@@ -217,15 +217,24 @@ pub fn rotation<const N: usize>(round: usize) -> [usize; N] {
 /// How a benchmark loads each of its targets, the same for every target: `concurrency`
 /// connections of a client with `client_threads` runtime threads, `warmup` then a
 /// measured `duration`, for `rounds` rounds.
-#[derive(Debug, Clone, PartialEq)]
+/// Its fields are the load flags every HTTP benchmark shares.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct LoadPlan {
-    /// Connections (closed loop: one request in flight each).
+    /// Keep-alive connections of the closed-loop client (one request in flight each).
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Warm-up before each measured window, in seconds.
+    #[arg(long, default_value = "1", value_parser = crate::cli::parse_secs)]
     pub warmup: Duration,
-    /// Measured window per target and round.
+    /// Measured window per target (and model) and round, in seconds.
+    #[arg(long, default_value = "3", value_parser = crate::cli::parse_secs)]
     pub duration: Duration,
+    /// Rounds of every target, the order rotated each round; ratios are medians of the
+    /// rounds' ratios between targets measured in the same round.
+    #[arg(long, default_value_t = 9)]
     pub rounds: usize,
     /// Runtime threads of the load client (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
 }
 

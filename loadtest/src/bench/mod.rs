@@ -9,7 +9,7 @@
 //! compares Shardline end to end with a peer server (MLServer) serving the same
 //! scikit-learn weights. Both drive every target with the closed-loop client of [`load`]
 //! and start the Shardline side with [`stack`] (etcd, a `file://` store, one release
-//! worker and one release router); [`procfs`] reads their CPU time and memory. They score
+//! worker and one release router); [`crate::procfs`] reads their CPU time and memory. They score
 //! MLPs built with [`crate::models::MlpArtifact`] and published with
 //! [`crate::models::publish`]; [`stats`] holds the percentile maths and [`docs`] writes
 //! each benchmark's section of `docs/benchmarks.md`.
@@ -18,7 +18,6 @@ pub mod churn;
 pub mod docs;
 pub mod load;
 pub mod mlserver;
-pub mod procfs;
 pub mod router;
 pub mod stack;
 pub mod stats;

@@ -1,7 +1,7 @@
 //! `loadtest bench-worker`: the worker's overhead on one large MLP, as ratios against
 //! baselines measured in the same run.
 //!
-//! It starts etcd and moto's S3 (the [`harness`](shardline_testkit)), publishes a
+//! It starts etcd and moto's S3 (from the test kit, [`shardline_testkit`]), publishes a
 //! deterministic MLP of about `--size-mb` MB, and runs the worker in-process (`serve()` on
 //! 127.0.0.1:0, 1 GiB budget) on the same tokio runtime as its HTTP client.
 //!
@@ -49,14 +49,17 @@ const BUDGET: u64 = 1 << 30;
 pub const DOCS: super::docs::Section =
     super::docs::Section::fixed("worker", "## Worker (`just bench-worker`)");
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the flags of `loadtest bench-worker`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Approximate size of the model's f32 weights, in MB (10⁶ bytes).
+    #[arg(long, default_value_t = 50.0)]
     pub size_mb: f64,
-    /// Warm iterations (each one HTTP request and one in-process call).
+    /// Warm iterations (one HTTP request and one in-process call each).
+    #[arg(long, default_value_t = 300)]
     pub iterations: usize,
-    /// Cold rounds (each one unload + first score, and one fetch + parse).
+    /// Cold rounds (unload + first score, and fetch + parse, each).
+    #[arg(long, default_value_t = 5)]
     pub cold_rounds: usize,
 }
 

@@ -4,7 +4,7 @@
 //! with a Zipf or uniform tenant mix. The report ([`report`]) counts answers by status and
 //! holds HDR-histogram latency percentiles of the 200 answers.
 //!
-//! Layout: [`plan`] is the pure part (schedule, tenant mix, request body), [`report`] folds
+//! Layout: [`Flags`] are `loadtest run`'s flags; [`plan`] is the pure part (schedule, tenant mix, request body), [`report`] folds
 //! finished requests into the report, `runner` does the I/O on the raw hyper connections
 //! of [`crate::bench::load`].
 //!
@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+mod flags;
 pub mod keys;
 pub mod plan;
 pub mod report;
@@ -62,6 +63,7 @@ mod runner;
 use std::fmt;
 use std::time::Duration;
 
+pub use flags::Flags;
 pub use keys::{KeysError, TenantKey};
 pub use report::Report;
 pub use runner::run;

@@ -10,8 +10,9 @@
 //! tenants share a rule.
 //!
 //! The raw combination is standardised on a fixed calibration sample and then scaled, so
-//! that every tenant's rule is equally learnable: logit = `BASE_LOGIT + SPREAD · z`. With
-//! `SPREAD = 3` the best possible AUC (scoring by the true risk itself) is about 0.9.
+//! that every tenant's rule is equally learnable: logit = `BASE_LOGIT + SPREAD · z`
+//! (`loadtest models` prints the best possible AUC, scoring by the true risk itself, as
+//! `best`).
 
 use super::features::{EventSampler, FEATURES, Feature, Row};
 use super::rng::Rng;

@@ -31,39 +31,56 @@ pub const TRAIN_STREAM: u64 = 1;
 /// streams of their own (any other number).
 pub const TEST_STREAM: u64 = 2;
 
-/// How to train (and how big to publish) one tenant's model.
-#[derive(Debug, Clone)]
+/// How to train (and how big to publish) one tenant's model. `loadtest models` takes
+/// `--size-mb` and `--seed` from its command line (the seed also picks the tenants'
+/// rules there, and defaults to 42); the rest is [`TrainOptions::DEFAULT`].
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainOptions {
+    #[arg(skip = Self::DEFAULT.train_rows)]
     pub train_rows: usize,
-    /// Held-out rows the reported AUC is measured on.
+    // Held-out rows the reported AUC is measured on.
+    #[arg(skip = Self::DEFAULT.test_rows)]
     pub test_rows: usize,
-    /// Width `h` of the two trained hidden layers.
+    // Width `h` of the two trained hidden layers.
+    #[arg(skip = Self::DEFAULT.hidden)]
     pub hidden: usize,
+    #[arg(skip = Self::DEFAULT.epochs)]
     pub epochs: usize,
+    #[arg(skip = Self::DEFAULT.batch_size)]
     pub batch_size: usize,
+    #[arg(skip = Self::DEFAULT.learning_rate)]
     pub learning_rate: f64,
+    #[arg(skip = Self::DEFAULT.weight_decay)]
     pub weight_decay: f64,
-    /// Publish a model of about this many MB (10⁶ bytes of f32) holding the trained one;
-    /// `None` publishes the trained network as is.
+    /// Publish models of about this many MB (10⁶ bytes) holding the trained network.
+    // `None` publishes the trained network as is.
+    #[arg(long)]
     pub size_mb: Option<f64>,
-    /// Seed of the initial weights and the batch order (the data come from the tenant).
+    /// Seed of the tenants' rules, their data and the training.
+    // Here: the initial weights and the batch order (the data come from the tenant).
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
 
-impl Default for TrainOptions {
+impl TrainOptions {
     /// About a second per tenant in a debug build, a fraction of that in release.
+    pub const DEFAULT: Self = Self {
+        train_rows: 4000,
+        test_rows: 4000,
+        hidden: 32,
+        epochs: 12,
+        batch_size: 128,
+        learning_rate: 1e-2,
+        weight_decay: 1e-3,
+        size_mb: None,
+        seed: 0,
+    };
+}
+
+impl Default for TrainOptions {
+    /// [`TrainOptions::DEFAULT`].
     fn default() -> Self {
-        Self {
-            train_rows: 4000,
-            test_rows: 4000,
-            hidden: 32,
-            epochs: 12,
-            batch_size: 128,
-            learning_rate: 1e-2,
-            weight_decay: 1e-3,
-            size_mb: None,
-            seed: 0,
-        }
+        Self::DEFAULT
     }
 }
 

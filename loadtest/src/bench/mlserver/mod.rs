@@ -42,12 +42,12 @@ use self::peer::{MODEL, MlServer, Peer};
 use self::report::{Agreement, Cpu, ModelInfo, Report, Run};
 use super::docs::{Section, machine, today};
 use super::load::{self, LoadPlan, RequestSpec};
-use super::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
 use super::stack::{
     Control, infer_body, router_spec, sibling, start_router, start_worker, wait_scores,
 };
 use crate::models::train::{TEST_STREAM, TRAIN_STREAM};
 use crate::models::{Dataset, FEATURES, MlpArtifact, TenantProfile, auc};
+use crate::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
 use shardline_testkit::ManagedProcess;
 
 /// This benchmark's section of `docs/benchmarks.md`.
@@ -80,23 +80,30 @@ impl Target {
     }
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the flags of `loadtest bench-mlserver`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// The client's connections, windows and rounds (the same for both targets).
+    // The client's connections, windows and rounds (the same for both targets).
+    #[command(flatten)]
     pub load: LoadPlan,
     /// The router's `--threads` (default: its own, one per core).
+    #[arg(long)]
     pub router_threads: Option<usize>,
-    /// MLServer's `parallel_workers`: inference processes beside the HTTP one (0: infer in
-    /// the HTTP process itself).
+    /// MLServer's `parallel_workers`: inference processes beside the HTTP one (MLServer's
+    /// default, 1); 0 runs inference in the HTTP process.
+    #[arg(long, default_value_t = 1)]
     pub parallel_workers: usize,
-    /// Events the model is trained on.
+    /// Events the scikit-learn model is trained on.
+    #[arg(long, default_value_t = 2000)]
     pub train_rows: usize,
-    /// scikit-learn's `max_iter` (epochs).
+    /// scikit-learn's `max_iter` (epochs; a few seconds of training at most).
+    #[arg(long, default_value_t = 8)]
     pub max_iter: usize,
     /// Seed of the tenant, its events and the initial weights.
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Rows whose scores are compared before the load.
+    // Rows whose scores are compared before the load; not a flag.
+    #[arg(skip = 16_usize)]
     pub check_rows: usize,
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 
 use super::sklearn::SklearnMlp;
-use crate::bench::procfs::descendants;
+use crate::procfs::descendants;
 use shardline_testkit::{ManagedProcess, free_port, send_signal};
 
 /// Environment variable naming the peer's venv (default: `.venv-peer` in the workspace).

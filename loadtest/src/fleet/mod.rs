@@ -16,19 +16,20 @@
 //! `loadtest`, which then shuts the fleet down itself (foreground `fleet up`) or leaves it
 //! running (`--detach`, as `just demo` does) until `fleet down`.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::process::CommandExt as _;
+mod process;
+mod shardctl;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::loadgen::keys::TenantKey;
-use shardline_testkit::{
-    find_etcd, find_moto_server, free_port, http_client, on_path, send_signal,
-};
+pub use process::{ProcessRecord, default_bin_dir, is_ours, log_tail};
+use process::{spawn, spawn_server, stop, wait_ready};
+pub use shardctl::{create_tenant, publish, write_keys};
+use shardline_testkit::{find_etcd, find_moto_server, free_port, http_client};
 
 /// File in the run directory recording what `up` started.
 pub const STATE_FILE: &str = "fleet.json";
@@ -38,39 +39,40 @@ pub const KEYS_FILE: &str = "keys.json";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// What to start.
-#[derive(Debug, Clone)]
+/// What to start (the flags of `loadtest fleet up`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct FleetOptions {
+    /// Run directory: fleet.json, keys.json, logs/, etcd/, store/.
+    #[arg(long, default_value = "shardline-fleet")]
     pub run_dir: PathBuf,
+    #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    #[arg(long, default_value_t = 1)]
     pub routers: usize,
-    /// Each worker's `--memory-budget` in bytes.
+    /// Each worker's memory budget for models (e.g. 256MiB).
+    // Passed as each worker's `--memory-budget`, in bytes.
+    #[arg(long, default_value = "256MiB", value_parser = shardline_shared::units::parse_bytes)]
     pub memory_budget: u64,
-    /// Workers' `--idle-ttl` (humantime, e.g. `10m`).
+    /// Workers evict models unused for this long.
+    // Passed as the workers' `--idle-ttl` (humantime, e.g. `10m`).
+    #[arg(long, default_value = "10m")]
     pub idle_ttl: String,
-    /// moto's S3 server instead of a `file://` directory.
+    /// Store models in moto's S3 server (from ./.venv) instead of a directory.
+    #[arg(long)]
     pub s3: bool,
-    /// Directory holding the `router`, `worker` and `shardctl` binaries.
+    /// Leave the fleet running and return (stop it with `loadtest fleet down`).
+    // Read by the caller of [`up`] (which returns once the fleet is ready either way).
+    #[arg(long)]
+    pub detach: bool,
+    /// Directory of the router, worker and shardctl binaries (default: beside this one).
+    #[arg(long, default_value_os_t = default_bin_dir(), hide_default_value = true)]
     pub bin_dir: PathBuf,
-    /// Extra flags for every router (e.g. `--per-model-metrics`).
+    // Extra flags for every router (e.g. `--per-model-metrics`); not a flag.
+    #[arg(skip)]
     pub router_args: Vec<String>,
-    /// Extra flags for every worker.
+    // Extra flags for every worker; not a flag.
+    #[arg(skip)]
     pub worker_args: Vec<String>,
-}
-
-/// One process `up` started.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProcessRecord {
-    pub name: String,
-    pub pid: u32,
-    /// Field 22 of `/proc/<pid>/stat`: with the PID, identifies the process for good.
-    pub start_time: u64,
-    pub log: PathBuf,
-    /// `http://…` of its API (etcd client URL, S3 endpoint, worker or router listen).
-    pub url: String,
-    /// `http://…/metrics`, for workers and routers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics_url: Option<String>,
 }
 
 /// The record of a running fleet (`fleet.json`).
@@ -322,86 +324,6 @@ pub fn describe(state: &FleetState) -> String {
     s
 }
 
-/// Starts a worker or router listening on `port` with `/metrics` on `metrics_port`, and
-/// adds it to `started`.
-fn spawn_server(
-    name: &str,
-    cmd: Command,
-    logs: &Path,
-    port: u16,
-    metrics_port: u16,
-    started: &mut Vec<ProcessRecord>,
-) -> anyhow::Result<ProcessRecord> {
-    let url = format!("http://127.0.0.1:{port}");
-    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let p = spawn(name, cmd, logs, url, Some(metrics))?;
-    started.push(p.clone());
-    Ok(p)
-}
-
-/// Creates `tenant` (with its own shard size, else the placement default) with
-/// `shardctl tenant create` and returns its API key.
-pub fn create_tenant(
-    state: &FleetState,
-    tenant: &str,
-    shard_size: Option<u32>,
-) -> anyhow::Result<String> {
-    let mut cmd = state.shardctl();
-    cmd.args(["--json", "tenant", "create", tenant]);
-    if let Some(k) = shard_size {
-        cmd.args(["--shard-size", &k.to_string()]);
-    }
-    let out = run_shardctl(&mut cmd)?;
-    out["api_key"]
-        .as_str()
-        .map(str::to_owned)
-        .context("shardctl tenant create printed no api_key")
-}
-
-/// Publishes the model in `dir` (`config.json` + `model.safetensors`) with `shardctl
-/// publish` and makes it live.
-pub fn publish(
-    state: &FleetState,
-    tenant: &str,
-    model: &str,
-    version: &str,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let mut cmd = state.shardctl();
-    cmd.args(["--json", "publish", "--tenant", tenant, "--model", model])
-        .args(["--version", version, "--store", &state.store_url])
-        .arg(dir);
-    run_shardctl(&mut cmd).map(drop)
-}
-
-/// Writes `keys.json` into the run directory (mode 0600: it holds secrets).
-pub fn write_keys(run_dir: &Path, keys: &[TenantKey]) -> anyhow::Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = run_dir.join(KEYS_FILE);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("write {}", path.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(keys)?)?;
-    Ok(path)
-}
-
-fn run_shardctl(cmd: &mut Command) -> anyhow::Result<serde_json::Value> {
-    let out = cmd.stdin(Stdio::null()).output().context("run shardctl")?;
-    if !out.status.success() {
-        bail!(
-            "shardctl failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("shardctl printed invalid json")
-}
-
 /// Stops every process recorded in `run_dir` that is still the one `up` started;
 /// returns the names of those it stopped. Leaves the run directory (logs) in place.
 pub fn down(run_dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -414,149 +336,4 @@ pub fn down(run_dir: &Path) -> anyhow::Result<Vec<String>> {
     }
     std::fs::remove_file(run_dir.join(STATE_FILE)).ok();
     Ok(stopped)
-}
-
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; `false` when the process was not ours
-/// (already gone, or the PID now belongs to someone else).
-fn stop(p: &ProcessRecord) -> anyhow::Result<bool> {
-    if !is_ours(p) {
-        return Ok(false);
-    }
-    send_signal(p.pid, "TERM")?;
-    let deadline = Instant::now() + STOP_GRACE;
-    while is_ours(p) {
-        if Instant::now() >= deadline {
-            send_signal(p.pid, "KILL")?;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(true)
-}
-
-/// Whether `p` still runs (and is not a zombie) with the recorded start time.
-pub fn is_ours(p: &ProcessRecord) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)) else {
-        return false;
-    };
-    parse_stat(&stat).is_some_and(|(state, start)| state != 'Z' && start == p.start_time)
-}
-
-/// State and start time from a `/proc/<pid>/stat` line. The command name (field 2) is
-/// in parentheses and may itself contain spaces and parentheses, so fields are counted
-/// from the last `)`.
-pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Fields 4..=21 come between the state (3) and the start time (22).
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
-fn spawn(
-    name: &str,
-    mut cmd: Command,
-    logs: &Path,
-    url: String,
-    metrics_url: Option<String>,
-) -> anyhow::Result<ProcessRecord> {
-    let log = logs.join(format!("{name}.log"));
-    let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("start {name} ({:?})", cmd.get_program()))?;
-    let pid = child.id();
-    // The child is not waited for: it outlives this process when the fleet is detached.
-    drop(child);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("{name} exited at once; see {}", log.display()))?;
-    let (_, start_time) =
-        parse_stat(&stat).with_context(|| format!("unreadable /proc/{pid}/stat"))?;
-    Ok(ProcessRecord {
-        name: name.to_owned(),
-        pid,
-        start_time,
-        log,
-        url,
-        metrics_url,
-    })
-}
-
-async fn wait_ready(p: &ProcessRecord, url: &str) -> anyhow::Result<()> {
-    let client = http_client(Duration::from_secs(2))?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if !is_ours(p) {
-            bail!(
-                "{} exited; last log lines:\n{}",
-                p.name,
-                log_tail(&p.log, 20)
-            );
-        }
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} not ready at {url} after {READY_TIMEOUT:?}; last log lines:\n{}",
-                p.name,
-                log_tail(&p.log, 20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The last `n` lines of a log file.
-pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Where `just` builds release binaries: next to the running `loadtest`, else
-/// `target/release` of the workspace, else `PATH`'s directory of `router`.
-pub fn default_bin_dir() -> PathBuf {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    if let Some(dir) = beside.filter(|d| d.join("router").is_file()) {
-        return dir;
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
-    if workspace.join("router").is_file() {
-        return workspace;
-    }
-    on_path("router")
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or(workspace)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_stat;
-    use proptest::prelude::*;
-
-    #[test]
-    fn reads_state_and_start_time() {
-        let stat =
-            "4242 (router) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 2 0 987654 1000 10";
-        assert_eq!(parse_stat(stat), Some(('S', 987654)));
-    }
-
-    proptest! {
-        /// Command names with spaces and parentheses do not shift the fields.
-        #[test]
-        fn command_names_cannot_shift_fields(comm in "[ a-z()]{0,15}", start in any::<u64>()) {
-            let stat = format!("7 ({comm}) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
-            prop_assert_eq!(parse_stat(&stat), Some(('R', start)));
-        }
-    }
 }

@@ -1,7 +1,9 @@
-//! What the HTTP benchmarks read from `/proc` about the servers they start: CPU time of a
-//! process or of its whole tree, busy time of the machine, and resident memory (VmRSS and
-//! PSS). The parsers are pure functions of the file's text; the readers return zero (or
-//! `None`) for a process that is gone.
+//! What loadtest reads from `/proc`: the one parser of `/proc/<pid>/stat` (state, parent,
+//! CPU time and start time, which the local fleet uses to recognise its own processes);
+//! and, for the HTTP benchmarks, the CPU time of a process or of its whole tree, the busy
+//! time of the machine, and resident memory (VmRSS and PSS). The parsers are pure
+//! functions of the file's text; the readers return zero (or `None`) for a process that
+//! is gone.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +12,7 @@ const TICKS: f64 = 100.0;
 
 /// utime + stime of `pid` from `/proc/<pid>/stat`, in seconds (0 when unreadable).
 pub fn process_cpu(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| parse_stat(&s))
-        .map_or(0.0, |(_, ticks)| ticks as f64 / TICKS)
+    read_stat(pid).map_or(0.0, |s| s.cpu_ticks as f64 / TICKS)
 }
 
 /// `pid` and all its descendants (nginx's master and workers, MLServer and its inference
@@ -33,11 +32,8 @@ pub fn descendants(pid: u32) -> Vec<u32> {
             let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some((ppid, _)) = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-            {
-                parents.push((child, ppid));
+            if let Some(stat) = read_stat(child) {
+                parents.push((child, stat.ppid));
             }
         }
     }
@@ -66,16 +62,45 @@ pub fn descendants_in(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     found
 }
 
-/// `(ppid, utime + stime)` from a `/proc/<pid>/stat` line.
-pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    // Fields after the command (which may hold spaces and parentheses): state ppid ...
+/// The fields of a `/proc/<pid>/stat` line that loadtest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), ...
+    pub state: char,
+    /// Field 4.
+    pub ppid: u32,
+    /// utime + stime (fields 14 and 15), in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 22, in clock ticks since boot: with the PID, identifies a process for good
+    /// (`None` when the line ends before it).
+    pub start_time: Option<u64>,
+}
+
+/// The fields of a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses
+/// and may itself contain spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); ppid is field 4, utime 14, stime 15.
+    // f[0] is field 3 (state); ppid is field 4, utime 14, stime 15, start time 22.
+    let state = f.first()?.chars().next()?;
     let ppid = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    let start_time = match f.get(19) {
+        Some(s) => Some(s.parse().ok()?),
+        None => None,
+    };
+    Some(Stat {
+        state,
+        ppid,
+        cpu_ticks: utime + stime,
+        start_time,
+    })
+}
+
+/// `/proc/<pid>/stat` of `pid`, parsed (`None` when it is gone or unreadable).
+pub fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Busy CPU seconds of the whole machine (all cores) from `/proc/stat`.
@@ -181,11 +206,33 @@ pub fn field_kib(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_state_and_start_time() {
+        let stat =
+            "4242 (router) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 2 0 987654 1000 10";
+        let s = parse_stat(stat).map(|s| (s.state, s.start_time.unwrap_or(0)));
+        assert_eq!(s, Some(('S', 987654)));
+    }
+
+    proptest! {
+        /// Command names with spaces and parentheses do not shift the fields.
+        #[test]
+        fn command_names_cannot_shift_fields(comm in "[ a-z()]{0,15}", start in any::<u64>()) {
+            let stat = format!("7 ({comm}) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
+            let s = parse_stat(&stat).map(|s| (s.state, s.start_time.unwrap_or(0)));
+            prop_assert_eq!(s, Some(('R', start)));
+        }
+    }
 
     #[test]
     fn stat_lines() {
         let stat = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_stat(stat), Some((7, 300)));
+        assert_eq!(
+            parse_stat(stat).map(|s| (s.ppid, s.cpu_ticks)),
+            Some((7, 300))
+        );
         let machine = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
         assert_eq!(parse_machine_busy(machine), Some(10 + 1 + 5 + 2 + 3 + 4));
     }

@@ -1,0 +1,303 @@
+//! Starting the three targets and measuring them: the servers (worker, router, nginx),
+//! one request spec per target and model, the rounds in rotated order, and the CPU time
+//! read around each measured window.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use bytes::Bytes;
+
+use super::*;
+use crate::bench::load::{self, RequestSpec};
+use crate::bench::stack::{
+    TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
+};
+use crate::bench::stats::ms;
+use crate::models::MlpArtifact;
+use crate::procfs::{machine_busy, process_cpu, tree_cpu};
+use shardline_testkit::{ManagedProcess, free_port};
+
+/// The servers under test.
+#[derive(Debug)]
+pub(super) struct Servers {
+    worker: ManagedProcess,
+    worker_addr: SocketAddr,
+    router: ManagedProcess,
+    router_addr: SocketAddr,
+    router_metrics: SocketAddr,
+    nginx: ManagedProcess,
+    nginx_addr: SocketAddr,
+}
+
+impl Servers {
+    fn addr(&self, t: Target) -> SocketAddr {
+        match t {
+            Target::Direct => self.worker_addr,
+            Target::Nginx => self.nginx_addr,
+            Target::Router => self.router_addr,
+        }
+    }
+
+    pub(super) async fn stop(mut self) {
+        // nginx first: its workers outlive a SIGKILLed master, so stop it cleanly.
+        let _ = self.nginx.stop().await;
+        let _ = self.router.stop().await;
+        let _ = self.worker.stop().await;
+    }
+}
+
+pub(super) async fn start_servers(
+    options: &Options,
+    etcd: &str,
+    store_url: &str,
+    worker_bin: &Path,
+    router_bin: &Path,
+    nginx_bin: &Path,
+) -> anyhow::Result<Servers> {
+    let ready = |s: reqwest::StatusCode, _: &str| s.is_success();
+    let timeout = Duration::from_secs(30);
+    let (worker, worker_addr) = start_worker(worker_bin, etcd, store_url).await?;
+    let (router, router_addr, router_metrics) =
+        start_router(router_bin, etcd, options.router_threads).await?;
+
+    let nginx_port = free_port();
+    let nginx_addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse()?;
+    let nginx = ManagedProcess::new("nginx", nginx_bin)?;
+    let dir = nginx.dir().to_owned();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        nginx_conf(&dir, nginx_port, worker_addr.port(), options.nginx_workers),
+    )?;
+    let mut nginx = nginx
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf);
+    nginx.spawn().await?;
+    // nginx has no health endpoint of its own: the worker's, through nginx.
+    if let Err(e) = nginx
+        .wait_http_ready(
+            &format!("http://{nginx_addr}/v2/health/ready"),
+            timeout,
+            ready,
+        )
+        .await
+    {
+        let _ = nginx.stop().await;
+        return Err(e.context(format!(
+            "nginx error log:\n{}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        )));
+    }
+    Ok(Servers {
+        worker,
+        worker_addr,
+        router,
+        router_addr,
+        router_metrics,
+        nginx,
+        nginx_addr,
+    })
+}
+
+/// The request each target gets for `model`: same body bytes, different path and auth.
+pub(super) fn spec(
+    servers: &Servers,
+    target: Target,
+    model: &str,
+    key: &str,
+    body: &Bytes,
+) -> anyhow::Result<RequestSpec> {
+    let addr = servers.addr(target);
+    let internal = format!("/v2/models/{TENANT}.{model}/infer");
+    match target {
+        Target::Direct => RequestSpec::post_json(
+            addr,
+            &internal,
+            &[("x-shardline-token", TOKEN)],
+            body.clone(),
+        ),
+        Target::Nginx => RequestSpec::post_json(addr, &internal, &[], body.clone()),
+        Target::Router => router_spec(addr, model, key, body.clone()),
+    }
+}
+
+pub(super) async fn measure(
+    options: &Options,
+    servers: &Servers,
+    etcd: u32,
+    key: &str,
+    models: &[(String, MlpArtifact)],
+    progress: &impl Fn(&str),
+) -> anyhow::Result<Vec<ModelResult>> {
+    let body = Bytes::from(infer_body(&input_row(INPUT_DIM), 1)?);
+    let mut specs = Vec::new();
+    for (name, _) in models {
+        let mut per = Vec::new();
+        for t in Target::ALL {
+            per.push(Arc::new(spec(servers, t, name, key, &body)?));
+        }
+        specs.push(per);
+    }
+
+    progress("checking that every target answers the same scores");
+    for ((name, _), per) in models.iter().zip(&specs) {
+        let mut first: Option<serde_json::Value> = None;
+        for (t, s) in Target::ALL.iter().zip(per) {
+            let scores = wait_scores(s, Duration::from_secs(30))
+                .await
+                .with_context(|| format!("{name} via {}", t.name()))?;
+            match &first {
+                None => first = Some(scores),
+                Some(want) => ensure!(
+                    *want == scores,
+                    "{name}: {} scored {scores}, direct {want}",
+                    t.name()
+                ),
+            }
+        }
+    }
+
+    let pids = Pids {
+        worker: servers.worker.pid().context("the worker is not running")?,
+        router: servers.router.pid().context("the router is not running")?,
+        nginx: servers.nginx.pid().context("nginx is not running")?,
+        etcd,
+    };
+    let mut results: Vec<ModelResult> = models
+        .iter()
+        .map(|(name, m)| ModelResult {
+            name: name.clone(),
+            dims: m.dims.clone(),
+            targets: Target::ALL
+                .iter()
+                .map(|&target| TargetResult {
+                    target,
+                    runs: Vec::new(),
+                })
+                .collect(),
+        })
+        .collect();
+    for round in 1..=options.load.rounds {
+        for (mi, per) in specs.iter().enumerate() {
+            for ti in round_order(round) {
+                let t = &Target::ALL[ti];
+                let mut run = load_once(options, per[ti].clone(), *t, &pids).await?;
+                if *t == Target::Router {
+                    run.router_threads = Some(
+                        serving_threads(servers.router_metrics)
+                            .await
+                            .context("the router's serving threads")?,
+                    );
+                }
+                progress(&format!(
+                    "round {round}/{}: {:<7} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
+                    options.load.rounds,
+                    results[mi].name,
+                    t.name(),
+                    run.load.throughput,
+                    ms(run.load.latency.p50),
+                    ms(run.load.latency.p99),
+                    run.load.errors,
+                    run.load.cores(run.cpu.others()),
+                ));
+                for m in &run.load.error_messages {
+                    progress(&format!("  error: {m}"));
+                }
+                results[mi].targets[ti].runs.push(run);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`
+/// ([`load::rotation`]).
+pub fn round_order(round: usize) -> [usize; 3] {
+    load::rotation(round)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pids {
+    worker: u32,
+    router: u32,
+    nginx: u32,
+    etcd: u32,
+}
+
+/// One load run ([`LoadPlan::window`]), with CPU read at the window's edges.
+pub(super) async fn load_once(
+    options: &Options,
+    spec: Arc<RequestSpec>,
+    target: Target,
+    pids: &Pids,
+) -> anyhow::Result<Run> {
+    let proxy = match target {
+        Target::Direct => None,
+        Target::Nginx => Some(pids.nginx),
+        Target::Router => Some(pids.router),
+    };
+    let (result, before, after) = options
+        .load
+        .window(spec, || CpuSample::take(pids, proxy))
+        .await?;
+    Ok(Run {
+        load: result.into(),
+        cpu: after.minus(&before),
+        router_threads: None,
+    })
+}
+
+/// The router's serving threads taking connections now, from its `/metrics`.
+pub(super) async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
+    let text = shardline_testkit::http_client(Duration::from_secs(5))?
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let name = shardline_shared::metrics::ROUTER_SERVING_THREADS_ACTIVE;
+    ensure!(text.contains(name), "no {name} in the router's metrics");
+    Ok(shardline_testkit::metric_sum(&text, name, None))
+}
+
+/// Cumulative CPU seconds at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuSample(Cpu);
+
+impl CpuSample {
+    fn take(pids: &Pids, proxy: Option<u32>) -> Self {
+        Self(Cpu {
+            worker: process_cpu(pids.worker),
+            proxy: proxy.map_or(0.0, tree_cpu),
+            client: process_cpu(std::process::id()),
+            machine: machine_busy(),
+            etcd: process_cpu(pids.etcd),
+        })
+    }
+
+    fn minus(&self, earlier: &Self) -> Cpu {
+        let (a, b) = (self.0, earlier.0);
+        Cpu {
+            worker: a.worker - b.worker,
+            proxy: a.proxy - b.proxy,
+            client: a.client - b.client,
+            machine: a.machine - b.machine,
+            etcd: a.etcd - b.etcd,
+        }
+    }
+}
+
+/// A deterministic input row in [-1, 1).
+pub(super) fn input_row(dim: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|i| ((i * 37 % 64) as f32 / 32.0) - 1.0)
+        .collect()
+}
