@@ -5,11 +5,20 @@
 //! events. [`bench`] holds the benchmarks of the `loadtest` binary; [`loadgen`] is its load
 //! generator (`loadtest run`); [`fleet`] starts a local fleet and [`demo`] is `just demo`.
 //! [`cli`] is the `loadtest` command tree; [`procfs`] reads `/proc`.
+//!
+//! Below those, three leaves that import nothing from the crate: [`client`] is the HTTP/1.1
+//! client the benchmarks and the load generator both send with, [`stats`] the percentile
+//! maths both report with, and [`args`] the flag value parsers. Dependencies point one way:
+//! `cli` → `demo`, `bench` → `fleet` → `loadgen` → the leaves (`models` and `procfs` are
+//! used from several levels and use only the leaves).
 
+pub mod args;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod loadgen;
 pub mod models;
 pub mod procfs;
+pub mod stats;

@@ -66,10 +66,10 @@ pub struct Options {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Seconds of the warm (baseline) phase.
-    #[arg(long, default_value = "10", value_parser = crate::cli::parse_secs)]
+    #[arg(long, default_value = "10", value_parser = crate::args::parse_secs)]
     pub warm: Duration,
     /// Seconds of the churn phase.
-    #[arg(long, default_value = "30", value_parser = crate::cli::parse_secs)]
+    #[arg(long, default_value = "30", value_parser = crate::args::parse_secs)]
     pub churn: Duration,
     /// Scratch directory for the fleet and its store (emptied first).
     // Removed afterwards unless `keep`.

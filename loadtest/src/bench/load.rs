@@ -7,70 +7,21 @@
 //! Any answer other than 200, and any transport failure, is an error; the client then
 //! opens a new connection. The answer's body is read in full but not parsed.
 //!
-//! Its connection and exchange helpers also serve the load generator (`crate::loadgen`).
+//! Requests are sent with [`crate::client`], the client the load generator (`crate::loadgen`)
+//! uses too.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::{SendRequest, handshake};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
 use tokio::task::JoinSet;
 
-use super::stats::Summary;
-
-/// How many distinct error messages a run keeps.
-const KEPT_ERRORS: usize = 5;
-
-/// One request, sent unchanged again and again.
-#[derive(Debug, Clone)]
-pub struct RequestSpec {
-    pub addr: SocketAddr,
-    /// Origin-form target, e.g. `/v2/models/m/infer`.
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl RequestSpec {
-    /// A JSON `POST` to `addr` + `path` with the extra `headers`.
-    pub fn post_json(
-        addr: SocketAddr,
-        path: &str,
-        extra: &[(&str, &str)],
-        body: Bytes,
-    ) -> anyhow::Result<Self> {
-        let mut headers = HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in extra {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes())?,
-                HeaderValue::from_str(value)?,
-            );
-        }
-        Ok(Self {
-            addr,
-            path: path.to_owned(),
-            headers,
-            body,
-        })
-    }
-
-    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.path.as_str())
-            .body(Full::new(self.body.clone()))?;
-        *req.headers_mut() = self.headers.clone();
-        Ok(req)
-    }
-}
+pub use crate::client::{RequestSpec, once};
+use crate::client::{connect, exchange, keep_error};
+use crate::stats::Summary;
 
 /// What one load run saw.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +30,7 @@ pub struct LoadResult {
     pub latencies: Vec<Duration>,
     /// Failures (non-200 answers and transport errors) inside the measured window.
     pub errors: u64,
-    /// Up to [`KEPT_ERRORS`] distinct error messages (from any time in the run).
+    /// Up to [`KEPT_ERRORS`](crate::client::KEPT_ERRORS) distinct error messages (from any time in the run).
     pub error_messages: Vec<String>,
     /// The measured window.
     pub window: Duration,
@@ -159,19 +110,6 @@ impl Measured {
     }
 }
 
-pub(crate) fn keep_error(kept: &mut Vec<String>, message: String) {
-    if kept.len() < KEPT_ERRORS && !kept.contains(&message) {
-        kept.push(message);
-    }
-}
-
-/// One request on a fresh connection: the status and the whole body (for checks before
-/// a run).
-pub async fn once(spec: &RequestSpec) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut sender = connect(spec.addr).await?;
-    exchange(&mut sender, spec).await
-}
-
 /// Runs `concurrency` connections against `spec` from now on and measures the `window`
 /// that starts at `from` (the time before it is the warm-up).
 ///
@@ -224,10 +162,10 @@ pub struct LoadPlan {
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Warm-up before each measured window, in seconds.
-    #[arg(long, default_value = "1", value_parser = crate::cli::parse_secs)]
+    #[arg(long, default_value = "1", value_parser = crate::args::parse_secs)]
     pub warmup: Duration,
     /// Measured window per target (and model) and round, in seconds.
-    #[arg(long, default_value = "3", value_parser = crate::cli::parse_secs)]
+    #[arg(long, default_value = "3", value_parser = crate::args::parse_secs)]
     pub duration: Duration,
     /// Rounds of every target, the order rotated each round; ratios are medians of the
     /// rounds' ratios between targets measured in the same round.
@@ -375,28 +313,6 @@ async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) 
         }
     }
     out
-}
-
-pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // Ends when the server or the client closes the connection.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-pub(crate) async fn exchange(
-    sender: &mut SendRequest<Full<Bytes>>,
-    spec: &RequestSpec,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    sender.ready().await?;
-    let resp = sender.send_request(spec.request()?).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! and start the Shardline side with [`stack`] (etcd, a `file://` store, one release
 //! worker and one release router); [`crate::procfs`] reads their CPU time and memory. They score
 //! MLPs built with [`crate::models::MlpArtifact`] and published with
-//! [`crate::models::publish`]; [`stats`] holds the percentile maths and [`docs`] writes
+//! [`crate::models::publish`]; [`crate::stats`] holds the percentile maths and [`docs`] writes
 //! each benchmark's section of `docs/benchmarks.md`.
 
 pub mod churn;
@@ -20,5 +20,4 @@ pub mod load;
 pub mod mlserver;
 pub mod router;
 pub mod stack;
-pub mod stats;
 pub mod worker;

@@ -29,9 +29,9 @@ use shardline_shared::manifest::{Manifest, ModelConfig};
 use shardline_worker::config::WorkerArgs;
 use tokio::sync::oneshot;
 
-use super::stats::{Summary, ms};
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
+use crate::stats::{Summary, ms};
 use shardline_testkit::{EtcdProcess, S3Process};
 
 /// Target for warm HTTP p50 / in-process p50.

@@ -7,7 +7,7 @@
 //! `--json` and `--write-docs` outputs of the benchmarks, and printing.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -137,13 +137,6 @@ pub enum FleetAction {
         #[arg(long, default_value = "shardline-fleet")]
         run_dir: PathBuf,
     },
-}
-
-/// A number of seconds (`1.5`) as a [`Duration`]: the value parser of the benchmarks'
-/// second-valued flags.
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// Runs one `loadtest` command.

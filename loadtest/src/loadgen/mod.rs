@@ -6,7 +6,7 @@
 //!
 //! Layout: [`Flags`] are `loadtest run`'s flags; [`plan`] is the pure part (schedule, tenant mix, request body), [`report`] folds
 //! finished requests into the report, `runner` does the I/O on the raw hyper connections
-//! of [`crate::bench::load`].
+//! of [`crate::client`].
 //!
 //! # Coordinated omission
 //!

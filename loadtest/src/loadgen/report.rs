@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Mix, Mode};
-use crate::bench::load::keep_error;
-use crate::bench::stats::{Histogram, ms};
+use crate::client::keep_error;
+use crate::stats::{Histogram, ms};
 
 /// How many tenants the report lists (the busiest first).
 const LISTED_TENANTS: usize = 10;

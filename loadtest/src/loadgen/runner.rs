@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::plan::{self, Schedule, TenantMix};
 use super::report::{Outcome, Record, Recorder, Report, Setup};
 use super::{DEFAULT_FEATURES, DEFAULT_INPUT, Error, Mix, Mode, Options};
-use crate::bench::load::{RequestSpec, connect, exchange};
+use crate::client::{RequestSpec, connect, exchange};
 
 /// How long to wait before retrying a refused connection in closed loop (so a dead router
 /// is not hammered in a busy loop).

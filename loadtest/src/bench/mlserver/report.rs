@@ -9,8 +9,8 @@ use super::sklearn::TrainInfo;
 use super::{Options, Target};
 use crate::bench::docs::header;
 use crate::bench::load::Measured;
-use crate::bench::stats::{median, ms, ratio};
 use crate::procfs::Footprint;
+use crate::stats::{median, ms, ratio};
 
 /// Target: Shardline's throughput at least this many times MLServer's.
 pub const THROUGHPUT_TARGET: f64 = 10.0;

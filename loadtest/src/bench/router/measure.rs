@@ -15,9 +15,9 @@ use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
     TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
 };
-use crate::bench::stats::ms;
 use crate::models::MlpArtifact;
 use crate::procfs::{machine_busy, process_cpu, tree_cpu};
+use crate::stats::ms;
 use shardline_testkit::{ManagedProcess, free_port};
 
 /// The servers under test.

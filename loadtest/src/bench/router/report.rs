@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::*;
 use crate::bench::load::Measured;
-use crate::bench::stats::{median, ms, ratio};
+use crate::stats::{median, ms, ratio};
 
 /// CPU seconds used during one measured window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -1,7 +1,8 @@
 //! Percentiles of measured durations: exact ones (nearest rank, on a sorted copy) for the
 //! benchmarks' few thousand samples, and [`Histogram`] (HDR, bounded memory, 0.1 %
 //! precision, same nearest-rank definition) for the load generator's unbounded runs; and
-//! the [`median`] and [`ratio`] the benchmarks build their figures from.
+//! the [`median`] and [`ratio`] the benchmarks build their figures from. A leaf: it
+//! imports nothing from the crate.
 
 use std::time::Duration;
 
