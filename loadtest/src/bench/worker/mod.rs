@@ -15,11 +15,18 @@
 //!   baseline (target ≤ 1.2).
 //!
 //! A missed target is reported, not an error: the numbers are the result.
+//!
+//! Layout: this module starts the neighbours and the worker and times both sides;
+//! `client` is the benchmark's HTTP client for the worker, [`report`] the figures and how
+//! they are told.
+
+mod client;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::ensure;
 use clap::Parser as _;
 use shardline_artifacts::{ArtifactStore, StoreOptions};
 use shardline_control::{ControlPlane, EtcdStore};
@@ -32,6 +39,8 @@ use tokio::sync::oneshot;
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
 use crate::stats::{Summary, ms};
+use client::Client;
+pub use report::Report;
 use shardline_testkit::{EtcdProcess, S3Process};
 
 /// Target for warm HTTP p50 / in-process p50.
@@ -80,144 +89,6 @@ impl Options {
             "loadtest bench-worker --size-mb {} --iterations {} --cold-rounds {}",
             self.size_mb, self.iterations, self.cold_rounds
         )
-    }
-}
-
-/// The measurements of one run.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub dims: Vec<usize>,
-    pub weights_bytes: u64,
-    pub http: Summary,
-    pub in_process: Summary,
-    /// `GET /v2/health/live` over the same client: the HTTP round trip alone.
-    pub http_floor: Summary,
-    pub cold: Summary,
-    pub cold_baseline: Summary,
-    pub iterations: usize,
-    pub cold_rounds: usize,
-}
-
-impl Report {
-    /// HTTP p50 / in-process p50.
-    pub fn warm_ratio(&self) -> f64 {
-        ratio(self.http.p50, self.in_process.p50)
-    }
-
-    /// Median cold first score / median fetch + parse.
-    pub fn cold_ratio(&self) -> f64 {
-        ratio(self.cold.p50, self.cold_baseline.p50)
-    }
-
-    /// Lines naming each missed target (empty when both are met).
-    pub fn misses(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.warm_ratio() > WARM_TARGET {
-            out.push(format!(
-                "target missed: warm p50 ratio {:.3} > {WARM_TARGET}",
-                self.warm_ratio()
-            ));
-        }
-        if self.cold_ratio() > COLD_TARGET {
-            out.push(format!(
-                "target missed: cold ratio {:.3} > {COLD_TARGET}",
-                self.cold_ratio()
-            ));
-        }
-        out
-    }
-
-    /// A readable table (Markdown).
-    pub fn table(&self) -> String {
-        let dims: Vec<String> = self.dims.iter().map(ToString::to_string).collect();
-        let mut s = format!(
-            "model: MLP {} ({:.1} MB of f32 weights); warm n={}, cold rounds={}\n\n",
-            dims.join(" → "),
-            self.weights_bytes as f64 / 1e6,
-            self.iterations,
-            self.cold_rounds,
-        );
-        s += "| Measure | p50 (ms) | p99 (ms) | min (ms) | max (ms) |\n";
-        s += "|---|---|---|---|---|\n";
-        for (name, sum) in [
-            ("warm infer over HTTP (1 row, JSON)", &self.http),
-            (
-                "warm in-process `MlpModel::forward` (1 row)",
-                &self.in_process,
-            ),
-            (
-                "HTTP round trip alone (`GET /v2/health/live`)",
-                &self.http_floor,
-            ),
-            ("cold first score (unload, then infer)", &self.cold),
-            (
-                "baseline: `fetch_model` + `from_safetensors`",
-                &self.cold_baseline,
-            ),
-        ] {
-            s += &format!(
-                "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-                ms(sum.p50),
-                ms(sum.p99),
-                ms(sum.min),
-                ms(sum.max)
-            );
-        }
-        s += "\n| Ratio | Target | Measured |\n|---|---|---|\n";
-        s += &format!(
-            "| warm: HTTP p50 / in-process p50 | ≤ {WARM_TARGET} | {:.3} |\n",
-            self.warm_ratio()
-        );
-        s += &format!(
-            "| cold: median first score / median (fetch + parse) | ≤ {COLD_TARGET} | {:.3} |\n",
-            self.cold_ratio()
-        );
-        s
-    }
-
-    /// The generated part of the docs section ([`DOCS`]): `header` (machine, command,
-    /// date), the tables, and the verdict.
-    pub fn docs(&self, header: &str) -> String {
-        let verdict = super::docs::verdict(&self.misses(), "Both targets met.");
-        format!("{header}\n{}\n{verdict}", self.table())
-    }
-
-    /// The report as one JSON object (times in milliseconds).
-    pub fn json(&self) -> serde_json::Value {
-        let sum = |s: &Summary| {
-            serde_json::json!({
-                "p50_ms": ms(s.p50), "p99_ms": ms(s.p99),
-                "min_ms": ms(s.min), "max_ms": ms(s.max), "count": s.count,
-            })
-        };
-        serde_json::json!({
-            "benchmark": "worker",
-            "dims": self.dims,
-            "weights_bytes": self.weights_bytes,
-            "warm": {
-                "http": sum(&self.http),
-                "in_process": sum(&self.in_process),
-                "http_floor": sum(&self.http_floor),
-                "ratio_p50": self.warm_ratio(),
-                "target": WARM_TARGET,
-                "met": self.warm_ratio() <= WARM_TARGET,
-            },
-            "cold": {
-                "first_score": sum(&self.cold),
-                "fetch_parse": sum(&self.cold_baseline),
-                "ratio_median": self.cold_ratio(),
-                "target": COLD_TARGET,
-                "met": self.cold_ratio() <= COLD_TARGET,
-            },
-        })
-    }
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    if b.is_zero() {
-        f64::INFINITY
-    } else {
-        a.as_secs_f64() / b.as_secs_f64()
     }
 }
 
@@ -393,90 +264,4 @@ fn check_close(got: &[f32], want: &[f32]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The benchmark's HTTP client for one worker and model.
-#[derive(Debug)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    name: String,
-}
-
-impl Client {
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        for _ in 0..200 {
-            let r = self
-                .http
-                .get(format!("{}/v2/health/ready", self.base))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("the worker never became ready")
-    }
-
-    /// One single-row infer request; encodes the body and decodes the scores.
-    async fn score(&self, input: &[f32]) -> anyhow::Result<Vec<f32>> {
-        let body = serde_json::json!({"inputs": [{
-            "name": "features", "shape": [1, input.len()], "datatype": "FP32", "data": input,
-        }]});
-        let resp = self
-            .http
-            .post(format!("{}/v2/models/{}/infer", self.base, self.name))
-            .header("x-shardline-token", TOKEN)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body)?)
-            .send()
-            .await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if status != 200 {
-            bail!(
-                "infer answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-        v["outputs"][0]["data"]
-            .as_array()
-            .context("no outputs[0].data in the response")?
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .map(|f| f as f32)
-                    .context("a score is not a number")
-            })
-            .collect()
-    }
-
-    async fn health(&self) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .get(format!("{}/v2/health/live", self.base))
-            .send()
-            .await?;
-        ensure!(resp.status() == 200, "health answered {}", resp.status());
-        resp.bytes().await?;
-        Ok(())
-    }
-
-    async fn unload(&self) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!(
-                "{}/v2/repository/models/{}/unload",
-                self.base, self.name
-            ))
-            .header("x-shardline-token", TOKEN)
-            .send()
-            .await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        ensure!(status == 200, "unload answered {status}: {text}");
-        Ok(())
-    }
 }
