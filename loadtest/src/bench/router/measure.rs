@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use bytes::Bytes;
 
-use super::*;
+use super::nginx::nginx_conf;
+use super::{Cpu, INPUT_DIM, ModelResult, Options, Run, Target, TargetResult};
 use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
     TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,

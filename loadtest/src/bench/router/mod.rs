@@ -39,9 +39,9 @@ use super::stack::{Control, sibling};
 use crate::models::MlpArtifact;
 
 pub use measure::round_order;
-use measure::*;
+use measure::{measure, start_servers};
 pub use nginx::nginx_conf;
-use nginx::*;
+use nginx::{nginx_binary, nginx_version};
 pub use report::{Cpu, ModelResult, Report, Run, TargetResult};
 
 const INPUT_DIM: usize = 64;

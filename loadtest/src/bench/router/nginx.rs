@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::*;
+use super::{NGINX_BIN_ENV, NginxWorkers};
 use crate::bench::stack::TOKEN;
 use shardline_testkit::{on_path, program_from_env};
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::*;
+use super::{Options, Target};
 use crate::bench::load::Measured;
 use crate::stats::{median, ms, ratio};
 
