@@ -1,18 +1,16 @@
 //! One run of `bench-churn` on a started fleet: publishes a model per tenant, primes the
 //! models that fit, then loads the warm and the churn phase, sampling the worker's `VmRSS`
-//! on a thread ([`RssSampler`]) and reading its counters ([`WorkerCounters`]) around each.
+//! on a thread ([`RssSampler`]) and reading its counters ([`WorkerCounters`](super::WorkerCounters)) around each.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use shardline_shared::metrics::{
-    WORKER_CAPACITY_BYTES, WORKER_EVICTIONS_TOTAL, WORKER_MODEL_LOADS_TOTAL,
-};
+use shardline_shared::metrics::WORKER_CAPACITY_BYTES;
 use shardline_testkit::metric_sum;
 
-use super::report::{Phase, Report};
+use super::report::{Phase, Report, WorkerCounters};
 use super::{INPUT_DIM, MODEL, Options, SAMPLE_EVERY};
 use crate::fleet::{self, FleetState};
 use crate::loadgen::keys::TenantKey;
@@ -146,36 +144,6 @@ pub(super) async fn measure(
 fn read_status(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     procfs::field_kib(&text, field).map(|kib| kib * 1024)
-}
-
-/// The worker's counters that a phase moves.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct WorkerCounters {
-    pub loads: f64,
-    pub load_failures: f64,
-    pub evictions_memory: f64,
-    pub evictions_idle: f64,
-}
-
-impl WorkerCounters {
-    pub(super) fn from_metrics(text: &str) -> Self {
-        Self {
-            loads: metric_sum(text, WORKER_MODEL_LOADS_TOTAL, Some(("result", "ok"))),
-            load_failures: metric_sum(text, WORKER_MODEL_LOADS_TOTAL, None)
-                - metric_sum(text, WORKER_MODEL_LOADS_TOTAL, Some(("result", "ok"))),
-            evictions_memory: metric_sum(text, WORKER_EVICTIONS_TOTAL, Some(("reason", "memory"))),
-            evictions_idle: metric_sum(text, WORKER_EVICTIONS_TOTAL, Some(("reason", "idle"))),
-        }
-    }
-
-    pub(super) fn minus(&self, before: &Self) -> Self {
-        Self {
-            loads: self.loads - before.loads,
-            load_failures: self.load_failures - before.load_failures,
-            evictions_memory: self.evictions_memory - before.evictions_memory,
-            evictions_idle: self.evictions_idle - before.evictions_idle,
-        }
-    }
 }
 
 /// Samples one process's `VmRSS` on a thread of its own until stopped.

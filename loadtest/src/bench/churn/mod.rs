@@ -38,9 +38,8 @@ use crate::fleet::{self, FleetOptions, FleetState};
 use crate::models::MlpArtifact;
 #[cfg(test)]
 use measure::RssSampler;
-pub use measure::WorkerCounters;
 use measure::measure;
-pub use report::{Phase, Report};
+pub use report::{Phase, Report, WorkerCounters};
 
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed("churn", "## Model churn (`just bench-churn`)");

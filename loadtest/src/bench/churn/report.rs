@@ -1,10 +1,13 @@
-//! What a `bench-churn` run saw ([`Report`], one [`Phase`] each for warm and churn), its
-//! target and ratios, and its table, JSON and docs section.
+//! What a `bench-churn` run saw ([`Report`], one [`Phase`] each for warm and churn, with
+//! the worker's [`WorkerCounters`] read from its metrics), its target and ratios, and its
+//! table, JSON and docs section. Pure: no I/O.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::measure::WorkerCounters;
+use shardline_shared::metrics::{WORKER_EVICTIONS_TOTAL, WORKER_MODEL_LOADS_TOTAL};
+use shardline_testkit::metric_sum;
+
 use super::{MIB, Options, rss_limit};
 use crate::bench::docs;
 use crate::loadgen::report::Report as LoadReport;
@@ -202,4 +205,34 @@ fn ms(d: Duration) -> f64 {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+/// The worker's counters that a phase moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorkerCounters {
+    pub loads: f64,
+    pub load_failures: f64,
+    pub evictions_memory: f64,
+    pub evictions_idle: f64,
+}
+
+impl WorkerCounters {
+    pub(super) fn from_metrics(text: &str) -> Self {
+        Self {
+            loads: metric_sum(text, WORKER_MODEL_LOADS_TOTAL, Some(("result", "ok"))),
+            load_failures: metric_sum(text, WORKER_MODEL_LOADS_TOTAL, None)
+                - metric_sum(text, WORKER_MODEL_LOADS_TOTAL, Some(("result", "ok"))),
+            evictions_memory: metric_sum(text, WORKER_EVICTIONS_TOTAL, Some(("reason", "memory"))),
+            evictions_idle: metric_sum(text, WORKER_EVICTIONS_TOTAL, Some(("reason", "idle"))),
+        }
+    }
+
+    pub(super) fn minus(&self, before: &Self) -> Self {
+        Self {
+            loads: self.loads - before.loads,
+            load_failures: self.load_failures - before.load_failures,
+            evictions_memory: self.evictions_memory - before.evictions_memory,
+            evictions_idle: self.evictions_idle - before.evictions_idle,
+        }
+    }
 }
