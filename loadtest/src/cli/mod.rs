@@ -1,10 +1,14 @@
 //! The `loadtest` command tree (clap derive) and its dispatch. Each subcommand takes the
 //! library's own options struct, which derives [`clap::Args`] beside its defaults:
-//! [`bench::worker::Options`], [`bench::router::Options`] (with the shared
-//! [`bench::load::LoadPlan`]), [`bench::mlserver::Options`], [`bench::churn::Options`],
-//! [`loadgen::Flags`], [`fleet::FleetOptions`], [`demo::DemoOptions`] and
-//! [`models::TrainOptions`]. This module adds only what belongs to the command line: the
-//! `--json` and `--write-docs` outputs of the benchmarks, and printing.
+//! [`bench::worker::Options`](crate::bench::worker::Options),
+//! [`bench::router::Options`](crate::bench::router::Options) (with the shared
+//! [`bench::load::LoadPlan`](crate::bench::load::LoadPlan)),
+//! [`bench::mlserver::Options`](crate::bench::mlserver::Options),
+//! [`bench::churn::Options`](crate::bench::churn::Options), [`loadgen::Flags`],
+//! [`fleet::FleetOptions`], [`demo::DemoOptions`] and
+//! [`models::TrainOptions`](crate::models::TrainOptions). This module adds only what
+//! belongs to the command line: the `--json` and `--write-docs` outputs of the benchmarks,
+//! and printing. Flag value parsers live in [`crate::args`].
 
 use std::path::PathBuf;
 use std::time::Instant;

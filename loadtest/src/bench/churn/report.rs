@@ -149,7 +149,7 @@ impl Report {
         s
     }
 
-    /// The generated part of the docs section ([`DOCS`]).
+    /// The generated part of the docs section ([`DOCS`](super::DOCS)).
     pub fn docs(&self) -> String {
         let mut s = self.header.clone();
         s += "\n";

@@ -223,7 +223,7 @@ impl Report {
         s
     }
 
-    /// The generated part of the docs section ([`DOCS`]).
+    /// The generated part of the docs section ([`DOCS`](super::DOCS)).
     pub fn docs(&self) -> String {
         let o = &self.options;
         let models: Vec<String> = self

@@ -98,7 +98,7 @@ impl Report {
         s
     }
 
-    /// The generated part of the docs section ([`DOCS`]): `header` (machine, command,
+    /// The generated part of the docs section ([`DOCS`](super::DOCS)): `header` (machine, command,
     /// date), the tables, and the verdict.
     pub fn docs(&self, header: &str) -> String {
         let verdict = crate::bench::docs::verdict(&self.misses(), "Both targets met.");

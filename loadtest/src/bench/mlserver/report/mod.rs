@@ -2,7 +2,7 @@
 //! the paired ratios and the memory footprints against the targets, as Markdown
 //! tables, the docs section and one JSON object. Pure: no I/O.
 //!
-//! This module holds the figures; [`render`] prints them as tables, the docs section and
+//! This module holds the figures; `render` prints them as tables, the docs section and
 //! JSON.
 
 mod render;
