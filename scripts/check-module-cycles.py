@@ -114,7 +114,7 @@ def cycles_in(src: Path) -> list:
 
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
-    crates = [Path(a) for a in sys.argv[1:]] or sorted(
+    crates = [Path(a).resolve() for a in sys.argv[1:]] or sorted(
         p.parent for p in root.glob("*/Cargo.toml") if (p.parent / "src").is_dir()
     )
     bad = 0
