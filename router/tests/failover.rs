@@ -113,7 +113,7 @@ async fn killing_a_worker_under_load_fails_no_request_and_its_shards_are_repaire
     let prefetched_before = fleet
         .router_metric(0, "shardline_placement_prefetch_total")
         .await;
-    fleet.workers[1].process.kill().await.unwrap();
+    fleet.workers[1].kill().await.unwrap();
     let killed = Instant::now();
     // Lease TTL (3 s) + 2 s.
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(5)).await;
@@ -234,7 +234,7 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
             .await,
         1.0
     );
-    fleet.routers[dead].process.kill().await.unwrap();
+    fleet.routers[dead].kill().await.unwrap();
     // Controller lease TTL is 3 s.
     let deadline = Instant::now() + Duration::from_secs(5);
     while fleet
@@ -255,7 +255,7 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
         .iter()
         .position(|w| w.id == victim.as_str())
         .unwrap();
-    fleet.workers[w].process.kill().await.unwrap();
+    fleet.workers[w].kill().await.unwrap();
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(6)).await;
     for (key, model) in &targets {
         let r = fleet
