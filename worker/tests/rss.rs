@@ -35,7 +35,9 @@ async fn worker_rss_drops_after_models_are_evicted() {
         .map(|i| MlpArtifact::random(&[64, 2048, 2048, 1], 20 + i))
         .collect();
     for (i, m) in models.iter().enumerate() {
-        fleet.publish_model("acme", &format!("big{i}"), "1", m).await;
+        fleet
+            .publish_model("acme", &format!("big{i}"), "1", m)
+            .await;
     }
     // The real binary (this crate's build of it), on the fleet's one argument list.
     let spec = fleet.worker_spec("w-rss").set("--memory-budget", "1GiB");

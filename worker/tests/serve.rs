@@ -406,9 +406,11 @@ async fn per_model_in_flight_limit_answers_429() {
         })
     };
     // Wait until the first request holds the slot.
-    eventually("the first request holds the slot", Duration::from_secs(2), || async {
-        worker.metric("shardline_worker_in_flight").await >= 1.0
-    })
+    eventually(
+        "the first request holds the slot",
+        Duration::from_secs(2),
+        || async { worker.metric("shardline_worker_in_flight").await >= 1.0 },
+    )
     .await;
     assert_eq!(worker.metric("shardline_worker_in_flight").await, 1.0);
     let second = worker.infer("acme.slow", body).await;

@@ -120,11 +120,11 @@ impl Spec {
             ("--listen", listen.to_string()),
             ("--metrics-listen", metrics.to_string()),
         ];
-        for (flag, value) in listens.iter().map(|(f, v)| (*f, v)).chain(
-            self.flags
-                .iter()
-                .map(|(f, v)| (f.as_str(), v)),
-        ) {
+        for (flag, value) in listens
+            .iter()
+            .map(|(f, v)| (*f, v))
+            .chain(self.flags.iter().map(|(f, v)| (f.as_str(), v)))
+        {
             argv.push(flag.to_owned());
             argv.push(value.clone());
         }

@@ -24,8 +24,7 @@ pub fn launch() -> Launcher {
         };
         let store = ArtifactStore::from_url_with(&config.args.store, options.with_env(start.env))?;
         let metrics = Some(start.metrics_listener);
-        shardline_worker::serve::serve(config, store, start.listener, metrics, start.shutdown)
-            .await
+        shardline_worker::serve::serve(config, store, start.listener, metrics, start.shutdown).await
     })
 }
 
