@@ -17,8 +17,12 @@ use shardline_shared::keys::{Key, Prefix};
 use shardline_shared::records::Assignment;
 use shardline_shared::{ModelKey, WorkerId};
 use shardline_testkit::EtcdProcess;
-use support::{eventually, worker_record};
+use shardline_testkit::wait::eventually;
+use support::worker_record;
 use tokio::sync::watch;
+
+/// How long a test waits for etcd to show a change.
+const WAIT: Duration = Duration::from_secs(15);
 
 async fn etcd() -> (EtcdProcess, Arc<EtcdStore>) {
     let etcd = EtcdProcess::start().await.expect("start etcd");
@@ -61,7 +65,7 @@ async fn lease_expiry_removes_worker_after_ttl_when_keepalive_stops() {
     assert!(store.get(&key).await.unwrap().is_some(), "alive while kept");
     // A record update reaches etcd under the same lease.
     reg.modify(|r| r.used_bytes = 77);
-    eventually("update published", || async {
+    eventually("update published", WAIT, || async {
         let kv = store.get(&key).await.unwrap()?;
         let rec: shardline_shared::records::WorkerRecord =
             serde_json::from_slice(&kv.value).ok()?;
@@ -71,7 +75,7 @@ async fn lease_expiry_removes_worker_after_ttl_when_keepalive_stops() {
     // The process "crashes": the keeper stops without revoking.
     let stopped_at = std::time::Instant::now();
     drop(reg);
-    eventually("key expires", || async {
+    eventually("key expires", WAIT, || async {
         store.get(&key).await.unwrap().is_none().then_some(())
     })
     .await;
@@ -100,7 +104,7 @@ async fn lost_lease_is_re_registered_and_shutdown_revokes() {
     // Someone revokes the lease (as expiry during an etcd outage would).
     store.revoke_lease(first).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none());
-    eventually("re-registered", || async {
+    eventually("re-registered", WAIT, || async {
         let kv = store.get(&key).await.unwrap()?;
         (kv.lease != first && kv.lease == reg.lease()).then_some(())
     })
@@ -146,7 +150,7 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
     // etcd crashes: the last snapshot keeps being served, and the metrics say so.
     etcd.kill().await.unwrap();
     let before = watcher.current();
-    eventually("watch marked down", || async {
+    eventually("watch marked down", WAIT, || async {
         (metrics.watch_connected.get() == 0).then_some(())
     })
     .await;
@@ -242,7 +246,7 @@ async fn watcher_whose_revision_was_compacted_relists_to_the_correct_snapshot() 
 
     // The watcher is cut off; meanwhile a is updated, b deleted, c created, history compacted.
     gated.open.send_replace(false);
-    eventually("watch cut", || async {
+    eventually("watch cut", WAIT, || async {
         (metrics.watch_connected.get() == 0).then_some(())
     })
     .await;

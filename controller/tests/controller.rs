@@ -13,7 +13,9 @@ use shardline_shared::ids::WorkerId;
 use shardline_shared::metrics as names;
 use shardline_shared::placement::place;
 use shardline_shared::records::AdminState;
-use support_ctl::{Fleet, eventually};
+use shardline_testkit::TOKEN;
+use shardline_testkit::wait::eventually;
+use support_ctl::Fleet;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -22,7 +24,7 @@ async fn exactly_one_leader_and_a_crashed_one_is_replaced_within_the_ttl() {
     let fleet = Fleet::start().await;
     let a = fleet.router("router-a", TTL).await;
     let b = fleet.router("router-b", TTL).await;
-    eventually(Duration::from_secs(5), || async {
+    eventually("exactly one leader", Duration::from_secs(5), || async {
         a.controller.is_leader() != b.controller.is_leader()
     })
     .await;
@@ -92,7 +94,7 @@ async fn a_deposed_leader_cannot_write() {
         })
         .await;
 
-    let prefetcher = HttpPrefetcher::new(support_ctl::TOKEN, Duration::from_secs(5));
+    let prefetcher = HttpPrefetcher::new(TOKEN, Duration::from_secs(5));
     let err = apply(&fleet.cp, &snap, &plan, &prefetcher, Some(&fence))
         .await
         .unwrap_err();
@@ -272,7 +274,7 @@ async fn a_converged_fleet_is_left_alone() {
     // Nor does an explicit pass over the same state.
     let snap = fleet.watcher.wait_for_revision(revision).await;
     let plan = place(&snap.placement_problem(), &snap.placement_params().unwrap());
-    let prefetcher = HttpPrefetcher::new(support_ctl::TOKEN, Duration::from_secs(5));
+    let prefetcher = HttpPrefetcher::new(TOKEN, Duration::from_secs(5));
     let report = apply(&fleet.cp, &snap, &plan, &prefetcher, None)
         .await
         .unwrap();

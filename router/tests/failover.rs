@@ -10,6 +10,7 @@ use shardline_shared::ids::{ModelKey, WorkerId};
 use shardline_shared::keys::{Prefix, Section};
 use shardline_shared::records::Assignment;
 use shardline_testkit::fleet::{TestFleet, steady_load};
+use shardline_testkit::wait::eventually;
 
 /// Every assignment, read straight from etcd.
 async fn assignments(fleet: &TestFleet) -> Vec<(ModelKey, Assignment)> {
@@ -38,8 +39,7 @@ async fn live_workers(fleet: &TestFleet) -> BTreeSet<WorkerId> {
 
 /// Waits until every model has `k` live members in its assignment and none is `gone`.
 async fn wait_repaired(fleet: &TestFleet, k: usize, gone: &WorkerId, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually("shards repaired", within, || async {
         let live = live_workers(fleet).await;
         let all = assignments(fleet).await;
         let bad: Vec<_> = all
@@ -52,14 +52,12 @@ async fn wait_repaired(fleet: &TestFleet, k: usize, gone: &WorkerId, within: Dur
             .map(|(m, a)| format!("{m}: {:?}", a.workers))
             .collect();
         if bad.is_empty() && !all.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(bad)
         }
-        assert!(
-            Instant::now() < deadline,
-            "shards not repaired within {within:?}: {bad:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// Creates `n` tenants with shard size `k`, one model each; returns (key, model) pairs
@@ -113,7 +111,7 @@ async fn killing_a_worker_under_load_fails_no_request_and_its_shards_are_repaire
     let prefetched_before = fleet
         .router_metric(0, "shardline_placement_prefetch_total")
         .await;
-    fleet.workers[1].process.kill().await.unwrap();
+    fleet.workers[1].kill().await.unwrap();
     let killed = Instant::now();
     // Lease TTL (3 s) + 2 s.
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(5)).await;
@@ -177,35 +175,24 @@ async fn etcd_away_for_30s_fails_no_request_and_changes_flow_again_after() {
     );
 
     // A model published after the outage becomes routable without a restart.
-    let key = loop {
-        match fleet
-            .cp
-            .create_tenant(&"late".parse().unwrap(), Some(2), Default::default())
-            .await
-        {
-            Ok(k) => break k.expose().to_owned(),
-            Err(e) => {
-                eprintln!("etcd not back yet: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
+    let key = eventually(
+        "etcd back: tenant created",
+        Duration::from_secs(60),
+        || async {
+            let late = "late".parse().unwrap();
+            let created = fleet.cp.create_tenant(&late, Some(2), Default::default());
+            created.await.map(|k| k.expose().to_owned())
+        },
+    )
+    .await;
     fleet.publish("late", "fresh", "1", 77).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("new model routable", Duration::from_secs(20), || async {
         let r = fleet
             .infer(0, &key, "fresh", &shardline_testkit::fleet::rows(1, 0))
             .await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "new model not routable: {:?}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if r.status == 200 { Ok(()) } else { Err(r.body) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,20 +221,19 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
             .await,
         1.0
     );
-    fleet.routers[dead].process.kill().await.unwrap();
+    fleet.routers[dead].kill().await.unwrap();
     // Controller lease TTL is 3 s.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fleet
-        .router_metric(alive, "shardline_placement_leader")
-        .await
-        != 1.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no takeover within the lease TTL"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "takeover within the lease TTL",
+        Duration::from_secs(5),
+        || async {
+            fleet
+                .router_metric(alive, "shardline_placement_leader")
+                .await
+                == 1.0
+        },
+    )
+    .await;
 
     let victim = assignments(&fleet).await[0].1.workers[0].clone();
     let w = fleet
@@ -255,7 +241,7 @@ async fn another_router_takes_over_the_controller_and_repairs_shards() {
         .iter()
         .position(|w| w.id == victim.as_str())
         .unwrap();
-    fleet.workers[w].process.kill().await.unwrap();
+    fleet.workers[w].kill().await.unwrap();
     wait_repaired(&fleet, 2, &victim, Duration::from_secs(6)).await;
     for (key, model) in &targets {
         let r = fleet

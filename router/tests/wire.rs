@@ -303,7 +303,7 @@ async fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
     busy.send(&request[..half]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let pid = fleet.routers[0].process.pid().unwrap();
+    let pid = fleet.routers[0].pid().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -323,7 +323,7 @@ async fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(busy.closed().await);
     let exited = tokio::time::timeout(Duration::from_secs(10), async {
-        while fleet.routers[0].process.is_running() {
+        while fleet.routers[0].is_running() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use shardline_artifacts::FetchError;
@@ -13,21 +13,20 @@ use shardline_shared::manifest::FileDigest;
 use shardline_testkit::fleet::ctl::{ctl, ctl_at, ctl_json, model_dir, write_model};
 use shardline_testkit::fleet::{DIM, TestFleet, rows, steady_load};
 use shardline_testkit::models::MlpArtifact;
+use shardline_testkit::wait::eventually;
 
 /// Scores through the router until the answer comes from `version`.
 async fn wait_version(fleet: &TestFleet, key: &str, version: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("served {version}");
+    eventually(&what, Duration::from_secs(10), || async {
         let reply = fleet.infer(0, key, "risk", &rows(1, 3)).await;
         if reply.status == 200 && reply.body["model_version"] == version {
-            return;
+            Ok(())
+        } else {
+            Err(reply)
         }
-        assert!(
-            Instant::now() < deadline,
-            "never served {version}: {reply:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// Every key and mod_revision under one section (to prove nothing was written).
@@ -215,11 +214,10 @@ async fn publish_activate_rollback_without_a_failed_request() {
     let rotated = ctl_json(&fleet, &["tenant", "rotate-key", "acme"]).await;
     assert_eq!(rotated["tenant"], "acme");
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fleet.infer(0, &key, "risk", &rows(1, 1)).await.status != 401 {
-        assert!(Instant::now() < deadline, "the old key still works");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the old key refused", Duration::from_secs(5), || async {
+        fleet.infer(0, &key, "risk", &rows(1, 1)).await.status == 401
+    })
+    .await;
     assert_eq!(
         fleet.infer(0, &new_key, "risk", &rows(1, 1)).await.status,
         200
@@ -351,15 +349,15 @@ async fn assignment_history(
 }
 
 async fn wait_settled(fleet: &TestFleet, n: usize, k: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("settled", Duration::from_secs(20), || async {
         let all = shards(fleet).await;
         if all.len() == n && all.iter().all(|(_, w, p)| w.len() == k && p.is_empty()) {
-            return;
+            Ok(())
+        } else {
+            Err(all)
         }
-        assert!(Instant::now() < deadline, "not settled: {all:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }
 
 /// Slot load of `worker` from `workers --json`.

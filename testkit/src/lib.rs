@@ -17,7 +17,10 @@
 //! Feature `models`: [`models::MlpArtifact`], the MLP artifact writer (`config.json` +
 //! `model.safetensors`, with an `f64` reference forward pass; safetensors, not candle).
 //! Feature `fleet` (implies `models`): [`models::publish`] and [`fleet::TestFleet`], the
-//! one way tests start a whole Shardline (etcd, a store, workers and routers).
+//! one way tests start a whole Shardline (etcd, a store, workers and routers): routers
+//! and workers run as processes, or in the test process through a suite's own
+//! [`fleet::Launcher`] (its crate's `serve()`, on the same argument list);
+//! [`fleet::Spec`] starts one worker or router on its own.
 //!
 //! The crates this kit depends on under `fleet` (`shardline-control`,
 //! `shardline-artifacts`) use it without that feature, so no crate depends on itself

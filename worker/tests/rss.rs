@@ -9,9 +9,8 @@ mod support;
 
 use std::time::Duration;
 
+use shardline_testkit::TOKEN;
 use shardline_testkit::models::MlpArtifact;
-use shardline_testkit::{ManagedProcess, free_port};
-use support::{Fleet, TOKEN};
 
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -29,45 +28,24 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_rss_drops_after_models_are_evicted() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     // Four ~17 MB models, each with a 16 MB layer: below glibc's largest mmap
     // threshold, the case where freed memory tends to stay in the process.
     let models: Vec<MlpArtifact> = (0..4)
         .map(|i| MlpArtifact::random(&[64, 2048, 2048, 1], 20 + i))
         .collect();
     for (i, m) in models.iter().enumerate() {
-        fleet.publish("acme", &format!("big{i}"), "1", m).await;
+        fleet
+            .publish_model("acme", &format!("big{i}"), "1", m)
+            .await;
     }
-    let port = free_port();
-    let mut worker = ManagedProcess::new("worker", env!("CARGO_BIN_EXE_worker"))
-        .unwrap()
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--etcd",
-            &fleet.etcd.endpoint(),
-            "--store",
-            &fleet.s3.store_url(),
-            "--memory-budget",
-            "1GiB",
-            "--internal-token",
-            TOKEN,
-            "--id",
-            "w-rss",
-        ]);
-    for (k, v) in fleet.s3.env() {
-        worker = worker.env(k, v);
-    }
-    worker.spawn().await.unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    worker
-        .wait_http_ready(
-            &format!("{base}/v2/health/ready"),
-            Duration::from_secs(20),
-            |s, _| s.as_u16() == 200,
-        )
+    // The real binary (this crate's build of it), on the fleet's one argument list.
+    let spec = fleet.worker_spec("w-rss").set("--memory-budget", "1GiB");
+    let worker = spec
+        .spawn(Some(env!("CARGO_BIN_EXE_worker").into()))
         .await
         .unwrap();
+    let base = worker.url.clone();
     let pid = worker.pid().unwrap();
     // The binary re-executed itself with its allocator setting and candle's thread count
     // (without which candle parses /proc/cpuinfo on every matmul).

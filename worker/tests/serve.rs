@@ -11,14 +11,16 @@ use shardline_shared::WorkerId;
 use shardline_shared::keys::Key;
 use shardline_shared::manifest::WEIGHTS_FILE;
 use shardline_shared::records::WorkerRecord;
+use shardline_testkit::TOKEN;
 use shardline_testkit::models::MlpArtifact;
-use support::{Fleet, TOKEN, assert_close};
+use shardline_testkit::wait::eventually;
+use support::{Workers, assert_close};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let model = MlpArtifact::random(&[16, 32, 1], 1);
-    fleet.publish("acme", "risk", "1", &model).await;
+    fleet.publish_model("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 64 << 20, "10m").await;
 
     let rows = 3;
@@ -26,7 +28,7 @@ async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
     let handles: Vec<_> = (0..50)
         .map(|_| {
             let http = worker.http.clone();
-            let url = worker.url("/v2/models/acme.risk/infer");
+            let url = worker.endpoint("/v2/models/acme.risk/infer");
             let body = serde_json::json!({"id": "req-7", "inputs": [{"name": "features", "shape": [rows, 16], "datatype": "FP32", "data": input}]});
             tokio::spawn(async move {
                 let r = http
@@ -67,17 +69,16 @@ async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
 
     // The worker is registered and publishes what it holds.
     let key = fleet.cp.key(&Key::Worker(WorkerId::new("w-1").unwrap()));
-    let mut published = false;
-    for _ in 0..60 {
-        let kv = fleet.cp.store().get(&key).await.unwrap().unwrap();
-        let rec: WorkerRecord = serde_json::from_slice(&kv.value).unwrap();
-        if rec.resident.len() == 1 && rec.resident[0].bytes == model.resident_bytes() {
-            published = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(published, "resident list published to etcd");
+    eventually(
+        "resident list published to etcd",
+        Duration::from_secs(6),
+        || async {
+            let kv = fleet.cp.store().get(&key).await.unwrap().unwrap();
+            let rec: WorkerRecord = serde_json::from_slice(&kv.value).unwrap();
+            rec.resident.len() == 1 && rec.resident[0].bytes == model.resident_bytes()
+        },
+    )
+    .await;
     worker.stop().await;
     assert!(
         fleet.cp.store().get(&key).await.unwrap().is_none(),
@@ -87,12 +88,12 @@ async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_for_three_of_five_models_is_never_exceeded() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let models: Vec<MlpArtifact> = (0..5)
         .map(|i| MlpArtifact::random(&[64, 1024, 1], 10 + i))
         .collect();
     for (i, m) in models.iter().enumerate() {
-        fleet.publish("acme", &format!("m{i}"), "1", m).await;
+        fleet.publish_model("acme", &format!("m{i}"), "1", m).await;
     }
     let size = models[0].resident_bytes();
     // Three resident models plus one load in progress (file + built copy) fit in 4.5
@@ -128,9 +129,9 @@ async fn budget_for_three_of_five_models_is_never_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_models_are_evicted_after_the_ttl() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let model = MlpArtifact::random(&[8, 4, 1], 3);
-    fleet.publish("acme", "risk", "1", &model).await;
+    fleet.publish_model("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 16 << 20, "1s").await;
     worker.score("acme.risk", &[0.5; 8], 1).await;
     assert_eq!(worker.index().await.len(), 1);
@@ -153,11 +154,11 @@ async fn idle_models_are_evicted_after_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_artifact_is_refused_every_time_and_others_keep_serving() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let good = MlpArtifact::random(&[8, 4, 1], 4);
     let bad = MlpArtifact::random(&[8, 4, 1], 5);
-    fleet.publish("acme", "good", "1", &good).await;
-    let manifest = fleet.publish("acme", "bad", "1", &bad).await;
+    fleet.publish_model("acme", "good", "1", &good).await;
+    let manifest = fleet.publish_model("acme", "bad", "1", &bad).await;
     // The weights change after registration (same size, different bytes).
     let mut tampered = bad.weights.clone();
     let last = tampered.len() - 1;
@@ -197,15 +198,15 @@ async fn corrupted_artifact_is_refused_every_time_and_others_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
-    let mut fleet = Fleet::start().await;
+    let mut fleet = support::fleet().await;
     let warm = MlpArtifact::random(&[8, 4, 1], 6);
     let cold = MlpArtifact::random(&[8, 4, 1], 7);
-    fleet.publish("acme", "warm", "1", &warm).await;
-    fleet.publish("acme", "cold", "1", &cold).await;
+    fleet.publish_model("acme", "warm", "1", &warm).await;
+    fleet.publish_model("acme", "cold", "1", &cold).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
     worker.score("acme.warm", &[0.2; 8], 1).await;
 
-    fleet.s3.pause().unwrap();
+    fleet.s3().pause().unwrap();
     let got = worker.score("acme.warm", &[0.3; 8], 1).await;
     assert_close(&got, &warm.reference(&[0.3; 8], 1));
     let resp = worker
@@ -216,7 +217,7 @@ async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("unavailable"), "{text}");
 
-    fleet.s3.resume().unwrap();
+    fleet.s3().resume().unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let got = worker.score("acme.cold", &[1.0; 8], 1).await;
     assert_close(&got, &cold.reference(&[1.0; 8], 1));
@@ -225,9 +226,9 @@ async fn s3_outage_keeps_resident_models_serving_and_cold_ones_get_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_4xx_answers() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let model = MlpArtifact::random(&[4, 2, 1], 8);
-    fleet.publish("acme", "risk", "1", &model).await;
+    fleet.publish_model("acme", "risk", "1", &model).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
     let cases: Vec<(&str, String, u16)> = vec![
         ("malformed json", "{\"inputs\": [".into(), 400),
@@ -249,8 +250,14 @@ async fn bad_requests_get_clear_4xx_answers() {
         );
     }
     // A 10 MB body is refused from its announced length, before it is read.
-    let (status, body) =
-        support::post_head_only(worker.addr, "/v2/models/acme.risk/infer", 10 << 20).await;
+    let (status, body) = shardline_testkit::post_head_only(
+        &worker.addr.to_string(),
+        "/v2/models/acme.risk/infer",
+        &[("x-shardline-token", TOKEN)],
+        10 << 20,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("larger than"), "{body}");
     // None of those loaded the model.
@@ -264,7 +271,7 @@ async fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(unknown.status(), 404);
     let no_token = worker
         .http
-        .post(worker.url("/v2/models/acme.risk/infer"))
+        .post(worker.endpoint("/v2/models/acme.risk/infer"))
         .body("{}")
         .send()
         .await
@@ -272,7 +279,7 @@ async fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(no_token.status(), 401);
     let meta: serde_json::Value = worker
         .http
-        .get(worker.url("/v2/models/acme.risk"))
+        .get(worker.endpoint("/v2/models/acme.risk"))
         .header("x-shardline-token", TOKEN)
         .send()
         .await
@@ -287,16 +294,16 @@ async fn bad_requests_get_clear_4xx_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_load_prefetches_and_unload_drops() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     let v1 = MlpArtifact::random(&[8, 4, 1], 9);
     let v2 = MlpArtifact::random(&[8, 4, 1], 10);
-    fleet.publish("acme", "risk", "1", &v1).await;
-    fleet.publish("acme", "risk", "2", &v2).await;
+    fleet.publish_model("acme", "risk", "1", &v1).await;
+    fleet.publish_model("acme", "risk", "2", &v2).await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
     let post = |path: String, body: &'static str| {
         worker
             .http
-            .post(worker.url(&path))
+            .post(worker.endpoint(&path))
             .header("x-shardline-token", TOKEN)
             .body(body)
             .send()
@@ -304,7 +311,7 @@ async fn repository_load_prefetches_and_unload_drops() {
     let ready = |path: &'static str| {
         worker
             .http
-            .get(worker.url(path))
+            .get(worker.endpoint(path))
             .header("x-shardline-token", TOKEN)
             .send()
     };
@@ -340,7 +347,7 @@ async fn repository_load_prefetches_and_unload_drops() {
     // Scoring v1 explicitly is warm: no further load.
     let resp = worker
         .http
-        .post(worker.url("/v2/models/acme.risk/versions/1/infer"))
+        .post(worker.endpoint("/v2/models/acme.risk/versions/1/infer"))
         .header("x-shardline-token", TOKEN)
         .body(r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#)
         .send()
@@ -376,18 +383,18 @@ async fn repository_load_prefetches_and_unload_drops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_model_in_flight_limit_answers_429() {
-    let mut fleet = Fleet::start().await;
+    let mut fleet = support::fleet().await;
     let slow = MlpArtifact::random(&[8, 4, 1], 11);
     let other = MlpArtifact::random(&[8, 4, 1], 12);
-    fleet.publish("acme", "slow", "1", &slow).await;
-    fleet.publish("acme", "other", "1", &other).await;
+    fleet.publish_model("acme", "slow", "1", &slow).await;
+    fleet.publish_model("acme", "other", "1", &other).await;
     let worker = fleet.worker_with("w-1", 16 << 20, "10m", 1).await;
     let body = r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
     // With the store paused, the first request holds its model's only slot while loading.
-    fleet.s3.pause().unwrap();
+    fleet.s3().pause().unwrap();
     let first = {
         let http = worker.http.clone();
-        let url = worker.url("/v2/models/acme.slow/infer");
+        let url = worker.endpoint("/v2/models/acme.slow/infer");
         tokio::spawn(async move {
             http.post(url)
                 .header("x-shardline-token", TOKEN)
@@ -399,12 +406,12 @@ async fn per_model_in_flight_limit_answers_429() {
         })
     };
     // Wait until the first request holds the slot.
-    for _ in 0..100 {
-        if worker.metric("shardline_worker_in_flight").await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the first request holds the slot",
+        Duration::from_secs(2),
+        || async { worker.metric("shardline_worker_in_flight").await >= 1.0 },
+    )
+    .await;
     assert_eq!(worker.metric("shardline_worker_in_flight").await, 1.0);
     let second = worker.infer("acme.slow", body).await;
     assert_eq!(second.status(), 429);
@@ -418,7 +425,7 @@ async fn per_model_in_flight_limit_answers_429() {
         503,
         "the held request fails with the store"
     );
-    fleet.s3.resume().unwrap();
+    fleet.s3().resume().unwrap();
     // The slot was released; another model was never limited.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     worker.score("acme.slow", &[0.5; 8], 1).await;
@@ -428,12 +435,12 @@ async fn per_model_in_flight_limit_answers_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_larger_than_the_whole_budget_gets_507() {
-    let fleet = Fleet::start().await;
+    let fleet = support::fleet().await;
     // ~2 MB of weights; loading needs the file and the built copy: twice that.
     let big = MlpArtifact::random(&[64, 8192, 1], 13);
     let small = MlpArtifact::random(&[8, 4, 1], 14);
-    fleet.publish("acme", "big", "1", &big).await;
-    fleet.publish("acme", "small", "1", &small).await;
+    fleet.publish_model("acme", "big", "1", &big).await;
+    fleet.publish_model("acme", "small", "1", &small).await;
     let worker = fleet.worker("w-1", 3 << 20, "10m").await;
     let input = serde_json::json!({"inputs": [{"name": "features", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}]});
     let resp = worker.infer("acme.big", input.to_string()).await;

@@ -1,126 +1,79 @@
-//! A control plane with real neighbours for the controller's tests: etcd
-//! (`EtcdProcess`), a `file://` model store in a temp dir, real workers (`serve()` on
-//! loopback) and routers that run only their placement controller.
+//! The controller's suite on the test kit's one fleet (etcd, a `file://` model store,
+//! workers run by the worker's `serve()` in the test process), plus what only this
+//! suite needs: router replicas that run nothing but their placement controller, and a
+//! snapshot watcher of the test's own.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use prometheus::{Encoder as _, TextEncoder};
 use shardline_artifacts::ArtifactStore;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
 use shardline_controller::{Controller, ControllerConfig, ControllerMetrics};
 use shardline_shared::ids::ModelKey;
 use shardline_shared::keys::Prefix;
-use shardline_shared::records::{Assignment, PlacementConfig};
+use shardline_shared::records::Assignment;
 use shardline_shared::snapshot::Snapshot;
-use shardline_testkit::EtcdProcess;
+use shardline_testkit::TOKEN;
+use shardline_testkit::fleet::{Launch, Launcher, Node, TestFleet};
 use shardline_testkit::models::MlpArtifact;
-use shardline_testkit::models::publish::publish;
 use shardline_worker::config::WorkerArgs;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-pub const TOKEN: &str = "test-internal-token-0123";
+/// Runs a worker in this process on the binary's argument list (no `/metrics`).
+pub fn launch_worker() -> Launcher {
+    Launcher::new(|start| async move {
+        let args = WorkerArgs::try_parse_from(&start.args)?;
+        let config = args.validate().map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+        let store = ArtifactStore::from_url(&config.args.store)?;
+        shardline_worker::serve::serve(config, store, start.listener, None, start.shutdown).await
+    })
+}
 
-/// Etcd, a model store, a control plane and a snapshot watcher of the test's own.
+/// The test kit's fleet (no worker or router started) and a snapshot watcher.
 pub struct Fleet {
-    pub etcd: EtcdProcess,
-    pub dir: tempfile::TempDir,
-    pub cp: ControlPlane,
-    pub store: ArtifactStore,
+    pub fleet: TestFleet,
     pub watcher: SnapshotWatcher,
+}
+
+impl Deref for Fleet {
+    type Target = TestFleet;
+    fn deref(&self) -> &TestFleet {
+        &self.fleet
+    }
 }
 
 impl Fleet {
     pub async fn start() -> Self {
-        let etcd = EtcdProcess::start().await.unwrap();
-        let etcd_store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
-        let cp = ControlPlane::new(etcd_store.clone(), Prefix::default());
-        let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::from_url(&Self::url(&dir)).unwrap();
+        let fleet = TestFleet::builder()
+            .workers(0)
+            .routers(0)
+            .memory_budget("64MiB")
+            .lease_ttl("2s")
+            .in_process(Launch::workers(launch_worker()))
+            .start()
+            .await;
         let watcher = SnapshotWatcher::spawn(
-            etcd_store,
+            Arc::new(EtcdStore::connect(&[fleet.etcd.endpoint()]).await.unwrap()),
             Prefix::default(),
             ControlMetrics::unregistered().unwrap(),
         );
         watcher.ready().await;
-        Self {
-            etcd,
-            dir,
-            cp,
-            store,
-            watcher,
-        }
+        Self { fleet, watcher }
     }
 
-    fn url(dir: &tempfile::TempDir) -> String {
-        format!("file://{}", dir.path().display())
-    }
-
-    /// Sets the placement default shard size (before any controller starts).
-    pub async fn placement_k(&self, k: u32) {
-        let config = PlacementConfig {
-            default_k: k,
-            ..PlacementConfig::default()
-        };
-        self.cp.write_placement(&config, None).await.unwrap();
-    }
-
-    /// Uploads a small MLP and registers it as the live version.
+    /// Uploads a small MLP `4 → 8 → 1` and registers it as the live version.
     pub async fn publish(&self, tenant: &str, model: &str, version: &str) -> ModelKey {
         let m = MlpArtifact::random(&[4, 8, 1], 1);
-        publish(&self.store, &self.cp, tenant, model, version, &m)
-            .await
-            .unwrap()
-            .key()
+        let manifest = self.fleet.publish_model(tenant, model, version, &m).await;
+        manifest.key()
     }
 
-    /// Starts a worker (`serve()`), registered under a 2 s lease.
-    pub async fn worker(&self, id: &str) -> Worker {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let args = WorkerArgs::try_parse_from([
-            "worker",
-            "--listen",
-            &addr.to_string(),
-            "--etcd",
-            &self.etcd.endpoint(),
-            "--store",
-            &Self::url(&self.dir),
-            "--memory-budget",
-            "64MiB",
-            "--idle-ttl",
-            "10m",
-            "--id",
-            id,
-            "--internal-token",
-            TOKEN,
-            "--lease-ttl",
-            "2s",
-        ])
-        .unwrap();
-        let config = args.validate().unwrap();
-        let store = ArtifactStore::from_url(&Self::url(&self.dir)).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            shardline_worker::serve::serve(config, store, listener, None, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        let worker = Worker {
-            id: id.into(),
-            addr,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            stop: Some(tx),
-            task,
-        };
-        worker.wait_ready().await;
-        worker
+    /// Starts worker `id` (64 MiB, registered under a 2 s lease).
+    pub async fn worker(&self, id: &str) -> Node {
+        self.fleet.start_node(self.fleet.worker_spec(id)).await
     }
 
     /// A router replica running only its controller, with its own snapshot watcher.
@@ -186,15 +139,6 @@ impl Fleet {
     }
 }
 
-/// Polls `check` every 50 ms until it returns true; panics after `limit`.
-pub async fn eventually<F: Future<Output = bool>>(limit: Duration, mut check: impl FnMut() -> F) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "not true within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A router replica; dropping it is a crash (its lease is left to expire).
 pub struct RouterReplica {
     pub controller: Controller,
@@ -203,63 +147,12 @@ pub struct RouterReplica {
 }
 
 impl RouterReplica {
-    /// The value of a gauge or counter of this replica's registry (0 if absent).
+    /// The sum of a gauge or counter of this replica's registry (0 if absent).
     pub fn metric(&self, name: &str) -> f64 {
-        self.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric())
-            .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
-            .sum()
-    }
-}
-
-/// A running worker.
-pub struct Worker {
-    pub id: String,
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Worker {
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            let r = self
-                .http
-                .get(format!("http://{}/v2/health/ready", self.addr))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("worker never became ready");
-    }
-
-    /// Names (`tenant.model`) of the models resident now, from `/v2/repository/index`.
-    pub async fn resident(&self) -> Vec<String> {
-        let resp = self
-            .http
-            .get(format!("http://{}/v2/repository/index", self.addr))
-            .header("x-shardline-token", TOKEN)
-            .send()
-            .await
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
             .unwrap();
-        let list: Vec<serde_json::Value> = resp.json().await.unwrap();
-        list.iter()
-            .map(|m| m["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// Graceful stop: the worker revokes its lease.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        shardline_testkit::metric_sum(&String::from_utf8(text).unwrap(), name, None)
     }
 }
