@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions,
-    TxnOp, WatchClient, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions, TxnOp,
+    WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -81,9 +81,7 @@ impl EtcdStore {
                 })?;
         Ok(Self {
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
-            watcher: client
-                .watch_client()
-                .max_decoding_message_size(MAX_MESSAGE),
+            watcher: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             client,
             endpoints: joined,
         })

@@ -91,7 +91,10 @@ async fn a_listing_larger_than_one_message_is_read_whole_at_one_revision() {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(writer.await.unwrap() > 0, "the writer wrote during the listings");
+    assert!(
+        writer.await.unwrap() > 0,
+        "the writer wrote during the listings"
+    );
     // Keys outside the prefix are not listed.
     put_all(&store, [("/bigger".to_owned(), b"no".to_vec())]).await;
     let listing = store.list("/big/").await.unwrap();
@@ -112,7 +115,9 @@ async fn a_snapshot_of_thousands_of_tenants_beyond_one_message_becomes_ready() {
                 json!({"id": format!("k{k}"), "sha256": digest, "created_at": 1})
             })
             .collect();
-        json!({"keys": keys, "created_at": 1}).to_string().into_bytes()
+        json!({"keys": keys, "created_at": 1})
+            .to_string()
+            .into_bytes()
     };
     let kvs: Vec<_> = (0..tenants)
         .map(|t| (format!("/shardline/tenants/t{t:05}"), record(t)))

@@ -204,7 +204,13 @@ fn key_index_follows_each_tenant_put_and_delete_without_touching_others() {
     // A refused value removes the tenant and its keys.
     assert!(put(&mut snap, "/shardline/tenants/a", "garbage", 4).is_err());
     assert_eq!(snap.tenant_for_key(a2.expose()), None);
-    put(&mut snap, "/shardline/tenants/a", &tenant_json(&[&a1, &a2]), 5).unwrap();
+    put(
+        &mut snap,
+        "/shardline/tenants/a",
+        &tenant_json(&[&a1, &a2]),
+        5,
+    )
+    .unwrap();
     assert_eq!(snap.tenant_for_key(a1.expose()), Some(&a));
     snap.apply(Change::Delete {
         key: "/shardline/tenants/a",
