@@ -19,16 +19,21 @@ pub fn bin_dirs() -> Vec<PathBuf> {
     exe.ancestors().skip(1).take(2).map(PathBuf::from).collect()
 }
 
-/// The path of the workspace binary `name`; panics, saying how to build it, if absent.
-pub fn binary(name: &str) -> PathBuf {
+/// The path of the workspace binary `name`, or why it is not there (and how to build it).
+pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
     let dirs = bin_dirs();
     dirs.iter()
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
+        .ok_or_else(|| {
+            anyhow::anyhow!(
                 "the `{name}` binary is not in {dirs:?}: build it first (`cargo build --bins`; \
                  `just test` does), or point {BIN_DIR_ENV} at it"
             )
         })
+}
+
+/// The path of the workspace binary `name`; panics, saying how to build it, if absent.
+pub fn binary(name: &str) -> PathBuf {
+    find_binary(name).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -64,7 +64,7 @@ pub mod fleet;
 #[cfg(feature = "models")]
 pub mod models;
 
-pub use bins::{BIN_DIR_ENV, bin_dirs, binary};
+pub use bins::{BIN_DIR_ENV, bin_dirs, binary, find_binary};
 pub use etcd::{ETCD_BIN_ENV, EtcdProcess, find_etcd};
 pub use http::post_head_only;
 pub use port::free_port;

@@ -17,13 +17,31 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
 use crate::cache::{CacheConfig, ModelCache};
-use crate::config::WorkerConfig;
+use crate::config::{WorkerArgs, WorkerConfig};
 use crate::metrics::WorkerMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Events, Limits};
-use shardline_artifacts::ArtifactStore;
+use shardline_artifacts::{ArtifactStore, StoreOptions};
 
 use shardline_service::metrics::spawn_metrics_server;
+
+/// Serves a worker configured by a command line (`argv[0]` first, parsed and validated as
+/// the binary does), its store opened with `store_options`: how tests and benchmarks run
+/// a worker inside their own process with exactly the flags a process would get.
+pub async fn serve_command_line(
+    args: &[String],
+    store_options: StoreOptions,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let config = WorkerArgs::try_parse_from(args)?
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", errors.join("; ")))?;
+    let store = ArtifactStore::from_url_with(&config.args.store, store_options)?;
+    serve(config, store, listener, metrics_listener, shutdown).await
+}
 
 /// Runs the worker until `shutdown` completes. `store` is the opened `--store`;
 /// `listener` is already bound (tests bind `127.0.0.1:0`); `metrics_listener` serves

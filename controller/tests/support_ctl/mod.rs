@@ -8,9 +8,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use prometheus::{Encoder as _, TextEncoder};
-use shardline_artifacts::ArtifactStore;
+use shardline_artifacts::StoreOptions;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
 use shardline_controller::{Controller, ControllerConfig, ControllerMetrics};
 use shardline_shared::ids::ModelKey;
@@ -20,15 +19,19 @@ use shardline_shared::snapshot::Snapshot;
 use shardline_testkit::TOKEN;
 use shardline_testkit::fleet::{Launch, Launcher, Node, TestFleet};
 use shardline_testkit::models::MlpArtifact;
-use shardline_worker::config::WorkerArgs;
 
 /// Runs a worker in this process on the binary's argument list (no `/metrics`).
 pub fn launch_worker() -> Launcher {
     Launcher::new(|start| async move {
-        let args = WorkerArgs::try_parse_from(&start.args)?;
-        let config = args.validate().map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-        let store = ArtifactStore::from_url(&config.args.store)?;
-        shardline_worker::serve::serve(config, store, start.listener, None, start.shutdown).await
+        let options = StoreOptions::default().with_process_env();
+        shardline_worker::serve::serve_command_line(
+            &start.args,
+            options,
+            start.listener,
+            None,
+            start.shutdown,
+        )
+        .await
     })
 }
 

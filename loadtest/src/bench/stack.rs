@@ -19,14 +19,13 @@ use tempfile::TempDir;
 use super::load::{self, RequestSpec};
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
-use shardline_testkit::{EtcdProcess, ManagedProcess, free_port};
+use shardline_testkit::EtcdProcess;
+use shardline_testkit::fleet::{Node, Spec};
 
 /// The internal token the router (and nginx) send to the worker.
-pub const TOKEN: &str = "bench-internal-token-0123";
+pub use shardline_testkit::TOKEN;
 /// The tenant every benchmark model belongs to.
 pub const TENANT: &str = "bench";
-/// How long a started server gets to answer its readiness probe.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// etcd, the control plane on it, a `file://` store in a scratch directory, and tenant
 /// [`TENANT`] (shard size 1, no limits). Dropping it stops etcd and deletes the store.
@@ -81,77 +80,22 @@ impl Control {
     }
 }
 
-fn ready(s: reqwest::StatusCode, _: &str) -> bool {
-    s.is_success()
-}
-
 /// Starts the release `worker` binary `bin` (1 GiB budget) and waits until it is ready.
-pub async fn start_worker(
-    bin: &Path,
-    etcd: &str,
-    store_url: &str,
-) -> anyhow::Result<(ManagedProcess, SocketAddr)> {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let mut worker = ManagedProcess::new("worker", bin)?.args([
-        "--listen",
-        &addr.to_string(),
-        "--etcd",
-        etcd,
-        "--store",
-        store_url,
-        "--memory-budget",
-        "1GiB",
-        "--idle-ttl",
-        "10m",
-        "--id",
-        "w-0",
-        "--internal-token",
-        TOKEN,
-    ]);
-    worker.spawn().await?;
-    worker
-        .wait_http_ready(
-            &format!("http://{addr}/v2/health/ready"),
-            READY_TIMEOUT,
-            ready,
-        )
-        .await?;
-    Ok((worker, addr))
+pub async fn start_worker(bin: &Path, etcd: &str, store_url: &str) -> anyhow::Result<Node> {
+    Spec::worker("w-0", etcd, store_url)
+        .set("--memory-budget", "1GiB")
+        .spawn(Some(bin.to_owned()))
+        .await
 }
 
 /// Starts the release `router` binary `bin` (`--threads threads` when given) and waits
-/// until it is ready. Returns it with its API and metrics addresses.
-pub async fn start_router(
-    bin: &Path,
-    etcd: &str,
-    threads: Option<usize>,
-) -> anyhow::Result<(ManagedProcess, SocketAddr, SocketAddr)> {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let mut router = ManagedProcess::new("router", bin)?.args([
-        "--listen",
-        &addr.to_string(),
-        "--etcd",
-        etcd,
-        "--internal-token",
-        TOKEN,
-        "--id",
-        "r-0",
-        "--metrics-listen",
-        &metrics_addr.to_string(),
-    ]);
+/// until it is ready.
+pub async fn start_router(bin: &Path, etcd: &str, threads: Option<usize>) -> anyhow::Result<Node> {
+    let mut spec = Spec::router("r-0", etcd);
     if let Some(t) = threads {
-        router = router.args(["--threads".to_owned(), t.to_string()]);
+        spec = spec.set("--threads", t.to_string());
     }
-    router.spawn().await?;
-    router
-        .wait_http_ready(
-            &format!("http://{addr}/v2/health/ready"),
-            READY_TIMEOUT,
-            ready,
-        )
-        .await?;
-    Ok((router, addr, metrics_addr))
+    spec.spawn(Some(bin.to_owned())).await
 }
 
 /// The router's request for tenant [`TENANT`]'s `model`: `POST /v2/models/<model>/infer`
@@ -170,15 +114,14 @@ pub fn router_spec(
     )
 }
 
-/// A binary built next to this executable.
+/// A release binary built next to this executable (or in `$SHARDLINE_BIN_DIR`).
 pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    ensure!(
-        path.is_file(),
-        "{} is missing: build it first (cargo build --release -p shardline-router -p shardline-worker -p shardline-shardctl)",
-        path.display()
-    );
-    Ok(path)
+    shardline_testkit::find_binary(name).map_err(|e| {
+        e.context(
+            "build the release binaries first \
+             (cargo build --release -p shardline-router -p shardline-worker -p shardline-shardctl)",
+        )
+    })
 }
 
 /// The OIP JSON body for `rows` row-major rows of `row.len() / rows` values, input

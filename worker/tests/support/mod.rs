@@ -5,26 +5,28 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use shardline_artifacts::{ArtifactStore, StoreOptions};
+use shardline_artifacts::StoreOptions;
 use shardline_testkit::fleet::{Launch, Launcher, Node, TestFleet};
-use shardline_worker::config::WorkerArgs;
 
 /// Runs a worker in this process: the same argument list as the binary, its store opened
 /// with short timeouts so that an S3 outage shows within a second or two.
 pub fn launch() -> Launcher {
     Launcher::new(|start| async move {
-        let args = WorkerArgs::try_parse_from(&start.args)?;
-        let config = args.validate().map_err(|e| anyhow::anyhow!(e.join("; ")))?;
         let options = StoreOptions {
             connect_timeout: Duration::from_millis(500),
             read_timeout: Duration::from_millis(1500),
             max_retries: 0,
             ..StoreOptions::default()
         };
-        let store = ArtifactStore::from_url_with(&config.args.store, options.with_env(start.env))?;
         let metrics = Some(start.metrics_listener);
-        shardline_worker::serve::serve(config, store, start.listener, metrics, start.shutdown).await
+        shardline_worker::serve::serve_command_line(
+            &start.args,
+            options.with_env(start.env),
+            start.listener,
+            metrics,
+            start.shutdown,
+        )
+        .await
     })
 }
 

@@ -48,7 +48,7 @@ use super::stack::{
 use crate::models::train::{TEST_STREAM, TRAIN_STREAM};
 use crate::models::{Dataset, FEATURES, MlpArtifact, TenantProfile, auc};
 use crate::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
-use shardline_testkit::ManagedProcess;
+use shardline_testkit::fleet::Node;
 
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed(
@@ -149,8 +149,8 @@ impl Options {
 /// The servers under test.
 #[derive(Debug)]
 struct Servers {
-    worker: ManagedProcess,
-    router: ManagedProcess,
+    worker: Node,
+    router: Node,
     router_addr: SocketAddr,
     mlserver: MlServer,
 }
@@ -206,15 +206,16 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     control.publish(MODEL, &artifact).await?;
     progress("starting the worker, the router and MLServer");
     let etcd = control.etcd.endpoint();
-    let (worker, _) = start_worker(&worker_bin, &etcd, &control.store_url).await?;
-    let (router, router_addr, _) = start_router(&router_bin, &etcd, options.router_threads).await?;
+    let worker = start_worker(&worker_bin, &etcd, &control.store_url).await?;
+    let router = start_router(&router_bin, &etcd, options.router_threads).await?;
+    let router_addr = router.addr;
     let mlserver = MlServer::start(
         &peer,
         &scratch.path().join("model.joblib"),
         options.parallel_workers,
     )
     .await?;
-    let mut servers = Servers {
+    let servers = Servers {
         worker,
         router,
         router_addr,
@@ -223,8 +224,8 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let result = measure(options, &servers, &tenant, &control.key, &progress).await;
     progress("stopping the servers");
     servers.mlserver.stop(&peer.venv).await;
-    let _ = servers.router.stop().await;
-    let _ = servers.worker.stop().await;
+    servers.router.stop().await;
+    servers.worker.stop().await;
     drop(control);
     let (agreement, mlserver, shardline) = result?;
     Ok(Report {

@@ -19,16 +19,17 @@ use crate::bench::stack::{
 use crate::models::MlpArtifact;
 use crate::procfs::{machine_busy, process_cpu, tree_cpu};
 use crate::stats::ms;
+use shardline_testkit::fleet::Node;
 use shardline_testkit::{ManagedProcess, free_port};
 
 /// The servers under test.
 #[derive(Debug)]
 pub(super) struct Servers {
-    worker: ManagedProcess,
+    worker: Node,
     worker_addr: SocketAddr,
-    router: ManagedProcess,
+    router: Node,
     router_addr: SocketAddr,
-    router_metrics: SocketAddr,
+    router_metrics: String,
     nginx: ManagedProcess,
     nginx_addr: SocketAddr,
 }
@@ -45,8 +46,8 @@ impl Servers {
     pub(super) async fn stop(mut self) {
         // nginx first: its workers outlive a SIGKILLed master, so stop it cleanly.
         let _ = self.nginx.stop().await;
-        let _ = self.router.stop().await;
-        let _ = self.worker.stop().await;
+        self.router.stop().await;
+        self.worker.stop().await;
     }
 }
 
@@ -60,9 +61,10 @@ pub(super) async fn start_servers(
 ) -> anyhow::Result<Servers> {
     let ready = |s: reqwest::StatusCode, _: &str| s.is_success();
     let timeout = Duration::from_secs(30);
-    let (worker, worker_addr) = start_worker(worker_bin, etcd, store_url).await?;
-    let (router, router_addr, router_metrics) =
-        start_router(router_bin, etcd, options.router_threads).await?;
+    let worker = start_worker(worker_bin, etcd, store_url).await?;
+    let router = start_router(router_bin, etcd, options.router_threads).await?;
+    let (worker_addr, router_addr) = (worker.addr, router.addr);
+    let router_metrics = router.metrics_url.clone();
 
     let nginx_port = free_port();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse()?;
@@ -192,7 +194,7 @@ pub(super) async fn measure(
                 let mut run = load_once(options, per[ti].clone(), *t, &pids).await?;
                 if *t == Target::Router {
                     run.router_threads = Some(
-                        serving_threads(servers.router_metrics)
+                        serving_threads(&servers.router_metrics)
                             .await
                             .context("the router's serving threads")?,
                     );
@@ -256,9 +258,9 @@ pub(super) async fn load_once(
 }
 
 /// The router's serving threads taking connections now, from its `/metrics`.
-pub(super) async fn serving_threads(metrics: SocketAddr) -> anyhow::Result<f64> {
+pub(super) async fn serving_threads(metrics_url: &str) -> anyhow::Result<f64> {
     let text = shardline_testkit::http_client(Duration::from_secs(5))?
-        .get(format!("http://{metrics}/metrics"))
+        .get(metrics_url)
         .send()
         .await?
         .error_for_status()?

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::TOKEN;
+use shardline_testkit::TOKEN;
 
 /// The benchmark's HTTP client for one worker and model.
 #[derive(Debug)]

@@ -24,23 +24,21 @@ mod client;
 pub mod report;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::ensure;
-use clap::Parser as _;
 use shardline_artifacts::{ArtifactStore, StoreOptions};
 use shardline_control::{ControlPlane, EtcdStore};
 use shardline_model::MlpModel;
 use shardline_shared::keys::Prefix;
 use shardline_shared::manifest::{Manifest, ModelConfig};
-use shardline_worker::config::WorkerArgs;
-use tokio::sync::oneshot;
 
 use crate::models::MlpArtifact;
 use crate::models::publish::publish;
 use crate::stats::{Summary, ms};
 use client::Client;
 pub use report::Report;
+use shardline_testkit::fleet::{Launcher, Spec};
 use shardline_testkit::{EtcdProcess, S3Process};
 
 /// Target for warm HTTP p50 / in-process p50.
@@ -48,7 +46,6 @@ pub const WARM_TARGET: f64 = 1.3;
 /// Target for cold first-score median / (fetch + parse) median.
 pub const COLD_TARGET: f64 = 1.2;
 
-const TOKEN: &str = "bench-internal-token-0123";
 const TENANT: &str = "bench";
 const MODEL: &str = "mlp";
 const INPUT_DIM: usize = 64;
@@ -115,36 +112,24 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let manifest = publish(&store, &cp, TENANT, MODEL, "1", &m).await?;
 
     progress("starting the worker");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = WorkerArgs::try_parse_from([
-        "worker",
-        "--listen",
-        &addr.to_string(),
-        "--etcd",
-        &etcd.endpoint(),
-        "--store",
-        &s3.store_url(),
-        "--memory-budget",
-        &BUDGET.to_string(),
-        "--id",
-        "bench-worker",
-        "--internal-token",
-        TOKEN,
-    ])?
-    .validate()
-    .map_err(|errors| anyhow::anyhow!("worker config: {errors:?}"))?;
-    let worker_store = ArtifactStore::from_url_with(&s3.store_url(), options_for(&s3))?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(shardline_worker::serve::serve(
-        config,
-        worker_store,
-        listener,
-        None,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    // In this process (the comparison is against in-process scoring), with exactly the
+    // flags the binary would get.
+    let spec = Spec::worker("bench-worker", &etcd.endpoint(), &s3.store_url())
+        .set("--memory-budget", BUDGET.to_string())
+        .envs(&s3.env());
+    let launcher = Launcher::new(|start| async move {
+        let options = StoreOptions::default().with_env(start.env);
+        shardline_worker::serve::serve_command_line(
+            &start.args,
+            options,
+            start.listener,
+            None,
+            start.shutdown,
+        )
+        .await
+    });
+    let worker = spec.launch(&launcher).await?;
+    let addr = worker.addr;
     let client = Client {
         http: reqwest::Client::builder()
             .no_proxy()
@@ -158,13 +143,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     let result = measure(options, &client, &store, &manifest, &m, &progress).await;
 
     progress("stopping the worker");
-    let _ = stop.send(());
-    match tokio::time::timeout(Duration::from_secs(10), task).await {
-        Ok(Ok(Err(e))) => progress(&format!("worker stopped with an error: {e:#}")),
-        Ok(Err(e)) => progress(&format!("worker task failed: {e}")),
-        Err(_) => progress("worker did not stop within 10 s"),
-        Ok(Ok(Ok(()))) => {}
-    }
+    worker.stop().await;
     drop((etcd, s3));
     result
 }
