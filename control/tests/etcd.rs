@@ -8,8 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use shardline_control::store::{KvStore, Listing, StoreError, Txn, TxnOutcome, WatchStream};
+use shardline_control::store::{KvStore, Txn};
 use shardline_control::{
     ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
 };
@@ -18,8 +17,7 @@ use shardline_shared::records::Assignment;
 use shardline_shared::{ModelKey, WorkerId};
 use shardline_testkit::EtcdProcess;
 use shardline_testkit::wait::eventually;
-use support::worker_record;
-use tokio::sync::watch;
+use support::{Gated, worker_record};
 
 /// How long a test waits for etcd to show a change.
 const WAIT: Duration = Duration::from_secs(15);
@@ -171,66 +169,11 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
     assert_eq!(metrics.watch_connected.get(), 1);
 }
 
-/// A store whose watches can be cut and held off, so a test can compact etcd while the
-/// watcher is away. Everything else goes straight to the real etcd.
-#[derive(Debug)]
-struct Gated {
-    inner: Arc<EtcdStore>,
-    open: watch::Sender<bool>,
-}
-
-#[async_trait]
-impl KvStore for Gated {
-    async fn get(
-        &self,
-        key: &str,
-    ) -> Result<Option<shardline_control::store::KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
-        if !*self.open.borrow() {
-            return Err(StoreError::Unavailable {
-                endpoints: "gated".into(),
-                reason: "closed by the test".into(),
-            });
-        }
-        let mut rx = self.open.subscribe();
-        let inner = self.inner.watch(prefix, start).await?;
-        let closed = async move {
-            let _ = rx.wait_for(|open| !open).await;
-        };
-        use futures::StreamExt;
-        Ok(inner.take_until(Box::pin(closed)).boxed())
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        self.inner.txn(txn).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: i64) -> Result<Duration, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
-    }
-}
-
 #[tokio::test]
 async fn watcher_whose_revision_was_compacted_relists_to_the_correct_snapshot() {
     let (_etcd, store) = etcd().await;
     let cp = ControlPlane::new(store.clone(), Prefix::default());
-    let (open, _) = watch::channel(true);
-    let gated = Arc::new(Gated {
-        inner: store.clone(),
-        open,
-    });
+    let gated = Arc::new(Gated::new(store.clone()));
     let metrics = ControlMetrics::unregistered().unwrap();
     let watcher = SnapshotWatcher::spawn(gated.clone(), Prefix::default(), metrics.clone());
     let rev = cp

@@ -1,8 +1,10 @@
 //! Listings larger than one gRPC message against a real etcd: read whole, page by page,
-//! at one revision (a consistent cut while writes go on), and a watched snapshot of
-//! thousands of tenants that becomes ready.
+//! at one revision (a consistent cut while writes go on), a watched snapshot of
+//! thousands of tenants that becomes ready, and its re-list after a compaction.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,8 @@ use shardline_control::store::{KvStore, Op, Txn};
 use shardline_control::{ControlMetrics, EtcdStore, SnapshotWatcher};
 use shardline_shared::keys::Prefix;
 use shardline_testkit::EtcdProcess;
+use shardline_testkit::wait::eventually;
+use support::Gated;
 
 /// etcd-client's default gRPC decoding limit, which one unpaginated range used to hit.
 const OLD_MESSAGE_LIMIT: usize = 4 << 20;
@@ -101,30 +105,37 @@ async fn a_listing_larger_than_one_message_is_read_whole_at_one_revision() {
     assert!(listing.kvs.iter().all(|kv| kv.key.starts_with("/big/")));
 }
 
+/// A tenant record holding the digests of keys `key-{t}-0` … `key-{t}-7` (~1 KiB, as the
+/// real writers store them).
+fn tenant_record(t: usize, generation: u32) -> Vec<u8> {
+    let keys: Vec<_> = (0..8)
+        .map(|k| {
+            let key = format!("key-{t}-{k}{}", if generation > 0 { "-new" } else { "" });
+            let digest = hex::encode(shardline_shared::auth::digest_bytes(&key));
+            json!({"id": format!("k{k}"), "sha256": digest, "created_at": 1})
+        })
+        .collect();
+    json!({"keys": keys, "created_at": 1})
+        .to_string()
+        .into_bytes()
+}
+
+/// Writes `n` tenants `t00000…` and returns how many bytes they hold.
+async fn write_tenants(store: &EtcdStore, n: usize) -> usize {
+    let kvs: Vec<_> = (0..n)
+        .map(|t| (format!("/shardline/tenants/t{t:05}"), tenant_record(t, 0)))
+        .collect();
+    let bytes = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    put_all(store, kvs).await;
+    bytes
+}
+
 #[tokio::test]
 async fn a_snapshot_of_thousands_of_tenants_beyond_one_message_becomes_ready() {
     let (_etcd, store) = etcd().await;
     let tenants = 5000;
-    // Each tenant holds 8 keys (digests only, as the real writers store them): ~1 KiB.
-    let record = |t: usize| {
-        let keys: Vec<_> = (0..8)
-            .map(|k| {
-                let digest = hex::encode(shardline_shared::auth::digest_bytes(&format!(
-                    "key-{t}-{k}"
-                )));
-                json!({"id": format!("k{k}"), "sha256": digest, "created_at": 1})
-            })
-            .collect();
-        json!({"keys": keys, "created_at": 1})
-            .to_string()
-            .into_bytes()
-    };
-    let kvs: Vec<_> = (0..tenants)
-        .map(|t| (format!("/shardline/tenants/t{t:05}"), record(t)))
-        .collect();
-    let bytes: usize = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let bytes = write_tenants(&store, tenants).await;
     assert!(bytes > OLD_MESSAGE_LIMIT, "{bytes} bytes");
-    put_all(&store, kvs).await;
 
     let metrics = ControlMetrics::unregistered().unwrap();
     let watcher = SnapshotWatcher::spawn(store.clone(), Prefix::default(), metrics.clone());
@@ -135,4 +146,63 @@ async fn a_snapshot_of_thousands_of_tenants_beyond_one_message_becomes_ready() {
     assert_eq!(metrics.resyncs.get(), 1);
     let tenant = snap.tenant_for_key("key-4321-5").map(ToString::to_string);
     assert_eq!(tenant.as_deref(), Some("t04321"));
+}
+
+#[tokio::test]
+async fn a_compaction_at_that_size_is_followed_by_a_full_relist() {
+    let (_etcd, store) = etcd().await;
+    let tenants = 5000;
+    assert!(write_tenants(&store, tenants).await > OLD_MESSAGE_LIMIT);
+    let gated = Arc::new(Gated::new(store.clone()));
+    let metrics = ControlMetrics::unregistered().unwrap();
+    let watcher = SnapshotWatcher::spawn(gated.clone(), Prefix::default(), metrics.clone());
+    tokio::time::timeout(Duration::from_secs(30), watcher.ready())
+        .await
+        .expect("ready");
+    assert_eq!(metrics.resyncs.get(), 1);
+
+    // While the watch is cut: one tenant's keys rotated, one tenant deleted, one created,
+    // and the history compacted past the watcher's revision.
+    gated.open.send_replace(false);
+    eventually("watch cut", Duration::from_secs(15), || async {
+        metrics.watch_connected.get() == 0
+    })
+    .await;
+    put_all(
+        &store,
+        [
+            ("/shardline/tenants/t00042".to_owned(), tenant_record(42, 1)),
+            (
+                "/shardline/tenants/t05000".to_owned(),
+                tenant_record(5000, 0),
+            ),
+        ],
+    )
+    .await;
+    let last = match store
+        .txn(Txn::new().op(Op::delete("/shardline/tenants/t00043")))
+        .await
+        .unwrap()
+    {
+        shardline_control::store::TxnOutcome::Applied { revision } => revision,
+        other => panic!("{other:?}"),
+    };
+    store.compact(last).await.unwrap();
+    gated.open.send_replace(true);
+
+    let snap = tokio::time::timeout(Duration::from_secs(30), watcher.wait_for_revision(last))
+        .await
+        .expect("caught up after the compaction");
+    assert_eq!(metrics.resyncs.get(), 2, "re-listed after the compaction");
+    assert_eq!(snap.tenants().len(), tenants);
+    let owner = |key: &str| snap.tenant_for_key(key).map(ToString::to_string);
+    assert_eq!(owner("key-42-3"), None, "the rotated key stops working");
+    assert_eq!(owner("key-42-3-new").as_deref(), Some("t00042"));
+    assert_eq!(
+        owner("key-43-0"),
+        None,
+        "the deleted tenant's keys stop working"
+    );
+    assert_eq!(owner("key-5000-7").as_deref(), Some("t05000"));
+    assert_eq!(owner("key-4999-7").as_deref(), Some("t04999"));
 }

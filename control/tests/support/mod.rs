@@ -1,8 +1,16 @@
 //! Helpers shared by the control plane's integration tests.
 #![allow(dead_code)]
 
-use shardline_control::store::{KvStore, Op, Txn};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shardline_control::EtcdStore;
+use shardline_control::store::{
+    KeyValue, KvStore, Listing, Op, StoreError, Txn, TxnOutcome, WatchStream,
+};
 use shardline_shared::records::WorkerRecord;
+use tokio::sync::watch;
 
 pub fn worker_record() -> WorkerRecord {
     WorkerRecord {
@@ -49,5 +57,61 @@ pub fn manifest(tenant: &str, model: &str, version: &str) -> shardline_shared::m
         config,
         dims: vec![64, 8, 1],
         published_at: 1,
+    }
+}
+
+/// A store whose watches can be cut and held off, so a test can compact etcd while the
+/// watcher is away. Everything else goes straight to the real etcd.
+#[derive(Debug)]
+pub struct Gated {
+    pub inner: Arc<EtcdStore>,
+    pub open: watch::Sender<bool>,
+}
+
+impl Gated {
+    /// Open: watches go through until [`Gated::close`].
+    pub fn new(inner: Arc<EtcdStore>) -> Self {
+        let (open, _) = watch::channel(true);
+        Self { inner, open }
+    }
+}
+
+#[async_trait]
+impl KvStore for Gated {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
+        if !*self.open.borrow() {
+            return Err(StoreError::Unavailable {
+                endpoints: "gated".into(),
+                reason: "closed by the test".into(),
+            });
+        }
+        let mut rx = self.open.subscribe();
+        let inner = self.inner.watch(prefix, start).await?;
+        let closed = async move {
+            let _ = rx.wait_for(|open| !open).await;
+        };
+        use futures::StreamExt;
+        Ok(inner.take_until(Box::pin(closed)).boxed())
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        self.inner.txn(txn).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: i64) -> Result<Duration, StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        self.inner.compact(revision).await
     }
 }
