@@ -1,42 +1,40 @@
-//! Calls to workers: a lean HTTP/1.1 keep-alive client with a per-worker pool of idle
-//! connections, forwarding the client's validated body bytes as they are.
+//! Calls to workers: the [`Upstream`] seam (send one [`Attempt`], get an [`Outcome`])
+//! and its production implementation [`WorkerClient`], a lean HTTP/1.1 keep-alive client
+//! with a per-worker pool of idle connections, forwarding the client's validated body
+//! bytes as they are. Reading one answer off a connection is [`exchange`]'s.
 //!
 //! Why not a general client: on two cores the router's CPU comes out of the workers'
-//! share. hyper-util's pooled client spent about a third of the router's time in its
-//! pool, per-connection tasks and the channel hand-offs between them and the handler
-//! (measured with `perf`, `docs/benchmarks.md`). Here the handler's own task writes one
-//! buffer (head and body) on a pooled connection and reads the answer with `httparse`:
-//! no extra task, no channel, no wake-ups. Workers are ours and answer with
-//! `Content-Length`; a chunked answer is refused as broken rather than guessed at.
+//! share, and hyper-util's pooled client spent much of it in its pool, per-connection
+//! tasks and the channel hand-offs between them and the handler (see docs/benchmarks.md,
+//! section Router hop). Here the handler's own task writes one buffer (head and body) on
+//! a pooled connection and reads the answer with `httparse`: no extra task, no channel,
+//! no wake-ups. Workers are ours and answer with `Content-Length`; a chunked answer is
+//! refused as broken rather than guessed at.
 //!
 //! An attempt either gets an answer from the worker (any status, body read whole —
 //! responses are small) or fails to (connect error, reset, timeout). Which outcomes are
 //! worth another member of the shard is [`Outcome::retryable`]'s call.
 
+mod exchange;
+
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
 
-use crate::wire::push_decimal;
+use crate::codec::push_decimal;
+use exchange::{Conn, Exchange, connect, exchange_on};
 
 /// Idle connections kept per worker.
 const MAX_IDLE_PER_WORKER: usize = 256;
-/// Largest answer head or body accepted from a worker.
-const MAX_ANSWER: usize = 64 << 20;
 /// Bodies up to this size are copied behind the head and sent in one write.
 const COALESCE: usize = 16 << 10;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 4 << 10;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one attempt produced.
 #[derive(Debug)]
@@ -109,9 +107,17 @@ pub struct Attempt<'a> {
     pub timeout: Duration,
 }
 
-/// The pooled client.
+/// What the inference path sends attempts through: [`WorkerClient`] in production, a
+/// scripted double in the inference service's tests. A generic parameter (not a boxed
+/// future): the production path stays monomorphic and allocation-free.
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends one attempt and reads the whole answer within `attempt.timeout`.
+    fn send(&self, attempt: Attempt<'_>) -> impl Future<Output = Outcome> + Send;
+}
+
+/// The pooled client to workers.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct WorkerClient {
     token: String,
     /// Idle connections by serving thread, then worker address. A connection belongs to
     /// the runtime (reactor) of the thread that opened it, so each of the router's
@@ -119,18 +125,8 @@ pub struct Upstream {
     idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Conn>>>>,
 }
 
-impl Upstream {
-    /// A client sending `token` to workers. Fails if the token cannot be a header value.
-    pub fn new(token: &str) -> Result<Self, http::header::InvalidHeaderValue> {
-        HeaderValue::from_str(token)?;
-        Ok(Self {
-            token: token.to_owned(),
-            idle: Mutex::default(),
-        })
-    }
-
-    /// Sends one attempt and reads the whole answer within `attempt.timeout`.
-    pub async fn send(&self, attempt: Attempt<'_>) -> Outcome {
+impl Upstream for WorkerClient {
+    async fn send(&self, attempt: Attempt<'_>) -> Outcome {
         if HeaderValue::from_str(attempt.public_name).is_err() {
             return Outcome::Failed(Failure::Broken("model name is not a header value".into()));
         }
@@ -139,6 +135,17 @@ impl Upstream {
             Ok(Err(failure)) => Outcome::Failed(failure),
             Err(_) => Outcome::Failed(Failure::Timeout),
         }
+    }
+}
+
+impl WorkerClient {
+    /// A client sending `token` to workers. Fails if the token cannot be a header value.
+    pub fn new(token: &str) -> Result<Self, http::header::InvalidHeaderValue> {
+        HeaderValue::from_str(token)?;
+        Ok(Self {
+            token: token.to_owned(),
+            idle: Mutex::default(),
+        })
     }
 
     async fn exchange(&self, a: &Attempt<'_>) -> Result<Answer, Failure> {
@@ -247,180 +254,10 @@ fn this_thread() -> ThreadId {
     THREAD.with(|id| *id)
 }
 
-/// A connection to a worker with its read buffer (kept with it: once the answers read
-/// into it are dropped, the buffer is reused instead of allocated per request).
-#[derive(Debug)]
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-async fn connect(address: &str) -> Result<Conn, Failure> {
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-        .await
-        .map_err(|_| Failure::Connect(format!("connect to {address} timed out")))?
-        .map_err(|e| Failure::Connect(format!("connect to {address}: {e}")))?;
-    conn.set_nodelay(true)
-        .map_err(|e| Failure::Connect(e.to_string()))?;
-    Ok(Conn {
-        stream: conn,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-    })
-}
-
-enum Exchange {
-    /// The connection was closed before any answer byte: safe to resend.
-    Stale,
-    Failed(Failure),
-}
-
-/// Writes the request and reads one answer. Returns whether the connection may be reused.
-async fn exchange_on(
-    Conn { stream: conn, buf }: &mut Conn,
-    head: &[u8],
-    body: &Bytes,
-) -> Result<(Answer, bool), Exchange> {
-    let broken = |e: std::io::Error| Exchange::Failed(Failure::Broken(e.to_string()));
-    let written = async {
-        conn.write_all(head).await?;
-        if body.len() > COALESCE {
-            conn.write_all(body).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    }
-    .await;
-    if written.is_err() {
-        return Err(Exchange::Stale);
-    }
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-    // Read until the head is complete.
-    let (parsed, head_len) = loop {
-        let n = conn.read_buf(buf).await.map_err(|e| {
-            if buf.is_empty() {
-                Exchange::Stale
-            } else {
-                broken(e)
-            }
-        })?;
-        if n == 0 {
-            return Err(if buf.is_empty() {
-                Exchange::Stale
-            } else {
-                Exchange::Failed(Failure::Broken(
-                    "worker closed the connection mid-answer".into(),
-                ))
-            });
-        }
-        let mut headers = [const { MaybeUninit::uninit() }; 24];
-        let mut response = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut headers,
-        ) {
-            Ok(httparse::Status::Complete(len)) => break (Head::of(&response)?, len),
-            Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(Exchange::Failed(Failure::Broken(
-                    "answer head too large".into(),
-                )));
-            }
-            Err(e) => {
-                return Err(Exchange::Failed(Failure::Broken(format!(
-                    "invalid answer from worker: {e}"
-                ))));
-            }
-        }
-    };
-    let Some(length) = parsed.content_length else {
-        return Err(Exchange::Failed(Failure::Broken(
-            "worker answered without content-length".into(),
-        )));
-    };
-    if length > MAX_ANSWER {
-        return Err(Exchange::Failed(Failure::Broken("answer too large".into())));
-    }
-    buf.advance(head_len);
-    while buf.len() < length {
-        buf.reserve(length - buf.len());
-        let n = conn.read_buf(buf).await.map_err(broken)?;
-        if n == 0 {
-            return Err(Exchange::Failed(Failure::Broken(
-                "worker closed the connection mid-answer".into(),
-            )));
-        }
-    }
-    // Anything past the body would be an answer we never asked for: do not reuse.
-    let keep = parsed.keep_alive && buf.len() == length;
-    let body = buf.split_to(length).freeze();
-    Ok((
-        Answer {
-            status: parsed.status,
-            content_type: parsed.content_type,
-            retry_after: parsed.retry_after,
-            body,
-        },
-        keep,
-    ))
-}
-
-/// What the router needs from an answer's head.
-struct Head {
-    status: StatusCode,
-    content_type: Option<HeaderValue>,
-    retry_after: Option<HeaderValue>,
-    content_length: Option<usize>,
-    keep_alive: bool,
-}
-
-impl Head {
-    fn of(r: &httparse::Response<'_, '_>) -> Result<Self, Exchange> {
-        let bad = |what: &str| Exchange::Failed(Failure::Broken(format!("invalid answer: {what}")));
-        let status = r
-            .code
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .ok_or_else(|| bad("status"))?;
-        let mut head = Head {
-            status,
-            content_type: None,
-            retry_after: None,
-            content_length: None,
-            keep_alive: r.version == Some(1),
-        };
-        for h in r.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| bad("content-length"))?;
-                head.content_length = Some(n);
-            } else if name.eq_ignore_ascii_case("content-type") {
-                // Workers answer JSON: no copy for the usual value.
-                head.content_type = if h.value == b"application/json" {
-                    Some(HeaderValue::from_static("application/json"))
-                } else {
-                    HeaderValue::from_bytes(h.value).ok()
-                };
-            } else if name.eq_ignore_ascii_case("retry-after") {
-                head.retry_after = HeaderValue::from_bytes(h.value).ok();
-            } else if name.eq_ignore_ascii_case("connection") {
-                if h.value.eq_ignore_ascii_case(b"close") {
-                    head.keep_alive = false;
-                }
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                return Err(bad("chunked answers are not supported"));
-            }
-        }
-        Ok(head)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
 
     /// A one-connection server that answers each request with `answers` in turn, then
@@ -474,7 +311,7 @@ mod tests {
             "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 5\r\n\r\nnope!",
         ])
         .await;
-        let up = Upstream::new("secret-token-0123").unwrap();
+        let up = WorkerClient::new("secret-token-0123").unwrap();
         let Outcome::Answered(a) = up.send(attempt(&addr)).await else {
             panic!("no answer")
         };
@@ -492,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_truncated_and_chunked_answers_are_failures() {
-        let up = Upstream::new("secret-token-0123").unwrap();
+        let up = WorkerClient::new("secret-token-0123").unwrap();
         let closed = {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().to_string()
@@ -524,7 +361,7 @@ mod tests {
             let (_conn, _) = l.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
-        let up = Upstream::new("secret-token-0123").unwrap();
+        let up = WorkerClient::new("secret-token-0123").unwrap();
         let mut a = attempt(&addr);
         a.timeout = Duration::from_millis(200);
         assert!(matches!(
