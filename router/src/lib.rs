@@ -20,9 +20,10 @@
 //!   refusal, Prometheus metrics, flags.
 //!
 //! Transports, each calling [`infer::handle`]:
-//! - [`http1`]: serving HTTP/1.1 connections — the accept loop and shutdown, the
-//!   inference fast path on the connection ([`http1`]`::connection`), hand-over to hyper
-//!   for everything else; [`threads`]: the serving runtimes connections run on;
+//! - [`http1`]: serving HTTP/1.1 connections — the accept loop and graceful shutdown
+//!   (`http1`), the inference fast path on the connection (`http1::connection`), the
+//!   hand-over to hyper for everything else (`http1::hand_over`); [`threads`]: the
+//!   serving runtimes connections run on;
 //! - [`routes`]: the public OIP v2 API as an axum router (`fn app(state) -> Router`);
 //! - [`codec`]: the HTTP/1.1 byte codec (request-head classification, inference paths,
 //!   header names, answer heads, `Date`), a leaf that imports nothing from the router.

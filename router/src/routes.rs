@@ -6,21 +6,20 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use shardline_service::http::BodyError;
 use shardline_shared::ids::{ModelKey, TenantId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
 
 use crate::codec::DEADLINE_HEADER;
 use crate::error::RouterError;
-use crate::infer::{self, InferRequest, KeyMemo, authenticate, resolve};
+use crate::infer::{self, InferRequest, KeyMemo, authenticate, read_body, resolve};
 use crate::state::AppState;
 use crate::upstream::Upstream;
 
@@ -208,14 +207,4 @@ async fn infer_response<U: Upstream>(
         Ok(relay) => relay.into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-/// Reads the whole body, refusing more than `limit` bytes with 413.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RouterError> {
-    shardline_service::http::read_body(headers, body, limit)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge(limit) => RouterError::TooLarge(limit),
-            BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
-        })
 }

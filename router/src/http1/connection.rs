@@ -2,21 +2,28 @@
 //! `POST` right here (its body a slice of the read buffer, handed to
 //! [`crate::infer::handle`], its answer head written by [`crate::codec::write_head`]),
 //! move to another serving thread between requests when the pool says so, and close
-//! between requests at shutdown. Anything else goes to hyper ([`super::hand_over`]).
+//! between requests at shutdown. Anything else goes to hyper (`hand_over`).
 
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
+use axum::Router;
 use axum::response::IntoResponse as _;
 use bytes::{Bytes, BytesMut};
+use hyper::server::conn::http1;
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::debug;
 
-use super::Connection;
+use super::hand_over;
 use crate::codec;
 use crate::infer::{self, InferRequest, KeyMemo};
-use crate::threads;
+use crate::state::AppState;
+use crate::threads::{self, ServingPool};
 
 /// Largest request head the fast path waits for before leaving the connection to hyper.
 const MAX_HEAD: usize = 64 << 10;
@@ -26,6 +33,21 @@ const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 8 << 10;
 /// Answer bodies up to this size are copied behind their head and sent in one write.
 const COALESCE: usize = 16 << 10;
+
+/// One accepted connection and what serving it needs.
+pub(super) struct Connection {
+    pub(super) state: Arc<AppState>,
+    pub(super) app: Router,
+    pub(super) builder: http1::Builder,
+    /// Held while the connection is open: graceful shutdown waits for it.
+    pub(super) watcher: Watcher,
+    /// Becomes `true` when the router stops accepting.
+    pub(super) stopping: watch::Receiver<bool>,
+    pub(super) peer: SocketAddr,
+    /// Accept order: which of the pool's active threads the connection belongs on.
+    pub(super) id: usize,
+    pub(super) pool: Option<Arc<ServingPool>>,
+}
 
 /// Where a fast-path request's parts lie in the read buffer.
 struct Spans {
@@ -63,7 +85,15 @@ impl Connection {
             let spans = match self.next_request(&mut stream, &mut buf).await {
                 Next::Closed => return None,
                 Next::Other => {
-                    self.hand_over(stream, buf).await;
+                    hand_over::to_hyper(
+                        self.app,
+                        &self.builder,
+                        self.watcher,
+                        self.peer,
+                        stream,
+                        buf,
+                    )
+                    .await;
                     return None;
                 }
                 Next::Move(target) => {

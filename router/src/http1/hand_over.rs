@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -13,26 +14,32 @@ use axum::response::Response;
 use bytes::{Buf as _, Bytes, BytesMut};
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 use tracing::debug;
 
-use super::Connection;
-
-impl Connection {
-    /// Serves the rest of the connection with hyper and axum, starting with the bytes
-    /// already read.
-    pub(super) async fn hand_over(self, stream: TcpStream, read: BytesMut) {
-        let io = TokioIo::new(Rewind {
-            read: read.freeze(),
-            stream,
-        });
-        let connection = self.builder.serve_connection(io, Axum(self.app));
-        if let Err(e) = self.watcher.watch(connection).await {
-            debug!(peer = %self.peer, error = %e, "connection ended with an error");
-        }
+/// Serves the rest of a connection with hyper (`builder`) and axum (`app`), starting
+/// with the bytes already `read`; held open until then by `watcher` (graceful shutdown
+/// waits for it).
+pub(super) async fn to_hyper(
+    app: Router,
+    builder: &http1::Builder,
+    watcher: Watcher,
+    peer: SocketAddr,
+    stream: TcpStream,
+    read: BytesMut,
+) {
+    let io = TokioIo::new(Rewind {
+        read: read.freeze(),
+        stream,
+    });
+    let connection = builder.serve_connection(io, Axum(app));
+    if let Err(e) = watcher.watch(connection).await {
+        debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -2,10 +2,10 @@
 //! to one of the router's single-threaded serving runtimes (moved between them as
 //! [`crate::threads`] decides, between two requests), and graceful shutdown — stop
 //! accepting, close idle connections, let in-flight requests finish. One connection's
-//! life is [`connection`]'s: the hot request — a plain inference `POST` — read, handed
+//! life is `connection`'s: the hot request — a plain inference `POST` — read, handed
 //! to the inference service and answered right on the connection; the first request it
 //! does not take goes, with the rest of the connection, to hyper and axum
-//! ([`hand_over`]).
+//! (`hand_over`).
 //!
 //! Why not hyper for every request: on two cores every microsecond the router spends
 //! comes out of the workers' share, and hyper's server and axum's router cost more per
@@ -21,15 +21,16 @@ mod connection;
 mod hand_over;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use hyper::server::conn::http1;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
+
+use self::connection::Connection;
 
 use crate::state::AppState;
 use crate::threads::ServingPool;
@@ -112,21 +113,6 @@ fn start_on(pool: Arc<ServingPool>, target: usize, conn: Connection, stream: std
             start_on(pool, next, conn, stream);
         }
     });
-}
-
-/// One accepted connection and what serving it needs.
-struct Connection {
-    state: Arc<AppState>,
-    app: Router,
-    builder: http1::Builder,
-    /// Held while the connection is open: graceful shutdown waits for it.
-    watcher: Watcher,
-    /// Becomes `true` when the router stops accepting.
-    stopping: watch::Receiver<bool>,
-    peer: SocketAddr,
-    /// Accept order: which of the pool's active threads the connection belongs on.
-    id: usize,
-    pool: Option<Arc<ServingPool>>,
 }
 
 /// Connections moving between serving threads, against a router with an empty

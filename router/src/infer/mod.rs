@@ -19,8 +19,11 @@ mod tests;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use bytes::Bytes;
+use http::HeaderMap;
 use prometheus::IntGauge;
+use shardline_service::http::BodyError;
 use shardline_shared::decode::{InputSpec, validate_infer};
 
 pub use self::auth::{KeyMemo, authenticate};
@@ -42,21 +45,21 @@ pub struct InferRequest<'a> {
     pub deadline: Option<&'a [u8]>,
 }
 
-/// Authenticates, admits, reads (`body`, awaited only once the request is admitted),
+/// Authenticates, admits, reads (`body` — [`read_body`] for an axum body, awaited only once the request is admitted),
 /// validates and forwards one inference; counts its answer.
 pub async fn handle<U: Upstream>(
     state: &AppState<U>,
     request: InferRequest<'_>,
     body: impl Future<Output = Result<Bytes, RouterError>>,
-    keys: &mut KeyMemo,
-) -> Result<Relay, RouterError> {
+    keys: &mut auth::KeyMemo,
+) -> Result<relay::Relay, RouterError> {
     let started = Instant::now();
     let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
     let snap = state.snapshot();
     let mut model = None;
     let result = async {
         let tenant = keys.tenant(&snap, request.authorization)?;
-        let (key, manifest) = resolve(&snap, &tenant, request.name, request.version)?;
+        let (key, manifest) = resolve::resolve(&snap, &tenant, request.name, request.version)?;
         if state.metrics.per_model() {
             model = Some(key.clone());
         }
@@ -83,6 +86,20 @@ pub async fn handle<U: Upstream>(
         started.elapsed().as_secs_f64(),
     );
     result
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, RouterError> {
+    shardline_service::http::read_body(headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => RouterError::TooLarge(limit),
+            BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
+        })
 }
 
 /// The request's deadline: its `x-shardline-deadline-ms` value (capped) or the default.

@@ -11,8 +11,10 @@ use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Answer, COALESCE, Failure};
+use super::{Answer, Failure};
 
+/// Bodies up to this size are copied behind the head and sent in one write.
+pub(super) const COALESCE: usize = 16 << 10;
 /// Largest answer head or body accepted from a worker.
 const MAX_ANSWER: usize = 64 << 20;
 /// Read buffer growth step.

@@ -1,7 +1,8 @@
 //! Calls to workers: the [`Upstream`] seam (send one [`Attempt`], get an [`Outcome`])
 //! and its production implementation [`WorkerClient`], a lean HTTP/1.1 keep-alive client
-//! with a per-worker pool of idle connections, forwarding the client's validated body
-//! bytes as they are. Reading one answer off a connection is [`exchange`]'s.
+//! with a per-worker pool of idle connections (`client`), forwarding the client's
+//! validated body bytes as they are; one request/answer exchange on a connection is
+//! `exchange`'s.
 //!
 //! Why not a general client: on two cores the router's CPU comes out of the workers'
 //! share, and hyper-util's pooled client spent much of it in its pool, per-connection
@@ -15,26 +16,18 @@
 //! responses are small) or fails to (connect error, reset, timeout). Which outcomes are
 //! worth another member of the shard is [`Outcome::retryable`]'s call.
 
+mod client;
 mod exchange;
 
-use std::collections::HashMap;
+pub use self::client::WorkerClient;
+
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
-
-use crate::codec::push_decimal;
-use exchange::{Conn, Exchange, connect, exchange_on};
-
-/// Idle connections kept per worker.
-const MAX_IDLE_PER_WORKER: usize = 256;
-/// Bodies up to this size are copied behind the head and sent in one write.
-const COALESCE: usize = 16 << 10;
 
 /// What one attempt produced.
 #[derive(Debug)]
@@ -113,145 +106,6 @@ pub struct Attempt<'a> {
 pub trait Upstream: Send + Sync + 'static {
     /// Sends one attempt and reads the whole answer within `attempt.timeout`.
     fn send(&self, attempt: Attempt<'_>) -> impl Future<Output = Outcome> + Send;
-}
-
-/// The pooled client to workers.
-#[derive(Debug)]
-pub struct WorkerClient {
-    token: String,
-    /// Idle connections by serving thread, then worker address. A connection belongs to
-    /// the runtime (reactor) of the thread that opened it, so each of the router's
-    /// single-threaded serving runtimes reuses only its own.
-    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Conn>>>>,
-}
-
-impl Upstream for WorkerClient {
-    async fn send(&self, attempt: Attempt<'_>) -> Outcome {
-        if HeaderValue::from_str(attempt.public_name).is_err() {
-            return Outcome::Failed(Failure::Broken("model name is not a header value".into()));
-        }
-        match tokio::time::timeout(attempt.timeout, self.exchange(&attempt)).await {
-            Ok(Ok(answer)) => Outcome::Answered(answer),
-            Ok(Err(failure)) => Outcome::Failed(failure),
-            Err(_) => Outcome::Failed(Failure::Timeout),
-        }
-    }
-}
-
-impl WorkerClient {
-    /// A client sending `token` to workers. Fails if the token cannot be a header value.
-    pub fn new(token: &str) -> Result<Self, http::header::InvalidHeaderValue> {
-        HeaderValue::from_str(token)?;
-        Ok(Self {
-            token: token.to_owned(),
-            idle: Mutex::default(),
-        })
-    }
-
-    async fn exchange(&self, a: &Attempt<'_>) -> Result<Answer, Failure> {
-        let request = self.head(a);
-        // A pooled connection may have been closed by the worker while idle: if it fails
-        // before any byte of an answer arrives, the request is sent once more on a fresh
-        // connection (inference is idempotent).
-        if let Some(mut conn) = self.checkout(a.address) {
-            match exchange_on(&mut conn, &request, &a.body).await {
-                Ok((answer, keep)) => {
-                    if keep {
-                        self.checkin(a.address, conn);
-                    }
-                    return Ok(answer);
-                }
-                Err(Exchange::Stale) => {}
-                Err(Exchange::Failed(f)) => return Err(f),
-            }
-        }
-        let mut conn = connect(a.address).await?;
-        match exchange_on(&mut conn, &request, &a.body).await {
-            Ok((answer, keep)) => {
-                if keep {
-                    self.checkin(a.address, conn);
-                }
-                Ok(answer)
-            }
-            Err(Exchange::Stale) => Err(Failure::Broken(
-                "worker closed the connection without answering".into(),
-            )),
-            Err(Exchange::Failed(f)) => Err(f),
-        }
-    }
-
-    /// Request head, with the body appended when it is small.
-    fn head(&self, a: &Attempt<'_>) -> Vec<u8> {
-        let small = a.body.len() <= COALESCE;
-        let mut buf = Vec::with_capacity(320 + if small { a.body.len() } else { 0 });
-        for part in [
-            "POST ",
-            a.path,
-            " HTTP/1.1\r\nhost: ",
-            a.address,
-            "\r\ncontent-type: application/json\r\n",
-            TOKEN_HEADER,
-            ": ",
-            &self.token,
-            "\r\n",
-            PUBLIC_NAME_HEADER,
-            ": ",
-            a.public_name,
-            "\r\n",
-            REVISION_HEADER,
-            ": ",
-        ] {
-            buf.extend_from_slice(part.as_bytes());
-        }
-        // Revisions are positive; a negative one would be a bug upstream of here.
-        push_decimal(&mut buf, a.revision.unsigned_abs());
-        buf.extend_from_slice(b"\r\ncontent-length: ");
-        push_decimal(&mut buf, a.body.len() as u64);
-        buf.extend_from_slice(b"\r\n\r\n");
-        if small {
-            buf.extend_from_slice(&a.body);
-        }
-        buf
-    }
-
-    fn checkout(&self, address: &str) -> Option<Conn> {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&this_thread())?
-            .get_mut(address)?
-            .pop()
-    }
-
-    fn checkin(&self, address: &str, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle = idle.entry(this_thread()).or_default();
-        match idle.get_mut(address) {
-            Some(list) if list.len() < MAX_IDLE_PER_WORKER => list.push(conn),
-            Some(_) => {}
-            None => {
-                idle.insert(address.to_owned(), vec![conn]);
-            }
-        }
-    }
-
-    /// Closes idle connections to workers that are gone (keeps the pool bounded).
-    pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values_mut()
-            .for_each(|by_address| by_address.retain(|address, _| live(address)));
-    }
-}
-
-thread_local! {
-    static THREAD: ThreadId = std::thread::current().id();
-}
-
-/// The calling thread's id (cached: `thread::current()` clones a handle each call).
-fn this_thread() -> ThreadId {
-    THREAD.with(|id| *id)
 }
 
 #[cfg(test)]

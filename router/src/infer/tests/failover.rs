@@ -44,10 +44,12 @@ async fn failover_tries_resident_active_members_first_then_non_resident_then_dra
 
 #[tokio::test]
 async fn a_final_answer_ends_failover_and_names_its_worker() {
+    // Tried in this order: w1 (resident), w2 (not resident), w3 (draining).
     let state = World::new()
         .worker("w1", true)
         .worker("w2", false)
-        .worker("w3", false)
+        .worker("w3", true)
+        .draining("w3")
         .assign(&["w1", "w2", "w3"], &[])
         .state(FakeUpstream::new(&[
             ("w1", Reply::Refused),

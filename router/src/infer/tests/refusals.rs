@@ -5,11 +5,21 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{Request, StatusCode};
-use tower::ServiceExt as _;
+use http::{HeaderMap, StatusCode};
 
-use super::{Call, FakeUpstream, Reply, World, call};
+use super::{Call, FakeUpstream, Reply, VALID, World, call};
 use crate::error::RouterError;
+use crate::infer::{InferRequest, KeyMemo, handle, read_body};
+
+/// `acme`'s request for `risk`, without its body.
+fn request() -> InferRequest<'static> {
+    InferRequest {
+        name: "risk",
+        version: None,
+        authorization: Some(b"Bearer acme-key"),
+        deadline: None,
+    }
+}
 
 /// A world where `acme/risk` is served by one resident worker answering 200.
 fn served() -> World {
@@ -126,38 +136,28 @@ async fn unknown_models_other_tenants_models_and_unknown_versions_get_404() {
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
     let state = served().limits(|l| l.max_body = 100).state(ok());
-    let app = crate::routes::app(state.clone());
     let over = format!("{{\"inputs\":[],\"pad\":\"{}\"}}", "x".repeat(100));
-    for chunked in [false, true] {
-        let mut request = Request::post("/v2/models/risk/infer")
-            .header("authorization", "Bearer acme-key")
-            .header("content-type", "application/json");
-        if !chunked {
-            request = request.header("content-length", over.len());
+    // Refused on its declared length, or while reading when it declares none.
+    for declared in [true, false] {
+        let mut headers = HeaderMap::new();
+        if declared {
+            headers.insert("content-length", over.len().into());
         }
-        let response = app
-            .clone()
-            .oneshot(request.body(Body::from(over.clone())).unwrap())
+        let body = read_body(&headers, Body::from(over.clone()), state.limits.max_body);
+        let refusal = handle(&state, request(), body, &mut KeyMemo::default())
             .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "chunked: {chunked}"
-        );
+            .unwrap_err();
+        assert_eq!(refusal, RouterError::TooLarge(100), "declared: {declared}");
+        assert_eq!(refusal.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     assert_eq!(state.upstream.sent(), []);
-    // Within the limit, the same route forwards.
-    let response = app
-        .oneshot(
-            Request::post("/v2/models/risk/infer")
-                .header("authorization", "Bearer acme-key")
-                .body(Body::from(super::VALID))
-                .unwrap(),
-        )
+    // Within the limit, the same reader's body is forwarded.
+    let headers = HeaderMap::new();
+    let body = read_body(&headers, Body::from(VALID), state.limits.max_body);
+    let relay = handle(&state, request(), body, &mut KeyMemo::default())
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(relay.answer.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -169,7 +169,8 @@ async fn a_tenant_over_its_in_flight_limit_gets_429() {
     let mut first = pin!(call(&state, Call::default()));
     assert!(futures::poll!(first.as_mut()).is_pending());
     assert_eq!(state.upstream.sent().len(), 1);
-    let refusal = call(&state, Call::default()).await.unwrap_err();
+    let second = tokio::time::timeout(Duration::from_secs(5), call(&state, Call::default()));
+    let refusal = second.await.expect("refused at once").unwrap_err();
     assert!(
         matches!(&refusal, RouterError::TooManyRequests { retry_after, .. }
             if *retry_after == Duration::from_secs(1)),
