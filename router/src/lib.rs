@@ -9,7 +9,7 @@
 //! - [`limiter`]: per-tenant in-flight and rate limits.
 //!
 //! The inference service, independent of the transport:
-//! - [`infer`]: authenticate ([`infer::auth`]) → resolve the model ([`infer::resolve`])
+//! - [`infer`]: authenticate ([`infer::auth`]) → resolve the model ([`mod@infer::resolve`])
 //!   → admit → validate → choose members ([`infer::members`]) and forward with failover,
 //!   retry budget and deadline ([`infer::forward`]) → relay the answer
 //!   ([`infer::relay`]); generic over the [`upstream::Upstream`] that sends attempts;

@@ -1,7 +1,7 @@
 //! The inference service, independent of the transport: one request's pipeline from
 //! its parts ([`InferRequest`] and a body future) to a worker's answer ([`Relay`]) or
 //! the router's refusal ([`RouterError`]) — authenticate ([`auth`]) → resolve the model
-//! ([`resolve`]) → admit under the tenant's limits → read and validate the body → choose
+//! ([`mod@resolve`]) → admit under the tenant's limits → read and validate the body → choose
 //! shard members ([`members`]) and forward with failover, retry budget and deadline
 //! ([`forward`]) → relay the answer ([`relay`]). Both transports call [`handle`]: the
 //! HTTP/1.1 fast path (`http1`) and the axum routes (`routes`). Generic over the
