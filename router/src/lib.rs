@@ -8,28 +8,40 @@
 //! - [`budget`]: the retry budget that keeps failover from becoming a retry storm;
 //! - [`limiter`]: per-tenant in-flight and rate limits.
 //!
-//! Serving:
-//! - [`routes`]: the public OIP v2 API and authentication; [`proxy`]: the inference
-//!   path (resolve, validate, choose, forward, fail over); [`upstream`]: the pooled
-//!   client to workers; [`health`]: per-worker in-flight counts and passive ejection;
+//! The inference service, independent of the transport:
+//! - [`infer`]: authenticate ([`infer::auth`]) → resolve the model ([`mod@infer::resolve`])
+//!   → admit → validate → choose members ([`infer::members`]) and forward with failover,
+//!   retry budget and deadline ([`infer::forward`]) → relay the answer
+//!   ([`infer::relay`]); generic over the [`upstream::Upstream`] that sends attempts;
+//! - [`upstream`]: the `Upstream` seam and the pooled client to workers
+//!   ([`upstream::WorkerClient`]); [`health`]: per-worker in-flight counts and passive
+//!   ejection;
 //! - [`state`], [`error`], [`metrics`], [`config`]: shared state, the status of every
-//!   refusal, Prometheus metrics, flags;
-//! - [`http1`]: serving HTTP/1.1 (the inference fast path, hyper for the rest);
-//!   [`wire`]: the fast path's request heads and answer bytes;
-//! - [`serve`]: wiring it together with etcd, `/metrics` and graceful shutdown.
+//!   refusal, Prometheus metrics, flags.
+//!
+//! Transports, each calling [`infer::handle`]:
+//! - [`http1`]: serving HTTP/1.1 connections — the accept loop and graceful shutdown
+//!   (`http1`), the inference fast path on the connection (`http1::connection`), the
+//!   hand-over to hyper for everything else (`http1::hand_over`); [`threads`]: the
+//!   serving runtimes connections run on;
+//! - [`routes`]: the public OIP v2 API as an axum router (`fn app(state) -> Router`);
+//! - [`codec`]: the HTTP/1.1 byte codec (request-head classification, inference paths,
+//!   header names, answer heads, `Date`), a leaf that imports nothing from the router.
+//!
+//! [`serve`]: wiring it together with etcd, `/metrics` and graceful shutdown.
 
 pub mod budget;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod http1;
+pub mod infer;
 pub mod limiter;
 pub mod metrics;
-pub mod proxy;
 pub mod routes;
 pub mod select;
 pub mod serve;
 pub mod state;
 pub mod threads;
 pub mod upstream;
-pub mod wire;

@@ -18,7 +18,7 @@ use crate::metrics::RouterMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Limits};
 use crate::threads::ServingPool;
-use crate::upstream::Upstream;
+use crate::upstream::WorkerClient;
 use shardline_controller::{Controller, ControllerConfig, ControllerMetrics};
 
 /// Runs the router until `shutdown` completes. `listener` is already bound (tests bind
@@ -84,7 +84,7 @@ pub async fn serve_on(
         args.retry_min_per_sec,
         args.retry_window,
     );
-    let upstream = Upstream::new(&args.internal_token)?;
+    let upstream = WorkerClient::new(&args.internal_token)?;
     let state = Arc::new(AppState::new(
         watcher.subscribe(),
         upstream,

@@ -1,5 +1,6 @@
-//! What every request handler shares: the control-plane snapshot, the upstream client,
-//! worker health, per-tenant admission gates, the retry budget, limits and metrics.
+//! What every request handler shares: the control-plane snapshot, the upstream (the
+//! pooled client to workers in production, a double in tests), worker health,
+//! per-tenant admission gates, the retry budget, limits and metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -15,7 +16,7 @@ use crate::error::RouterError;
 use crate::health::{Fleet, get_or_default};
 use crate::limiter::{InFlight, RateBucket, Refusal, admit};
 use crate::metrics::RouterMetrics;
-use crate::upstream::Upstream;
+use crate::upstream::WorkerClient;
 
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +47,12 @@ impl Drop for TenantPermit {
     }
 }
 
-/// Shared by all handlers.
+/// Shared by all handlers. `U` sends attempts to workers: [`WorkerClient`] unless a
+/// test says otherwise.
 #[derive(Debug)]
-pub struct AppState {
+pub struct AppState<U = WorkerClient> {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    pub upstream: Upstream,
+    pub upstream: U,
     pub fleet: Fleet,
     pub budget: Mutex<RetryBudget>,
     pub limits: Limits,
@@ -58,10 +60,10 @@ pub struct AppState {
     gates: RwLock<HashMap<TenantId, Arc<TenantGate>>>,
 }
 
-impl AppState {
+impl<U> AppState<U> {
     pub fn new(
         snapshot: watch::Receiver<Arc<Snapshot>>,
-        upstream: Upstream,
+        upstream: U,
         budget: RetryBudget,
         limits: Limits,
         metrics: RouterMetrics,

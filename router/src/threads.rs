@@ -3,9 +3,9 @@
 //!
 //! Why not always all of them: a serving thread that has too little to do sleeps in
 //! `epoll_wait` between requests and is woken for the next one, and on a shared host
-//! every sleep and wake-up is a context switch. Measured on two cores with the worker
-//! beside it (docs/benchmarks.md), the same load costs about a quarter more CPU per
-//! request spread over two serving threads than kept on one. So connections live on the
+//! every sleep and wake-up is a context switch: the same load costs more CPU per request
+//! spread over two serving threads than kept on one (see docs/benchmarks.md, section
+//! Router hop). So connections live on the
 //! first `active` threads; a once-per-window check of how much CPU those threads
 //! actually used ([`next_active`], pure) adds a thread when they run near a full core
 //! and retires one when the load fits in fewer. A connection sits on thread

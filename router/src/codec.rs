@@ -1,5 +1,9 @@
-//! The HTTP/1.1 wire format of the inference fast path: which request heads the router
-//! serves itself (every other request is hyper's) and the bytes of its answers.
+//! The HTTP/1.1 byte codec of the router: which request heads the inference fast path
+//! serves itself (every other request is hyper's), the inference paths it recognises,
+//! the header names the router adds or reads, and the bytes of answer heads (decimal
+//! numbers and the cached `Date` value included). A leaf: it imports nothing from the
+//! rest of the router; the fast path (`http1`), the inference service (`infer`) and the
+//! worker client (`upstream`) import it.
 //!
 //! The fast path takes only the plainest form of the hot request — `POST` of an infer
 //! path over HTTP/1.1 with one `Content-Length` no larger than the body limit — and
@@ -12,7 +16,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 
-use crate::http1::infer_route;
+/// Header naming the worker that answered.
+pub const WORKER_HEADER: &str = "x-shardline-worker";
+/// Header by which a client sets its deadline, in milliseconds.
+pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
+
+/// The model and version named by an inference path: `/v2/models/{model}/infer` or
+/// `/v2/models/{model}/versions/{version}/infer`. `None` for any other path, and for
+/// paths whose segments would need percent-decoding (those take the general route).
+pub fn infer_route(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
+    let plain = |s: &str| !s.is_empty() && !s.contains('%');
+    let mut segments = rest.split('/');
+    let model = segments.next().filter(|m| plain(m))?;
+    match (segments.next(), segments.next(), segments.next()) {
+        (None, _, _) => Some((model, None)),
+        (Some("versions"), Some(version), None) if plain(version) => Some((model, Some(version))),
+        _ => None,
+    }
+}
 
 /// An inference request head the fast path serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +75,7 @@ pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<
             length = Some(content_length(h.value)?);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization.get_or_insert(h.value);
-        } else if name.eq_ignore_ascii_case(crate::proxy::DEADLINE_HEADER) {
+        } else if name.eq_ignore_ascii_case(DEADLINE_HEADER) {
             head.deadline.get_or_insert(h.value);
         } else if name.eq_ignore_ascii_case("connection") {
             head.close |= h
@@ -269,6 +291,54 @@ mod tests {
                 expected.push(("connection", b"close"));
             }
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn matches_the_two_infer_paths_only() {
+        assert_eq!(infer_route("/v2/models/risk/infer"), Some(("risk", None)));
+        assert_eq!(
+            infer_route("/v2/models/risk/versions/3/infer"),
+            Some(("risk", Some("3")))
+        );
+        for other in [
+            "/v2/models/risk",
+            "/v2/models//infer",
+            "/v2/models/risk/infer/",
+            "/v2/models/a/b/infer",
+            "/v2/models/risk/versions//infer",
+            "/v2/models/risk/versions/3/x/infer",
+            "/v2/models/ri%73k/infer",
+            "/v2/models/risk/ready",
+            "/v2/health/ready",
+        ] {
+            assert_eq!(infer_route(other), None, "{other}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the fast path accepts, the names it returns are exactly what axum's
+        /// `{model}` / `{version}` segments would capture, so both routes agree.
+        #[test]
+        fn agrees_with_segment_splitting(
+            model in "[a-zA-Z0-9._%/-]{0,12}",
+            version in proptest::option::of("[a-zA-Z0-9._%/-]{0,6}"),
+        ) {
+            let path = match &version {
+                Some(v) => format!("/v2/models/{model}/versions/{v}/infer"),
+                None => format!("/v2/models/{model}/infer"),
+            };
+            if let Some((m, v)) = infer_route(&path) {
+                let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                prop_assert!(!m.contains(['/', '%']) && !m.is_empty());
+                match v {
+                    None => prop_assert_eq!(segments, vec!["v2", "models", m, "infer"]),
+                    Some(v) => {
+                        prop_assert!(!v.contains(['/', '%']) && !v.is_empty());
+                        prop_assert_eq!(segments, vec!["v2", "models", m, "versions", v, "infer"]);
+                    }
+                }
+            }
         }
     }
 

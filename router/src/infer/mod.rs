@@ -1,0 +1,136 @@
+//! The inference service, independent of the transport: one request's pipeline from
+//! its parts ([`InferRequest`] and a body future) to a worker's answer ([`Relay`]) or
+//! the router's refusal ([`RouterError`]) — authenticate ([`auth`]) → resolve the model
+//! ([`mod@resolve`]) → admit under the tenant's limits → read and validate the body → choose
+//! shard members ([`members`]) and forward with failover, retry budget and deadline
+//! ([`forward`]) → relay the answer ([`relay`]). Both transports call [`handle`]: the
+//! HTTP/1.1 fast path (`http1`) and the axum routes (`routes`). Generic over the
+//! [`Upstream`] that sends attempts to workers, so tests run it in process.
+
+pub mod auth;
+pub mod forward;
+pub mod members;
+pub mod relay;
+pub mod resolve;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::HeaderMap;
+use prometheus::IntGauge;
+use shardline_service::http::BodyError;
+use shardline_shared::decode::{InputSpec, validate_infer};
+
+pub use self::auth::{KeyMemo, authenticate};
+pub use self::relay::Relay;
+pub use self::resolve::resolve;
+use crate::codec::DEADLINE_HEADER;
+use crate::error::RouterError;
+use crate::state::{AppState, Limits};
+use crate::upstream::Upstream;
+
+/// What the inference service needs of a request besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct InferRequest<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+    /// The `Authorization` value.
+    pub authorization: Option<&'a [u8]>,
+    /// The `x-shardline-deadline-ms` value.
+    pub deadline: Option<&'a [u8]>,
+}
+
+/// Authenticates, admits, reads (`body` — [`read_body`] for an axum body, awaited only once the request is admitted),
+/// validates and forwards one inference; counts its answer.
+pub async fn handle<U: Upstream>(
+    state: &AppState<U>,
+    request: InferRequest<'_>,
+    body: impl Future<Output = Result<Bytes, RouterError>>,
+    keys: &mut auth::KeyMemo,
+) -> Result<relay::Relay, RouterError> {
+    let started = Instant::now();
+    let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
+    let snap = state.snapshot();
+    let mut model = None;
+    let result = async {
+        let tenant = keys.tenant(&snap, request.authorization)?;
+        let (key, manifest) = resolve::resolve(&snap, &tenant, request.name, request.version)?;
+        if state.metrics.per_model() {
+            model = Some(key.clone());
+        }
+        let deadline = deadline(request.deadline, &state.limits)?;
+        let limits = snap
+            .tenants()
+            .get(&tenant)
+            .map(|t| t.value.limits)
+            .unwrap_or_default();
+        let _permit = state.admit(&tenant, limits, started)?;
+        let bytes = body.await?;
+        let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
+        validate_infer(&bytes, &spec)?;
+        forward::forward(state, &snap, &key, manifest, bytes, deadline, started).await
+    }
+    .await;
+    let status = match &result {
+        Ok(relay) => relay.answer.status,
+        Err(e) => e.status(),
+    };
+    state.metrics.answered(
+        model.as_ref(),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    result
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, RouterError> {
+    shardline_service::http::read_body(headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => RouterError::TooLarge(limit),
+            BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
+        })
+}
+
+/// The request's deadline: its `x-shardline-deadline-ms` value (capped) or the default.
+pub fn deadline(value: Option<&[u8]>, limits: &Limits) -> Result<Duration, RouterError> {
+    let Some(v) = value else {
+        return Ok(limits.default_deadline);
+    };
+    let ms = std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| {
+            RouterError::BadRequest(format!(
+                "{DEADLINE_HEADER} must be a positive number of milliseconds"
+            ))
+        })?;
+    Ok(Duration::from_millis(ms).min(limits.max_deadline))
+}
+
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlightGauge<'a>(&'a IntGauge);
+
+impl<'a> InFlightGauge<'a> {
+    fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlightGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,38 @@
+//! Which model a request names: the manifest of the tenant's model at the requested
+//! version, or its live version. Another tenant's model answers exactly like a missing
+//! one (404), since the lookup only ever looks under the caller's own tenant.
+
+use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
+use shardline_shared::manifest::Manifest;
+use shardline_shared::snapshot::Snapshot;
+
+use crate::error::RouterError;
+
+/// The manifest of `tenant`'s model `name` at `version` (else the live one).
+pub fn resolve<'s>(
+    snap: &'s Snapshot,
+    tenant: &TenantId,
+    name: &str,
+    version: Option<&str>,
+) -> Result<(ModelKey, &'s Manifest), RouterError> {
+    let unknown = || RouterError::NotFound(format!("model {name:?} not found"));
+    let model = ModelName::new(name).map_err(|_| unknown())?;
+    let key = ModelKey::new(tenant.clone(), model);
+    let entry = snap.model(&key).ok_or_else(unknown)?;
+    let manifest = match version {
+        Some(v) => {
+            let no_version =
+                || RouterError::NotFound(format!("model {name:?} has no version {v:?}"));
+            let v = VersionId::new(v).map_err(|_| no_version())?;
+            entry
+                .versions
+                .get(&v)
+                .map(|m| &m.value)
+                .ok_or_else(no_version)?
+        }
+        None => entry
+            .live_manifest()
+            .ok_or_else(|| RouterError::NotFound(format!("model {name:?} has no live version")))?,
+    };
+    Ok((key, manifest))
+}
