@@ -54,7 +54,7 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
         .create_tenant(&acme, Some(3), TenantLimits::default())
         .await
         .unwrap();
-    let m = support::manifest("acme", "risk", "1");
+    let m = shardline_testkit::models::manifest("acme", "risk", "1");
     cp.register_version(&m).await.unwrap();
     cp.set_live(&m.key(), &m.version).await.unwrap();
     let w = WorkerId::new("w-1").unwrap();

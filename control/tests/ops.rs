@@ -59,7 +59,7 @@ async fn tenant_lifecycle_and_key_rotation() {
     assert!(matches!(missing, Err(OpError::NotFound(_))));
 
     // Deleting refuses while models exist, unless forced (which removes them too).
-    let m = support::manifest("acme", "risk", "1");
+    let m = shardline_testkit::models::manifest("acme", "risk", "1");
     cp.register_version(&m).await.unwrap();
     let assignment = Assignment {
         workers: vec![WorkerId::new("w1").unwrap()],
@@ -81,8 +81,8 @@ async fn tenant_lifecycle_and_key_rotation() {
 #[tokio::test]
 async fn versions_are_immutable_and_live_pointer_is_guarded() {
     let (_mem, cp) = setup();
-    let m1 = support::manifest("acme", "risk", "1");
-    let m2 = support::manifest("acme", "risk", "2");
+    let m1 = shardline_testkit::models::manifest("acme", "risk", "1");
+    let m2 = shardline_testkit::models::manifest("acme", "risk", "2");
     let key: ModelKey = m1.key();
     cp.register_version(&m1).await.unwrap();
     let dup = cp.register_version(&m1).await;
@@ -105,7 +105,7 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
         Err(OpError::NotFound(_))
     ));
 
-    let mut bad = support::manifest("acme", "risk", "3");
+    let mut bad = shardline_testkit::models::manifest("acme", "risk", "3");
     bad.location = "../../etc".into();
     assert!(matches!(
         cp.register_version(&bad).await,

@@ -45,20 +45,15 @@ impl EtcdProcess {
 
     async fn start_once(program: &Path) -> anyhow::Result<Self> {
         let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
         let process = ManagedProcess::new("etcd", program)?;
         let data_dir = process.dir().join("data");
         let mut process = process
-            .arg("--name=shardline-test")
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=shardline-test={peer_url}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--initial-cluster-token=shardline-test")
+            .args(single_member_args(
+                "shardline-test",
+                &data_dir,
+                client_port,
+                peer_port,
+            ))
             // A lone member elects itself after one election timeout; the default (1 s) is
             // paid on every start and restart. Nothing else depends on these with one member.
             .arg("--heartbeat-interval=20")
@@ -104,26 +99,6 @@ impl EtcdProcess {
         self.process.dir().join("data")
     }
 
-    /// etcd's log (every start, appended).
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The process id while etcd is running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// SIGTERM and wait: a clean shutdown.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        self.process.stop().await
-    }
-
-    /// SIGKILL and wait: a crash. Committed writes survive it (etcd fsyncs its WAL).
-    pub async fn kill(&mut self) -> anyhow::Result<()> {
-        self.process.kill().await
-    }
-
     /// Stops etcd if it runs, then starts it again on the same ports and data directory and
     /// waits until it is healthy.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
@@ -131,16 +106,46 @@ impl EtcdProcess {
         self.process.spawn().await?;
         self.wait_ready().await
     }
+}
 
-    /// SIGSTOP: etcd stops answering but keeps its connections open (clients time out).
-    pub fn pause(&mut self) -> anyhow::Result<()> {
-        self.process.pause()
+/// The process itself: `pid`, `log_path`, `stop` (SIGTERM), `kill` (SIGKILL), `pause`
+/// (SIGSTOP) and `resume` (SIGCONT) are [`ManagedProcess`]'s. A kill is a crash that
+/// committed writes survive (etcd fsyncs its WAL); a paused etcd keeps its connections
+/// open while clients time out.
+impl std::ops::Deref for EtcdProcess {
+    type Target = ManagedProcess;
+    fn deref(&self) -> &ManagedProcess {
+        &self.process
     }
+}
 
-    /// SIGCONT: undoes [`pause`](Self::pause).
-    pub fn resume(&mut self) -> anyhow::Result<()> {
-        self.process.resume()
+impl std::ops::DerefMut for EtcdProcess {
+    fn deref_mut(&mut self) -> &mut ManagedProcess {
+        &mut self.process
     }
+}
+
+/// The flags of a one-member etcd cluster `name` on loopback ports `client_port` (clients)
+/// and `peer_port`, its data in `data_dir` (election timing is the caller's).
+pub fn single_member_args(
+    name: &str,
+    data_dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+) -> Vec<String> {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={name}={peer_url}"),
+        "--initial-cluster-state=new".to_owned(),
+        format!("--initial-cluster-token={name}"),
+    ]
 }
 
 /// The etcd binary: `$SHARDLINE_ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`.

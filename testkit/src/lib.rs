@@ -65,7 +65,7 @@ pub mod fleet;
 pub mod models;
 
 pub use bins::{BIN_DIR_ENV, bin_dirs, binary, find_binary};
-pub use etcd::{ETCD_BIN_ENV, EtcdProcess, find_etcd};
+pub use etcd::{ETCD_BIN_ENV, EtcdProcess, find_etcd, single_member_args};
 pub use http::post_head_only;
 pub use port::free_port;
 pub use process::{ManagedProcess, http_client, on_path, program_from_env, send_signal};

@@ -126,26 +126,6 @@ impl S3Process {
         .collect()
     }
 
-    /// moto's log (every start, appended).
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The process id while moto is running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// SIGTERM and wait. Every object is lost.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        self.process.stop().await
-    }
-
-    /// SIGKILL and wait. Every object is lost.
-    pub async fn kill(&mut self) -> anyhow::Result<()> {
-        self.process.kill().await
-    }
-
     /// Stops moto if it runs, starts it again on the same port and re-creates the bucket,
     /// which is empty: moto keeps objects in memory only.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
@@ -153,15 +133,21 @@ impl S3Process {
         self.process.spawn().await?;
         self.wait_ready_and_create_bucket().await
     }
+}
 
-    /// SIGSTOP: S3 "goes down" (requests time out) but keeps its objects.
-    pub fn pause(&mut self) -> anyhow::Result<()> {
-        self.process.pause()
+/// The process itself: `pid`, `log_path`, `stop` (SIGTERM), `kill` (SIGKILL), `pause`
+/// (SIGSTOP) and `resume` (SIGCONT) are [`ManagedProcess`]'s. moto keeps objects in memory:
+/// a stop or kill loses them, a pause (S3 "going down") keeps them.
+impl std::ops::Deref for S3Process {
+    type Target = ManagedProcess;
+    fn deref(&self) -> &ManagedProcess {
+        &self.process
     }
+}
 
-    /// SIGCONT: S3 comes back with everything it had.
-    pub fn resume(&mut self) -> anyhow::Result<()> {
-        self.process.resume()
+impl std::ops::DerefMut for S3Process {
+    fn deref_mut(&mut self) -> &mut ManagedProcess {
+        &mut self.process
     }
 }
 

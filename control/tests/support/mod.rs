@@ -31,35 +31,6 @@ pub async fn put_raw(store: &dyn KvStore, key: &str, value: &[u8]) {
         .expect("raw put");
 }
 
-/// A valid manifest for `tenant/model@version` (64 → 8 → 1 MLP).
-pub fn manifest(tenant: &str, model: &str, version: &str) -> shardline_shared::manifest::Manifest {
-    use shardline_shared::manifest::{FileDigest, Manifest, ModelConfig};
-    let config = ModelConfig::from_json(
-        br#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"features","dim":64},
-             "layers":[{"weight":"layers.0.weight","bias":"layers.0.bias","activation":"relu"},
-                       {"weight":"layers.1.weight","bias":"layers.1.bias","activation":"sigmoid"}],
-             "output":{"name":"risk","dim":1}}"#,
-    )
-    .expect("valid config");
-    Manifest {
-        tenant: tenant.parse().expect("tenant"),
-        model: model.parse().expect("model"),
-        version: version.parse().expect("version"),
-        location: format!("{tenant}/{model}/{version}"),
-        config_file: FileDigest {
-            sha256: "0".repeat(64),
-            size: 300,
-        },
-        weights_file: FileDigest {
-            sha256: "f".repeat(64),
-            size: 2_200,
-        },
-        config,
-        dims: vec![64, 8, 1],
-        published_at: 1,
-    }
-}
-
 /// A store whose watches can be cut and held off, so a test can compact etcd while the
 /// watcher is away. Everything else goes straight to the real etcd.
 #[derive(Debug)]
@@ -69,7 +40,7 @@ pub struct Gated {
 }
 
 impl Gated {
-    /// Open: watches go through until [`Gated::close`].
+    /// Open: watches go through until `open` is set to `false`.
     pub fn new(inner: Arc<EtcdStore>) -> Self {
         let (open, _) = watch::channel(true);
         Self { inner, open }

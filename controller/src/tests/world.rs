@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use shardline_shared::ids::{ModelKey, WorkerId};
 use shardline_shared::keys::Prefix;
-use shardline_shared::manifest::{FileDigest, Manifest, ModelConfig};
 use shardline_shared::records::{Assignment, PlacementConfig};
 use shardline_shared::snapshot::Snapshot;
 
@@ -33,27 +32,8 @@ pub(crate) fn ids(v: &[&str]) -> Vec<WorkerId> {
 
 pub(crate) fn manifest_json(shard: &str, version: &str) -> String {
     let key = mk(shard);
-    let config = ModelConfig::from_json(
-        br#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"features","dim":4},
-             "layers":[{"weight":"w","bias":"b","activation":"sigmoid"}],"output":{"name":"risk","dim":1}}"#,
-    )
-    .unwrap();
-    let digest = FileDigest {
-        sha256: "ab".repeat(32),
-        size: 10,
-    };
-    serde_json::to_string(&Manifest {
-        tenant: key.tenant.clone(),
-        model: key.model.clone(),
-        version: version.parse().unwrap(),
-        location: format!("{shard}/{version}"),
-        config_file: digest.clone(),
-        weights_file: digest,
-        config,
-        dims: vec![4, 1],
-        published_at: 1,
-    })
-    .unwrap()
+    let m = shardline_testkit::models::manifest(key.tenant.as_str(), key.model.as_str(), version);
+    serde_json::to_string(&m).unwrap()
 }
 
 impl World {

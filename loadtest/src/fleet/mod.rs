@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use process::{ProcessRecord, default_bin_dir, is_ours, log_tail};
 use process::{spawn, spawn_server, stop, wait_ready};
 pub use shardctl::{create_tenant, publish, write_keys};
-use shardline_testkit::{find_etcd, find_moto_server, free_port, http_client};
+use shardline_testkit::{find_etcd, find_moto_server, free_port, http_client, single_member_args};
 
 /// File in the run directory recording what `up` started.
 pub const STATE_FILE: &str = "fleet.json";
@@ -191,18 +191,15 @@ async fn start_all(
     progress("starting etcd");
     let (client, peer) = (free_port(), free_port());
     let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
     let mut etcd = Command::new(find_etcd()?);
-    etcd.arg("--name=shardline-local")
-        .arg(format!("--data-dir={}", run_dir.join("etcd").display()))
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=shardline-local={peer_url}"))
-        .arg("--initial-cluster-state=new")
-        .arg("--heartbeat-interval=50")
-        .arg("--election-timeout=500");
+    etcd.args(single_member_args(
+        "shardline-local",
+        &run_dir.join("etcd"),
+        client,
+        peer,
+    ))
+    .arg("--heartbeat-interval=50")
+    .arg("--election-timeout=500");
     let etcd = spawn("etcd", etcd, &logs, client_url.clone(), None)?;
     started.push(etcd.clone());
     wait_ready(&etcd, &format!("{client_url}/health")).await?;
