@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use process::{ProcessRecord, default_bin_dir, is_ours, log_tail};
 use process::{spawn, spawn_server, stop, wait_ready};
 pub use shardctl::{create_tenant, publish, write_keys};
+use shardline_testkit::fleet::Spec;
 use shardline_testkit::{find_etcd, find_moto_server, free_port, http_client, single_member_args};
 
 /// File in the run directory recording what `up` started.
@@ -171,6 +172,17 @@ pub async fn up(
     Ok(state)
 }
 
+/// The command that starts `spec`'s binary from `bin_dir` on these loopback ports: the
+/// test kit's one flag list for a worker or router, run as a detached process here.
+fn command(bin_dir: &Path, spec: &Spec, port: u16, metrics: u16) -> Command {
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let argv = spec.command_line(loopback(port), loopback(metrics));
+    let mut cmd = Command::new(bin_dir.join(spec.role.binary_name()));
+    cmd.args(&argv[1..])
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
 async fn start_all(
     options: &FleetOptions,
     run_dir: &Path,
@@ -243,17 +255,14 @@ async fn start_all(
     for i in 0..options.workers {
         progress(&format!("starting worker w-{i}"));
         let (port, metrics) = (free_port(), free_port());
-        let mut cmd = Command::new(options.bin_dir.join("worker"));
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--etcd", &client_url, "--store", &store_url])
-            .args(["--memory-budget", &options.memory_budget.to_string()])
-            .args(["--idle-ttl", &options.idle_ttl])
-            .args(["--id", &format!("w-{i}")])
-            .args(["--internal-token", &internal_token])
-            .args(["--lease-ttl", "5s"])
-            .args(&options.worker_args)
-            .envs(store_env.iter().map(|(k, v)| (k, v)));
+        let spec = Spec::worker(&format!("w-{i}"), &client_url, &store_url)
+            .set("--internal-token", &internal_token)
+            .set("--memory-budget", options.memory_budget.to_string())
+            .set("--idle-ttl", &options.idle_ttl)
+            .set("--lease-ttl", "5s")
+            .args(options.worker_args.iter().cloned())
+            .envs(&store_env);
+        let cmd = command(&options.bin_dir, &spec, port, metrics);
         workers.push(spawn_server(
             &format!("w-{i}"),
             cmd,
@@ -267,13 +276,10 @@ async fn start_all(
     for i in 0..options.routers {
         progress(&format!("starting router r-{i}"));
         let (port, metrics) = (free_port(), free_port());
-        let mut cmd = Command::new(options.bin_dir.join("router"));
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--etcd", &client_url])
-            .args(["--internal-token", &internal_token])
-            .args(["--id", &format!("r-{i}")])
-            .args(&options.router_args);
+        let spec = Spec::router(&format!("r-{i}"), &client_url)
+            .set("--internal-token", &internal_token)
+            .args(options.router_args.iter().cloned());
+        let cmd = command(&options.bin_dir, &spec, port, metrics);
         routers.push(spawn_server(
             &format!("r-{i}"),
             cmd,
