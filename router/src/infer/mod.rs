@@ -45,8 +45,8 @@ pub struct InferRequest<'a> {
     pub deadline: Option<&'a [u8]>,
 }
 
-/// Authenticates, admits, reads (`body` — [`read_body`] for an axum body, awaited only once the request is admitted),
-/// validates and forwards one inference; counts its answer.
+/// Authenticates, admits, reads (`body`: [`read_body`] for an axum body, awaited only
+/// once the request is admitted), validates and forwards one inference; counts its answer.
 pub async fn handle<U: Upstream>(
     state: &AppState<U>,
     request: InferRequest<'_>,
