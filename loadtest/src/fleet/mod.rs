@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 pub use process::{ProcessRecord, default_bin_dir, is_ours, log_tail};
-use process::{spawn, spawn_server, stop, wait_ready};
+use process::{spawn, spawn_node, stop, wait_ready};
 pub use shardctl::{create_tenant, publish, write_keys};
 use shardline_testkit::fleet::Spec;
 use shardline_testkit::{find_etcd, find_moto_server, free_port, http_client, single_member_args};
@@ -172,17 +172,6 @@ pub async fn up(
     Ok(state)
 }
 
-/// The command that starts `spec`'s binary from `bin_dir` on these loopback ports: the
-/// test kit's one flag list for a worker or router, run as a detached process here.
-fn command(bin_dir: &Path, spec: &Spec, port: u16, metrics: u16) -> Command {
-    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let argv = spec.command_line(loopback(port), loopback(metrics));
-    let mut cmd = Command::new(bin_dir.join(spec.role.binary_name()));
-    cmd.args(&argv[1..])
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd
-}
-
 async fn start_all(
     options: &FleetOptions,
     run_dir: &Path,
@@ -254,7 +243,6 @@ async fn start_all(
     let mut workers = Vec::new();
     for i in 0..options.workers {
         progress(&format!("starting worker w-{i}"));
-        let (port, metrics) = (free_port(), free_port());
         let spec = Spec::worker(&format!("w-{i}"), &client_url, &store_url)
             .set("--internal-token", &internal_token)
             .set("--memory-budget", options.memory_budget.to_string())
@@ -262,32 +250,15 @@ async fn start_all(
             .set("--lease-ttl", "5s")
             .args(options.worker_args.iter().cloned())
             .envs(&store_env);
-        let cmd = command(&options.bin_dir, &spec, port, metrics);
-        workers.push(spawn_server(
-            &format!("w-{i}"),
-            cmd,
-            &logs,
-            port,
-            metrics,
-            started,
-        )?);
+        workers.push(spawn_node(&options.bin_dir, &spec, &logs, started)?);
     }
     let mut routers = Vec::new();
     for i in 0..options.routers {
         progress(&format!("starting router r-{i}"));
-        let (port, metrics) = (free_port(), free_port());
         let spec = Spec::router(&format!("r-{i}"), &client_url)
             .set("--internal-token", &internal_token)
             .args(options.router_args.iter().cloned());
-        let cmd = command(&options.bin_dir, &spec, port, metrics);
-        routers.push(spawn_server(
-            &format!("r-{i}"),
-            cmd,
-            &logs,
-            port,
-            metrics,
-            started,
-        )?);
+        routers.push(spawn_node(&options.bin_dir, &spec, &logs, started)?);
     }
     // Routers start while workers come up; each is ready once it has a live worker.
     for p in workers.iter().chain(&routers) {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{READY_TIMEOUT, STOP_GRACE};
 use crate::procfs;
-use shardline_testkit::{http_client, on_path, send_signal};
+use shardline_testkit::fleet::Spec;
+use shardline_testkit::{free_port, http_client, on_path, send_signal};
 
 /// One process `up` started.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,19 +32,23 @@ pub struct ProcessRecord {
     pub metrics_url: Option<String>,
 }
 
-/// Starts a worker or router listening on `port` with `/metrics` on `metrics_port`, and
-/// adds it to `started`.
-pub(super) fn spawn_server(
-    name: &str,
-    cmd: Command,
+/// Starts `spec`'s binary from `bin_dir` as a detached process on free loopback ports
+/// (the test kit's one flag list for a worker or router) and records it in `started`.
+pub(super) fn spawn_node(
+    bin_dir: &Path,
+    spec: &Spec,
     logs: &Path,
-    port: u16,
-    metrics_port: u16,
     started: &mut Vec<ProcessRecord>,
 ) -> anyhow::Result<ProcessRecord> {
+    let (port, metrics_port) = (free_port(), free_port());
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let argv = spec.command_line(loopback(port), loopback(metrics_port));
+    let mut cmd = Command::new(bin_dir.join(spec.role.binary_name()));
+    cmd.args(&argv[1..])
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
     let url = format!("http://127.0.0.1:{port}");
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let p = spawn(name, cmd, logs, url, Some(metrics))?;
+    let p = spawn(&spec.id, cmd, logs, url, Some(metrics))?;
     started.push(p.clone());
     Ok(p)
 }
