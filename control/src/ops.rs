@@ -47,6 +47,13 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The largest value any write through [`ControlPlane`] may store. Far below etcd's own
+/// request limit (1.5 MiB by default), and small enough that a listing page of
+/// [`LIST_PAGE`](crate::etcd::LIST_PAGE) such values fits the client's message limit
+/// ([`MAX_MESSAGE`](crate::etcd::MAX_MESSAGE)). A larger value is refused before anything
+/// is written (docs/etcd-layout.md).
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Our records serialise infallibly (no maps with non-string keys, no custom impls
     // that fail); an empty object would be refused by every reader, never silently used.
@@ -112,8 +119,20 @@ impl ControlPlane {
         self.commit(txn, what).await
     }
 
-    /// Commits a transaction, mapping a refusal to [`OpError::Conflict`].
+    /// Commits a transaction, mapping a refusal to [`OpError::Conflict`]. A value over
+    /// [`MAX_VALUE_BYTES`] refuses the whole transaction before anything is sent.
     pub async fn commit(&self, txn: Txn, what: &str) -> Result<i64, OpError> {
+        for op in &txn.ops {
+            if let Op::Put { key, value, .. } = op
+                && value.len() > MAX_VALUE_BYTES
+            {
+                return Err(OpError::Refused(format!(
+                    "{what} at {key} would be {} bytes; the largest value allowed is {} KiB",
+                    value.len(),
+                    MAX_VALUE_BYTES >> 10
+                )));
+            }
+        }
         match self.store.txn(txn).await? {
             TxnOutcome::Applied { revision } => Ok(revision),
             TxnOutcome::Refused => Err(OpError::Conflict(format!(

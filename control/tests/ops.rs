@@ -212,3 +212,34 @@ async fn keeper_re_registers_after_expiry_and_throttles_updates() {
     reg.shutdown().await.unwrap();
     assert_eq!(mem.get(&key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_value_over_the_limit_is_refused_before_anything_is_written() {
+    use shardline_control::ops::MAX_VALUE_BYTES;
+    use shardline_control::store::Precondition;
+    let (mem, cp) = setup();
+    let key = Key::Tenant(TenantId::new("big").unwrap());
+    let value = |bytes: usize| serde_json::json!({ "pad": "x".repeat(bytes) });
+    let err = cp
+        .write(&key, &value(MAX_VALUE_BYTES), Precondition::Any, "tenant")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpError::Refused(m) if m.contains("largest value allowed is 64 KiB")),
+        "{err}"
+    );
+    assert!(
+        mem.get(&cp.key(&key)).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // Just under the limit is stored.
+    cp.write(
+        &key,
+        &value(MAX_VALUE_BYTES - 100),
+        Precondition::Any,
+        "tenant",
+    )
+    .await
+    .unwrap();
+    assert!(mem.get(&cp.key(&key)).await.unwrap().is_some());
+}
