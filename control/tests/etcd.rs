@@ -9,28 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_control::store::{KvStore, Txn};
-use shardline_control::{
-    ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
-};
+use shardline_control::{ControlMetrics, ControlPlane, LeaseConfig, Registration, SnapshotWatcher};
 use shardline_shared::keys::{Key, Prefix};
 use shardline_shared::records::Assignment;
 use shardline_shared::{ModelKey, WorkerId};
-use shardline_testkit::EtcdProcess;
 use shardline_testkit::wait::eventually;
-use support::{Gated, worker_record};
+use support::{Gated, etcd, worker_record};
 
 /// How long a test waits for etcd to show a change.
 const WAIT: Duration = Duration::from_secs(15);
-
-async fn etcd() -> (EtcdProcess, Arc<EtcdStore>) {
-    let etcd = EtcdProcess::start().await.expect("start etcd");
-    let store = Arc::new(
-        EtcdStore::connect(&[etcd.endpoint()])
-            .await
-            .expect("connect"),
-    );
-    (etcd, store)
-}
 
 fn model(name: &str) -> ModelKey {
     ModelKey::parse_shard_key(&format!("acme/{name}")).unwrap()

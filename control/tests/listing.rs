@@ -15,18 +15,11 @@ use shardline_control::etcd::LIST_PAGE;
 use shardline_control::store::{KvStore, Op, Txn};
 use shardline_control::{ControlMetrics, EtcdStore, SnapshotWatcher};
 use shardline_shared::keys::Prefix;
-use shardline_testkit::EtcdProcess;
 use shardline_testkit::wait::eventually;
-use support::Gated;
+use support::{Gated, etcd};
 
 /// etcd-client's default gRPC decoding limit, which one unpaginated range used to hit.
 const OLD_MESSAGE_LIMIT: usize = 4 << 20;
-
-async fn etcd() -> (EtcdProcess, Arc<EtcdStore>) {
-    let etcd = EtcdProcess::start().await.expect("start etcd");
-    let store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
-    (etcd, store)
-}
 
 /// Writes `(key, value)` pairs in transactions of 100 (etcd allows 128 operations each).
 async fn put_all(store: &EtcdStore, kvs: impl IntoIterator<Item = (String, Vec<u8>)>) {

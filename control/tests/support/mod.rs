@@ -10,7 +10,17 @@ use shardline_control::store::{
     KeyValue, KvStore, Listing, Op, StoreError, Txn, TxnOutcome, WatchStream,
 };
 use shardline_shared::records::WorkerRecord;
+use shardline_testkit::EtcdProcess;
 use tokio::sync::watch;
+
+/// A fresh single-member etcd and a store connected to it.
+pub async fn etcd() -> (EtcdProcess, Arc<EtcdStore>) {
+    let etcd = EtcdProcess::start().await.expect("start etcd");
+    let store = EtcdStore::connect(&[etcd.endpoint()])
+        .await
+        .expect("connect");
+    (etcd, Arc::new(store))
+}
 
 pub fn worker_record() -> WorkerRecord {
     WorkerRecord {
