@@ -32,13 +32,16 @@ demo *ARGS: setup
 demo-down:
     "{{bin_dir}}/loadtest" fleet down --run-dir "{{target_dir}}/demo"
 
-# The quick loop: format check, clippy, the crate graph and module cycles, and the unit
-# and property tests of every crate (no etcd, no S3, no processes; under 3 minutes once built).
-check:
+# Static checks: format, clippy, the crate graph and module cycles.
+lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     scripts/check-crate-graph.sh
     scripts/check-module-cycles.py
+
+# The quick loop: `lint`, then the unit and property tests of every crate (no etcd, no S3,
+# no processes; under 3 minutes once built).
+check: lint
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --locked --lib --bins; \
     else \
@@ -47,11 +50,7 @@ check:
 
 # Format check, clippy, deploy/ checks, and every test (unit, property, real etcd and S3
 # integration, Prometheus scraping a live fleet for the dashboards).
-test: setup
-    cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --locked -- -D warnings
-    scripts/check-crate-graph.sh
-    scripts/check-module-cycles.py
+test: setup lint
     scripts/check-deploy.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --locked; \
