@@ -3,17 +3,25 @@
 //! [`Registration::start`] grants a lease, writes the record and spawns a keeper that
 //! refreshes the lease every TTL/3. If the lease is lost (etcd was unreachable for longer
 //! than the TTL, or someone revoked it) the keeper grants a new one and writes the
-//! record again, so a worker reappears on its own once etcd is back. Record updates
-//! (the resident-model list) are throttled to one write per `min_update_interval`.
+//! record again, so a worker reappears on its own once etcd is back.
+//!
+//! Resident models are published one key each, `resident/<worker>/<tenant>/<model>/
+//! <version>`, under the same lease ([`Registration::set_resident`]): the keeper writes
+//! only the difference from what it last wrote (puts for loads, deletes for evictions,
+//! at most [`TXN_OPS`] per transaction), at most once per `min_update_interval`. A
+//! steady worker therefore writes nothing but lease keep-alives, and a load costs every
+//! watcher one small event, however large the fleet. Losing the lease loses the keys
+//! with it; the keeper then writes the whole set again under the new lease.
 //! [`Registration::shutdown`] revokes the lease so routers stop sending work at once;
 //! merely dropping a registration stops the keeper and lets the lease expire.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardline_shared::ids::WorkerId;
-use shardline_shared::keys::Key;
-use shardline_shared::records::WorkerRecord;
+use shardline_shared::ids::{ModelKey, VersionId, WorkerId};
+use shardline_shared::keys::{Key, Prefix};
+use shardline_shared::records::{ResidentRecord, WorkerRecord};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -22,11 +30,19 @@ use crate::metrics::ControlMetrics;
 use crate::ops::{ControlPlane, OpError};
 use crate::store::{KvStore, Op, StoreError, Txn};
 
+/// Most operations in one resident-key transaction (etcd refuses more than
+/// `--max-txn-ops`, 128 by default).
+pub const TXN_OPS: usize = 64;
+
+/// The model versions a worker has loaded, with the bytes each holds.
+pub type ResidentSet = BTreeMap<(ModelKey, VersionId), u64>;
+
 /// Timing of a registration.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseConfig {
     pub ttl: Duration,
-    /// At most one record write per this interval (besides re-registrations).
+    /// At most one round of record and resident-key writes per this interval (besides
+    /// re-registrations).
     pub min_update_interval: Duration,
 }
 
@@ -43,6 +59,7 @@ impl Default for LeaseConfig {
 #[derive(Debug)]
 pub struct Registration {
     record: watch::Sender<WorkerRecord>,
+    resident: watch::Sender<ResidentSet>,
     lease: watch::Receiver<i64>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -57,6 +74,8 @@ impl Drop for Registration {
 struct Keeper {
     store: Arc<dyn KvStore>,
     key: String,
+    prefix: Prefix,
+    worker: WorkerId,
     config: LeaseConfig,
     metrics: ControlMetrics,
     lease: watch::Sender<i64>,
@@ -80,6 +99,61 @@ impl Keeper {
         };
         self.store.txn(Txn::new().op(op)).await.map(|_| ())
     }
+
+    /// Brings the resident keys from `published` to `wanted`, one transaction of at
+    /// most [`TXN_OPS`] operations at a time; `published` follows each one that lands.
+    async fn sync_resident(
+        &self,
+        lease: i64,
+        published: &mut ResidentSet,
+        wanted: &ResidentSet,
+    ) -> Result<(), StoreError> {
+        let changes = resident_changes(published, wanted);
+        for chunk in changes.chunks(TXN_OPS) {
+            let mut txn = Txn::new();
+            for ((model, version), bytes) in chunk {
+                let key = self.prefix.key(&Key::Resident(
+                    self.worker.clone(),
+                    model.clone(),
+                    version.clone(),
+                ));
+                txn = txn.op(match bytes {
+                    Some(bytes) => Op::Put {
+                        key,
+                        value: serde_json::to_vec(&ResidentRecord { bytes: *bytes })
+                            .map_err(|e| StoreError::Failed(e.to_string()))?,
+                        lease,
+                    },
+                    None => Op::Delete { key },
+                });
+            }
+            self.store.txn(txn).await?;
+            for (entry, bytes) in chunk {
+                match bytes {
+                    Some(b) => published.insert(entry.clone(), *b),
+                    None => published.remove(entry),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to write to turn `published` into `wanted`: `Some(bytes)` to put, `None` to
+/// delete.
+fn resident_changes(
+    published: &ResidentSet,
+    wanted: &ResidentSet,
+) -> Vec<((ModelKey, VersionId), Option<u64>)> {
+    let puts = wanted
+        .iter()
+        .filter(|(k, b)| published.get(*k) != Some(*b))
+        .map(|(k, b)| (k.clone(), Some(*b)));
+    let deletes = published
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .map(|k| (k.clone(), None));
+    puts.chain(deletes).collect()
 }
 
 impl Registration {
@@ -96,6 +170,8 @@ impl Registration {
         let keeper = Keeper {
             store: cp.store().clone(),
             key: cp.key(&Key::Worker(id.clone())),
+            prefix: cp.prefix().clone(),
+            worker: id.clone(),
             config,
             metrics,
             lease: lease_tx,
@@ -103,10 +179,12 @@ impl Registration {
         let lease = keeper.register(&record).await?;
         info!(worker = %id, lease = format_args!("{lease:x}"), "registered");
         let (record_tx, record_rx) = watch::channel(record);
+        let (resident_tx, resident_rx) = watch::channel(ResidentSet::new());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(keep(keeper, lease, record_rx, stop_rx));
+        let task = tokio::spawn(keep(keeper, lease, record_rx, resident_rx, stop_rx));
         Ok(Self {
             record: record_tx,
+            resident: resident_tx,
             lease: lease_rx,
             stop: Some(stop_tx),
             task,
@@ -121,6 +199,16 @@ impl Registration {
     /// Changes part of the published record.
     pub fn modify(&self, f: impl FnOnce(&mut WorkerRecord)) {
         self.record.send_modify(f);
+    }
+
+    /// Replaces the set of resident models published under `resident/<worker>/…`
+    /// (the difference is written within `min_update_interval`).
+    pub fn set_resident(&self, resident: ResidentSet) {
+        self.resident.send_if_modified(|current| {
+            let changed = *current != resident;
+            *current = resident;
+            changed
+        });
     }
 
     /// The lease currently held (changes after a re-registration).
@@ -142,13 +230,16 @@ async fn keep(
     keeper: Keeper,
     mut lease: i64,
     mut record: watch::Receiver<WorkerRecord>,
+    mut resident: watch::Receiver<ResidentSet>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let refresh = keeper.config.ttl / 3;
     let mut next_refresh = tokio::time::Instant::now() + refresh;
-    let mut dirty = false;
+    let (mut record_dirty, mut resident_dirty) = (false, false);
+    let mut published = ResidentSet::new();
     let mut next_write = tokio::time::Instant::now();
     loop {
+        let dirty = record_dirty || resident_dirty;
         let wake = if dirty {
             next_refresh.min(next_write)
         } else {
@@ -161,11 +252,18 @@ async fn keep(
                 }
                 return;
             }
-            changed = record.changed(), if !dirty => {
+            changed = record.changed(), if !record_dirty => {
                 if changed.is_err() {
                     return;
                 }
-                dirty = true;
+                record_dirty = true;
+                continue;
+            }
+            changed = resident.changed(), if !resident_dirty => {
+                if changed.is_err() {
+                    return;
+                }
+                resident_dirty = true;
                 continue;
             }
             _ = tokio::time::sleep_until(wake) => {}
@@ -184,7 +282,10 @@ async fn keep(
                     match keeper.register(&current).await {
                         Ok(new) => {
                             lease = new;
-                            dirty = false;
+                            record_dirty = false;
+                            // The old lease took its resident keys with it.
+                            published.clear();
+                            resident_dirty = true;
                         }
                         Err(e) => warn!(error = %e, "re-registration failed; will retry"),
                     }
@@ -196,19 +297,57 @@ async fn keep(
                 }
             }
         }
-        if dirty && now >= next_write {
-            let current = record.borrow_and_update().clone();
-            match keeper.put(lease, &current).await {
-                Ok(()) => {
-                    dirty = false;
-                    next_write = now + keeper.config.min_update_interval;
-                }
-                Err(StoreError::LeaseNotFound(_)) => next_refresh = now,
-                Err(e) => {
-                    warn!(error = %e, "publishing the worker record failed; will retry");
-                    next_write = now + keeper.config.min_update_interval;
-                }
-            }
+        if !(dirty && now >= next_write) {
+            continue;
         }
+        next_write = now + keeper.config.min_update_interval;
+        let written = async {
+            if record_dirty {
+                let current = record.borrow_and_update().clone();
+                keeper.put(lease, &current).await?;
+                record_dirty = false;
+            }
+            if resident_dirty {
+                let wanted = resident.borrow_and_update().clone();
+                keeper.sync_resident(lease, &mut published, &wanted).await?;
+                resident_dirty = false;
+            }
+            Ok::<(), StoreError>(())
+        };
+        match written.await {
+            Ok(()) => {}
+            Err(StoreError::LeaseNotFound(_)) => next_refresh = now,
+            Err(e) => warn!(error = %e, "publishing the worker record failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_shared::ids::{ModelName, TenantId};
+
+    fn entry(model: &str, version: &str) -> (ModelKey, VersionId) {
+        let key = ModelKey::new(TenantId::new("t").unwrap(), ModelName::new(model).unwrap());
+        (key, VersionId::new(version).unwrap())
+    }
+
+    #[test]
+    fn resident_changes_are_the_difference() {
+        let published = ResidentSet::from([(entry("a", "1"), 10), (entry("b", "1"), 20)]);
+        let wanted = ResidentSet::from([
+            (entry("a", "1"), 10),
+            (entry("b", "1"), 25),
+            (entry("c", "2"), 5),
+        ]);
+        let changes = resident_changes(&published, &wanted);
+        assert_eq!(
+            changes,
+            vec![(entry("b", "1"), Some(25)), (entry("c", "2"), Some(5))]
+        );
+        let changes = resident_changes(&wanted, &ResidentSet::new());
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|(_, b)| b.is_none()));
+        assert!(resident_changes(&wanted, &wanted).is_empty());
     }
 }

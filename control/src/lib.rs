@@ -34,7 +34,7 @@ pub mod store;
 pub mod watch;
 
 pub use etcd::EtcdStore;
-pub use lease::{LeaseConfig, Registration};
+pub use lease::{LeaseConfig, Registration, ResidentSet, TXN_OPS};
 pub use memory::MemStore;
 pub use metrics::ControlMetrics;
 pub use ops::{ControlPlane, OpError};

@@ -128,6 +128,7 @@ fn invalid_kind(prefix: &Prefix, key: &str) -> &'static str {
     let rest = key.strip_prefix(prefix.root()).unwrap_or("");
     match rest.split('/').next() {
         Some("workers") => "worker",
+        Some("resident") => "resident",
         Some("worker-admin") => "worker_admin",
         Some("tenants") => "tenant",
         Some("models") => "model",

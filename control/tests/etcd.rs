@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline_control::store::{KvStore, Txn};
-use shardline_control::{ControlMetrics, ControlPlane, LeaseConfig, Registration, SnapshotWatcher};
+use shardline_control::{
+    ControlMetrics, ControlPlane, LeaseConfig, Registration, ResidentSet, SnapshotWatcher, TXN_OPS,
+};
 use shardline_shared::keys::{Key, Prefix};
-use shardline_shared::records::Assignment;
-use shardline_shared::{ModelKey, WorkerId};
+use shardline_shared::records::{Assignment, ResidentRecord};
+use shardline_shared::{ModelKey, VersionId, WorkerId};
 use shardline_testkit::wait::eventually;
 use support::{Gated, etcd, worker_record};
 
@@ -97,6 +99,71 @@ async fn lost_lease_is_re_registered_and_shutdown_revokes() {
     assert_eq!(metrics.lease_registrations.get(), 2);
     reg.shutdown().await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none(), "revoked at once");
+}
+
+/// `n` resident entries of tenant `t`, `bytes` each.
+fn resident_set(n: usize, bytes: u64) -> ResidentSet {
+    (0..n)
+        .map(|i| {
+            (
+                (model(&format!("m{i}")), VersionId::new("1").unwrap()),
+                bytes,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resident_keys_follow_the_set_and_return_after_a_lost_lease() {
+    let (_etcd, store) = etcd().await;
+    let cp = ControlPlane::new(store.clone(), Prefix::default());
+    let id = WorkerId::new("w3").unwrap();
+    let record_key = cp.key(&Key::Worker(id.clone()));
+    let prefix = cp.prefix().worker_residents(&id);
+    let config = LeaseConfig {
+        ttl: Duration::from_secs(3),
+        min_update_interval: Duration::from_millis(100),
+    };
+    let metrics = ControlMetrics::unregistered().unwrap();
+    let reg = Registration::start(&cp, &id, worker_record(), config, metrics)
+        .await
+        .unwrap();
+    let record_revision = store.get(&record_key).await.unwrap().unwrap().mod_revision;
+    // More entries than one transaction takes: written in several, all under the lease.
+    let many = TXN_OPS * 2 + 5;
+    reg.set_resident(resident_set(many, 10));
+    let listed = |want: usize| {
+        let (store, prefix) = (store.clone(), prefix.clone());
+        async move {
+            let l = store.list(&prefix).await.unwrap();
+            (l.kvs.len() == want).then_some(l)
+        }
+    };
+    let l = eventually("all resident keys written", WAIT, || listed(many)).await;
+    assert!(l.kvs.iter().all(|kv| kv.lease == reg.lease()));
+    // Evictions delete exactly their keys; the record is never rewritten.
+    reg.set_resident(resident_set(3, 10));
+    eventually("evicted keys deleted", WAIT, || listed(3)).await;
+    let kv = store.get(&record_key).await.unwrap().unwrap();
+    assert_eq!(
+        kv.mod_revision, record_revision,
+        "loads do not touch the record"
+    );
+    // A lost lease takes the keys with it; the keeper writes them all again.
+    let first = reg.lease();
+    store.revoke_lease(first).await.unwrap();
+    let l = eventually("resident keys written again", WAIT, || async {
+        let l = listed(3).await?;
+        l.kvs.iter().all(|kv| kv.lease != first).then_some(l)
+    })
+    .await;
+    let value: ResidentRecord = serde_json::from_slice(&l.kvs[0].value).unwrap();
+    assert_eq!(value.bytes, 10);
+    reg.shutdown().await.unwrap();
+    assert!(
+        store.list(&prefix).await.unwrap().kvs.is_empty(),
+        "revoked with the lease"
+    );
 }
 
 #[tokio::test]

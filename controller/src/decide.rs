@@ -192,14 +192,10 @@ fn shard_action(
     if current.previous.is_empty() {
         return None;
     }
-    let warm = current.workers.iter().all(|w| {
-        live_workers.get(w).is_some_and(|r| {
-            r.value
-                .resident
-                .iter()
-                .any(|m| m.model == *model && m.version == *live)
-        })
-    });
+    let warm = current
+        .workers
+        .iter()
+        .all(|w| live_workers.contains_key(w) && snap.is_resident(w, model, live));
     let keep: Vec<WorkerId> = if warm || clock.grace_over(model, current.epoch) {
         vec![]
     } else {

@@ -22,14 +22,14 @@ impl World {
         self
     }
 
-    /// A live worker with a 1 GiB budget.
+    /// A live worker with a 1 GiB budget, reporting `acme/risk` version 1 loaded.
     pub fn worker(self, id: &str) -> Self {
         self.put(
             format!("workers/{id}"),
             json!({"address": format!("{id}.local:9000"), "capacity_bytes": 1u64 << 30,
-                   "used_bytes": 1024, "build_version": "t",
-                   "resident": [{"tenant": "acme", "model": "risk", "version": "1", "bytes": 1024}]}),
+                   "build_version": "t"}),
         )
+        .put(format!("resident/{id}/acme/risk/1"), json!({"bytes": 1024}))
     }
 
     pub fn admin(self, id: &str, state: &str) -> Self {

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use shardline_shared::ids::{ModelKey, TenantId, WorkerId};
-use shardline_shared::records::ResidentModel;
 use shardline_shared::snapshot::Snapshot;
 
 use super::table;
@@ -23,7 +22,8 @@ pub struct WorkerRow {
     /// `active`, `cordoned` or `draining`.
     pub state: &'static str,
     pub live: bool,
-    pub resident: Vec<ResidentModel>,
+    /// Model versions the worker reports loaded, and the bytes they hold.
+    pub resident_models: u64,
     pub used_bytes: u64,
     pub capacity_bytes: u64,
     /// Assignments naming the worker as a member.
@@ -54,13 +54,14 @@ pub fn workers(snap: &Snapshot) -> Vec<WorkerRow> {
         .map(|id| {
             let record = snap.workers().get(id).map(|r| &r.value);
             let (slots, previous_slots) = slots.get(id).copied().unwrap_or_default();
+            let resident = snap.resident_totals(id);
             WorkerRow {
                 id: id.clone(),
                 address: record.map(|r| r.address.clone()),
                 state: snap.admin_state(id).as_str(),
                 live: record.is_some(),
-                resident: record.map(|r| r.resident.clone()).unwrap_or_default(),
-                used_bytes: record.map_or(0, |r| r.used_bytes),
+                resident_models: resident.models,
+                used_bytes: resident.bytes,
                 capacity_bytes: record.map_or(0, |r| r.capacity_bytes),
                 slots,
                 previous_slots,
@@ -85,7 +86,7 @@ pub fn workers_table(rows: &[WorkerRow]) -> String {
                 r.address.clone().unwrap_or_else(|| "-".into()),
                 r.state.to_owned(),
                 if r.live { "yes" } else { "no" }.to_owned(),
-                r.resident.len().to_string(),
+                r.resident_models.to_string(),
                 format!(
                     "{} / {}",
                     human_bytes(r.used_bytes),
@@ -352,7 +353,7 @@ mod tests {
         assert!(w0.live);
         assert_eq!((w0.slots, w0.previous_slots), (1, 1));
         assert_eq!(w0.address.as_deref(), Some("w-0.local:9000"));
-        assert_eq!(w0.resident.len(), 1);
+        assert_eq!((w0.resident_models, w0.used_bytes), (1, 1024));
         assert_eq!(rows[1].state, "cordoned");
         assert_eq!(rows[1].slots, 2);
         assert!(!rows[2].live, "w-2 is only named by an assignment");

@@ -16,6 +16,9 @@ pub const DEFAULT_PREFIX: &str = "/shardline";
 pub enum Key {
     /// `workers/<id>`: leased liveness record of a running worker.
     Worker(WorkerId),
+    /// `resident/<worker>/<tenant>/<model>/<version>`: one model version loaded on a
+    /// worker, under the worker's lease; written when loaded, deleted when evicted.
+    Resident(WorkerId, ModelKey, VersionId),
     /// `worker-admin/<id>`: operator state (active, cordoned, draining); not leased.
     WorkerAdmin(WorkerId),
     /// `tenants/<tenant>`: shard size, limits, API key digests.
@@ -36,6 +39,7 @@ pub enum Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Workers,
+    Resident,
     WorkerAdmin,
     Tenants,
     Models,
@@ -47,6 +51,7 @@ impl Section {
     fn dir(self) -> &'static str {
         match self {
             Section::Workers => "workers/",
+            Section::Resident => "resident/",
             Section::WorkerAdmin => "worker-admin/",
             Section::Tenants => "tenants/",
             Section::Models => "models/",
@@ -98,6 +103,11 @@ impl Prefix {
         format!("{}models/{}/{}/", self.0, model.tenant, model.model)
     }
 
+    /// Every resident-model key of one worker starts with this.
+    pub fn worker_residents(&self, worker: &WorkerId) -> String {
+        format!("{}resident/{worker}/", self.0)
+    }
+
     /// Parses a full key. `Ok(None)` means the key is outside this prefix;
     /// `Err` means it is inside but does not fit the layout.
     pub fn parse(&self, full: &str) -> Result<Option<Key>, KeyError> {
@@ -139,6 +149,11 @@ impl Key {
         let worker = |w: &str| WorkerId::new(w).map_err(|e| err(e.to_string()));
         match parts[..] {
             ["workers", w] => Ok(Key::Worker(worker(w)?)),
+            ["resident", w, t, m, v] => Ok(Key::Resident(
+                worker(w)?,
+                model(t, m)?,
+                VersionId::new(v).map_err(|e| err(e.to_string()))?,
+            )),
             ["worker-admin", w] => Ok(Key::WorkerAdmin(worker(w)?)),
             ["tenants", t] => Ok(Key::Tenant(
                 TenantId::new(t).map_err(|e| err(e.to_string()))?,
@@ -160,6 +175,7 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Worker(w) => write!(f, "workers/{w}"),
+            Key::Resident(w, m, v) => write!(f, "resident/{w}/{}/{}/{v}", m.tenant, m.model),
             Key::WorkerAdmin(w) => write!(f, "worker-admin/{w}"),
             Key::Tenant(t) => write!(f, "tenants/{t}"),
             Key::LiveVersion(m) => write!(f, "models/{}/{}", m.tenant, m.model),
@@ -187,6 +203,10 @@ mod tests {
         let v = VersionId::new("3").unwrap();
         let cases = [
             (Key::Worker(w.clone()), "/shardline/workers/w-1"),
+            (
+                Key::Resident(w.clone(), mk("acme", "risk"), v.clone()),
+                "/shardline/resident/w-1/acme/risk/3",
+            ),
             (Key::WorkerAdmin(w), "/shardline/worker-admin/w-1"),
             (
                 Key::Tenant(TenantId::new("acme").unwrap()),
@@ -225,6 +245,8 @@ mod tests {
             "/prod/shardline/models/acme/risk/1/extra",
             "/prod/shardline/nothing",
             "/prod/shardline/assignments/../x",
+            "/prod/shardline/resident/w/acme/risk",
+            "/prod/shardline/resident/w/acme/risk/1/x",
         ] {
             assert!(p.parse(bad).is_err(), "{bad}");
         }
@@ -247,9 +269,15 @@ mod tests {
                 .starts_with(&p.model_versions(&m))
         );
         assert!(
-            p.key(&Key::Assignment(m))
+            p.key(&Key::Assignment(m.clone()))
                 .starts_with(&p.section(Section::Assignments))
         );
+        let w = WorkerId::new("w-1").unwrap();
+        let v = VersionId::new("1").unwrap();
+        let resident = p.key(&Key::Resident(w.clone(), m, v));
+        assert!(resident.starts_with(&p.worker_residents(&w)));
+        assert!(resident.starts_with(&p.section(Section::Resident)));
+        assert!(!resident.starts_with(&p.worker_residents(&WorkerId::new("w").unwrap())));
     }
 
     proptest! {

@@ -17,11 +17,16 @@ pub struct WorkerRecord {
     pub address: String,
     /// Memory budget for models, in bytes.
     pub capacity_bytes: u64,
-    /// Bytes currently accounted to resident models.
-    #[serde(default)]
+    /// Bytes accounted to resident models, as published by releases that kept the
+    /// resident list in this record. Current workers leave it out (0) and publish each
+    /// resident model under its own `resident/…` key instead, so that this record is
+    /// written once per registration, not on every load.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub used_bytes: u64,
-    /// Models currently loaded (published at most about once a second).
-    #[serde(default)]
+    /// Models loaded, as published by releases before the `resident/…` keys; read so
+    /// that a mixed fleet keeps its preference for warm workers. Current workers leave
+    /// it empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resident: Vec<ResidentModel>,
     /// The worker's build (crate version and git revision when known).
     pub build_version: String,
@@ -38,6 +43,19 @@ pub struct ResidentModel {
     pub model: ModelKey,
     pub version: VersionId,
     pub bytes: u64,
+}
+
+/// `resident/<worker>/<tenant>/<model>/<version>`: one model version loaded on a
+/// worker, under the worker's lease (so it disappears with the worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentRecord {
+    /// Bytes the worker accounts to this model version.
+    pub bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `worker-admin/<id>`: operator intent for a worker; absent means active.

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shardline_control::{
-    ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, SnapshotWatcher,
+    ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, ResidentSet,
+    SnapshotWatcher,
 };
-use shardline_shared::records::{ResidentModel, WorkerRecord};
+use shardline_shared::records::WorkerRecord;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
@@ -180,7 +181,6 @@ async fn membership(m: Member, mut stop: oneshot::Receiver<()>) {
     }
     state.ready.store(true, Ordering::Relaxed);
     info!(id = %config.id, "registered and ready");
-    let mut published: Vec<ResidentModel> = vec![];
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -188,29 +188,19 @@ async fn membership(m: Member, mut stop: oneshot::Receiver<()>) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let usage = state.cache.usage();
-        let mut resident: Vec<ResidentModel> = state
+        let resident: ResidentSet = state
             .cache
             .resident()
             .into_iter()
-            .map(|r| ResidentModel {
-                model: r.key.model,
-                version: r.key.version,
-                bytes: r.bytes,
-            })
+            .map(|r| ((r.key.model, r.key.version), r.bytes))
             .collect();
-        resident.sort();
         state.metrics.models_resident.set(resident.len() as i64);
         state
             .metrics
             .resident_bytes
             .set((usage.resident_bytes + usage.reserved_bytes) as i64);
-        if resident != published {
-            published = resident.clone();
-            registration.modify(|r| {
-                r.resident = resident;
-                r.used_bytes = usage.resident_bytes;
-            });
-        }
+        // Only the difference from what was last written reaches etcd.
+        registration.set_resident(resident);
     }
     if let Err(e) = registration.shutdown().await {
         warn!(error = %e, "deregistration failed; the lease will expire");

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use shardline_shared::WorkerId;
 use shardline_shared::keys::Key;
 use shardline_shared::manifest::WEIGHTS_FILE;
-use shardline_shared::records::WorkerRecord;
+use shardline_shared::records::{ResidentRecord, WorkerRecord};
 use shardline_testkit::TOKEN;
 use shardline_testkit::models::MlpArtifact;
 use shardline_testkit::wait::eventually;
@@ -67,22 +67,42 @@ async fn first_request_scores_correctly_and_fifty_cold_requests_load_once() {
         "fifty concurrent cold requests, one load"
     );
 
-    // The worker is registered and publishes what it holds.
-    let key = fleet.cp.key(&Key::Worker(WorkerId::new("w-1").unwrap()));
+    // The worker is registered and publishes what it holds: one leased key per
+    // resident model, the record itself untouched by loads.
+    let id = WorkerId::new("w-1").unwrap();
+    let key = fleet.cp.key(&Key::Worker(id.clone()));
+    let resident_prefix = fleet.cp.prefix().worker_residents(&id);
+    let resident_key = format!("{resident_prefix}acme/risk/1");
     eventually(
-        "resident list published to etcd",
+        "resident model published to etcd",
         Duration::from_secs(6),
         || async {
-            let kv = fleet.cp.store().get(&key).await.unwrap().unwrap();
-            let rec: WorkerRecord = serde_json::from_slice(&kv.value).unwrap();
-            rec.resident.len() == 1 && rec.resident[0].bytes == model.resident_bytes()
+            let listing = fleet.cp.store().list(&resident_prefix).await.unwrap();
+            listing.kvs.len() == 1
+                && listing.kvs[0].key == resident_key
+                && serde_json::from_slice::<ResidentRecord>(&listing.kvs[0].value)
+                    .is_ok_and(|r| r.bytes == model.resident_bytes())
         },
     )
     .await;
+    let kv = fleet.cp.store().get(&key).await.unwrap().unwrap();
+    let rec: WorkerRecord = serde_json::from_slice(&kv.value).unwrap();
+    assert!(rec.resident.is_empty() && rec.used_bytes == 0, "{rec:?}");
     worker.stop().await;
     assert!(
         fleet.cp.store().get(&key).await.unwrap().is_none(),
         "clean shutdown deregisters at once"
+    );
+    assert!(
+        fleet
+            .cp
+            .store()
+            .list(&resident_prefix)
+            .await
+            .unwrap()
+            .kvs
+            .is_empty(),
+        "and its resident keys go with its lease"
     );
 }
 

@@ -62,11 +62,7 @@ pub fn candidates<'s>(
             continue;
         };
         let health = fleet.get(id);
-        let resident = record
-            .value
-            .resident
-            .binary_search_by(|r| (&r.model, &r.version).cmp(&(key, &manifest.version)))
-            .is_ok();
+        let resident = snap.is_resident(id, key, &manifest.version);
         cands.push(Candidate {
             index: members.len(),
             eligible: true,

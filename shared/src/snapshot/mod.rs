@@ -4,26 +4,33 @@
 //! applying watch events with [`Snapshot::apply`]. It is pure data: the etcd watcher
 //! owns the I/O and publishes each new snapshot as an immutable `Arc<Snapshot>`.
 //!
-//! Sections are held behind `Arc`s so that publishing a new snapshot after a change
-//! copies only the section that changed (a worker's heartbeat does not copy the model
-//! registry).
+//! Sections are persistent maps ([`imbl::OrdMap`], a B+tree whose nodes are shared
+//! between versions): cloning a snapshot is O(1), and applying one event to a clone
+//! copies only the path to the changed entry (O(log n) nodes of at most 64 entries),
+//! never the unrelated entries, while requests keep reading the previous snapshot.
+//! `tests/sharing.rs` beside this crate measures that with a counting allocator.
 //!
 //! A value that does not parse, or a key that does not fit the layout, is *treated as
 //! absent* and reported as an [`Invalid`] entry: the view then depends only on what etcd
 //! holds, so every router computes the same answer from the same revision.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
+pub use imbl::OrdMap;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{self, KeyDigest};
+use crate::auth;
 use crate::ids::{ModelKey, TenantId, VersionId, WorkerId};
 use crate::keys::{Key, Prefix};
 use crate::manifest::Manifest;
 use crate::records::{
-    AdminState, Assignment, LiveVersion, PlacementConfig, TenantRecord, WorkerAdmin, WorkerRecord,
+    AdminState, Assignment, LiveVersion, PlacementConfig, ResidentRecord, TenantRecord,
+    WorkerAdmin, WorkerRecord,
 };
+
+use resident::Residents;
+pub use resident::{Resident, ResidentTotals};
+use tenants::Tenants;
 
 /// A value together with the etcd `mod_revision` it was read at (for compare-and-swap).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,49 +78,20 @@ pub enum Change<'a> {
     },
 }
 
-#[derive(Debug, Clone, Default)]
-struct Tenants {
-    records: BTreeMap<TenantId, Versioned<TenantRecord>>,
-    /// Digest of each valid API key → tenant: a request's key costs one hash and one lookup.
-    by_digest: HashMap<[u8; 32], TenantId>,
-}
-
-impl Tenants {
-    /// Puts one tenant's record and its key digests: the cost is that tenant's keys, not
-    /// every tenant's (a listing of 100,000 tenants applies 100,000 of these).
-    fn insert(&mut self, id: TenantId, record: Versioned<TenantRecord>) {
-        self.remove(&id);
-        for digest in record.value.keys.iter().filter_map(KeyDigest::bytes) {
-            self.by_digest.insert(digest, id.clone());
-        }
-        self.records.insert(id, record);
-    }
-
-    /// Removes one tenant's record and the digests that point at it.
-    fn remove(&mut self, id: &TenantId) {
-        if let Some(old) = self.records.remove(id) {
-            for digest in old.value.keys.iter().filter_map(KeyDigest::bytes) {
-                if self.by_digest.get(&digest) == Some(id) {
-                    self.by_digest.remove(&digest);
-                }
-            }
-        }
-    }
-}
-
 /// The control plane as of one revision.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     prefix: Prefix,
     revision: i64,
-    workers: Arc<BTreeMap<WorkerId, Versioned<WorkerRecord>>>,
-    admin: Arc<BTreeMap<WorkerId, Versioned<WorkerAdmin>>>,
-    tenants: Arc<Tenants>,
-    models: Arc<BTreeMap<ModelKey, ModelEntry>>,
-    assignments: Arc<BTreeMap<ModelKey, Versioned<Assignment>>>,
+    workers: OrdMap<WorkerId, Versioned<WorkerRecord>>,
+    resident: Residents,
+    admin: OrdMap<WorkerId, Versioned<WorkerAdmin>>,
+    tenants: Tenants,
+    models: OrdMap<ModelKey, ModelEntry>,
+    assignments: OrdMap<ModelKey, Versioned<Assignment>>,
     placement: Option<Versioned<PlacementConfig>>,
-    controllers: Arc<BTreeMap<String, Versioned<String>>>,
-    invalid: Arc<BTreeMap<String, String>>,
+    controllers: OrdMap<String, Versioned<String>>,
+    invalid: OrdMap<String, String>,
 }
 
 impl Snapshot {
@@ -122,14 +100,15 @@ impl Snapshot {
         Self {
             prefix,
             revision: 0,
-            workers: Arc::default(),
-            admin: Arc::default(),
-            tenants: Arc::default(),
-            models: Arc::default(),
-            assignments: Arc::default(),
+            workers: OrdMap::new(),
+            resident: Residents::default(),
+            admin: OrdMap::new(),
+            tenants: Tenants::default(),
+            models: OrdMap::new(),
+            assignments: OrdMap::new(),
             placement: None,
-            controllers: Arc::default(),
-            invalid: Arc::default(),
+            controllers: OrdMap::new(),
+            invalid: OrdMap::new(),
         }
     }
 
@@ -179,7 +158,7 @@ impl Snapshot {
         match outcome {
             Ok(()) => {
                 if self.invalid.contains_key(full) {
-                    Arc::make_mut(&mut self.invalid).remove(full);
+                    self.invalid.remove(full);
                 }
                 Ok(())
             }
@@ -196,7 +175,7 @@ impl Snapshot {
     }
 
     fn mark_invalid(&mut self, key: &str, reason: String) -> Invalid {
-        Arc::make_mut(&mut self.invalid).insert(key.to_owned(), reason.clone());
+        self.invalid.insert(key.to_owned(), reason.clone());
         Invalid {
             key: key.to_owned(),
             reason,
@@ -207,25 +186,28 @@ impl Snapshot {
         match key {
             Key::Worker(id) => {
                 let v = parse::<WorkerRecord>(value, rev)?;
-                Arc::make_mut(&mut self.workers).insert(id.clone(), v);
+                self.workers.insert(id.clone(), v);
+            }
+            Key::Resident(w, m, ver) => {
+                let v = parse::<ResidentRecord>(value, rev)?;
+                self.resident.insert(w, m, ver, v.value.bytes);
             }
             Key::WorkerAdmin(id) => {
                 let v = parse::<WorkerAdmin>(value, rev)?;
-                Arc::make_mut(&mut self.admin).insert(id.clone(), v);
+                self.admin.insert(id.clone(), v);
             }
             Key::Tenant(id) => {
                 let v = parse::<TenantRecord>(value, rev)?;
                 if let Some(bad) = v.value.keys.iter().find(|k| k.bytes().is_none()) {
                     return Err(format!("key digest {:?} is not 64 hex characters", bad.id));
                 }
-                Arc::make_mut(&mut self.tenants).insert(id.clone(), v);
+                self.tenants.insert(id.clone(), v);
             }
             Key::LiveVersion(m) => {
                 let v = parse::<LiveVersion>(value, rev)?;
-                Arc::make_mut(&mut self.models)
-                    .entry(m.clone())
-                    .or_default()
-                    .live = Some(v);
+                let mut entry = self.models.get(m).cloned().unwrap_or_default();
+                entry.live = Some(v);
+                self.models.insert(m.clone(), entry);
             }
             Key::ModelVersion(m, ver) => {
                 let v = parse::<Manifest>(value, rev)?;
@@ -233,15 +215,13 @@ impl Snapshot {
                     return Err("manifest names a different tenant, model or version".into());
                 }
                 v.value.validate().map_err(|e| e.to_string())?;
-                Arc::make_mut(&mut self.models)
-                    .entry(m.clone())
-                    .or_default()
-                    .versions
-                    .insert(ver.clone(), v);
+                let mut entry = self.models.get(m).cloned().unwrap_or_default();
+                entry.versions.insert(ver.clone(), v);
+                self.models.insert(m.clone(), entry);
             }
             Key::Assignment(m) => {
                 let v = parse::<Assignment>(value, rev)?;
-                Arc::make_mut(&mut self.assignments).insert(m.clone(), v);
+                self.assignments.insert(m.clone(), v);
             }
             Key::Placement => {
                 let v = parse::<PlacementConfig>(value, rev)?;
@@ -250,7 +230,7 @@ impl Snapshot {
             }
             Key::Controller(c) => {
                 let text = String::from_utf8(value.to_vec()).map_err(|e| e.to_string())?;
-                Arc::make_mut(&mut self.controllers).insert(
+                self.controllers.insert(
                     c.clone(),
                     Versioned {
                         value: text,
@@ -265,20 +245,13 @@ impl Snapshot {
     fn remove(&mut self, key: &Key) {
         match key {
             Key::Worker(id) => {
-                if self.workers.contains_key(id) {
-                    Arc::make_mut(&mut self.workers).remove(id);
-                }
+                self.workers.remove(id);
             }
+            Key::Resident(w, m, v) => self.resident.remove(w, m, v),
             Key::WorkerAdmin(id) => {
-                if self.admin.contains_key(id) {
-                    Arc::make_mut(&mut self.admin).remove(id);
-                }
+                self.admin.remove(id);
             }
-            Key::Tenant(id) => {
-                if self.tenants.records.contains_key(id) {
-                    Arc::make_mut(&mut self.tenants).remove(id);
-                }
-            }
+            Key::Tenant(id) => self.tenants.remove(id),
             Key::LiveVersion(m) | Key::ModelVersion(m, _) => {
                 if let Some(entry) = self.models.get(m) {
                     let has = match key {
@@ -288,30 +261,26 @@ impl Snapshot {
                     if !has {
                         return;
                     }
-                    let models = Arc::make_mut(&mut self.models);
-                    if let Some(entry) = models.get_mut(m) {
-                        match key {
-                            Key::ModelVersion(_, v) => {
-                                entry.versions.remove(v);
-                            }
-                            _ => entry.live = None,
+                    let mut entry = entry.clone();
+                    match key {
+                        Key::ModelVersion(_, v) => {
+                            entry.versions.remove(v);
                         }
-                        if entry.is_empty() {
-                            models.remove(m);
-                        }
+                        _ => entry.live = None,
+                    }
+                    if entry.is_empty() {
+                        self.models.remove(m);
+                    } else {
+                        self.models.insert(m.clone(), entry);
                     }
                 }
             }
             Key::Assignment(m) => {
-                if self.assignments.contains_key(m) {
-                    Arc::make_mut(&mut self.assignments).remove(m);
-                }
+                self.assignments.remove(m);
             }
             Key::Placement => self.placement = None,
             Key::Controller(c) => {
-                if self.controllers.contains_key(c) {
-                    Arc::make_mut(&mut self.controllers).remove(c);
-                }
+                self.controllers.remove(c);
             }
         }
     }
@@ -327,8 +296,50 @@ impl Snapshot {
     }
 
     /// Live workers (those holding a lease), by id.
-    pub fn workers(&self) -> &BTreeMap<WorkerId, Versioned<WorkerRecord>> {
+    pub fn workers(&self) -> &OrdMap<WorkerId, Versioned<WorkerRecord>> {
         &self.workers
+    }
+
+    /// The model versions workers report loaded for `model` (current workers'
+    /// `resident/…` keys; see [`Snapshot::is_resident`] for older workers too).
+    pub fn residents(&self, model: &ModelKey) -> &[Resident] {
+        self.resident.by_model.get(model).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `worker` reports `version` of `model` loaded, through its own
+    /// `resident/…` key or, for workers of earlier releases, the list in its record.
+    pub fn is_resident(&self, worker: &WorkerId, model: &ModelKey, version: &VersionId) -> bool {
+        self.residents(model)
+            .iter()
+            .any(|r| r.worker == *worker && r.version == *version)
+            || self.workers.get(worker).is_some_and(|w| {
+                w.value
+                    .resident
+                    .iter()
+                    .any(|r| r.model == *model && r.version == *version)
+            })
+    }
+
+    /// How many models, and how many bytes, a worker reports loaded (both ways of
+    /// publishing them, as [`Snapshot::is_resident`]).
+    pub fn resident_totals(&self, worker: &WorkerId) -> ResidentTotals {
+        let current = self
+            .resident
+            .by_worker
+            .get(worker)
+            .copied()
+            .unwrap_or_default();
+        let legacy = self
+            .workers
+            .get(worker)
+            .map_or(ResidentTotals::default(), |w| ResidentTotals {
+                models: w.value.resident.len() as u64,
+                bytes: w.value.used_bytes,
+            });
+        ResidentTotals {
+            models: current.models.saturating_add(legacy.models),
+            bytes: current.bytes.saturating_add(legacy.bytes),
+        }
     }
 
     /// Operator state of a worker (active when nothing is recorded).
@@ -340,12 +351,12 @@ impl Snapshot {
     }
 
     /// Recorded admin states, including those of workers that are not live.
-    pub fn admin(&self) -> &BTreeMap<WorkerId, Versioned<WorkerAdmin>> {
+    pub fn admin(&self) -> &OrdMap<WorkerId, Versioned<WorkerAdmin>> {
         &self.admin
     }
 
     /// All tenants.
-    pub fn tenants(&self) -> &BTreeMap<TenantId, Versioned<TenantRecord>> {
+    pub fn tenants(&self) -> &OrdMap<TenantId, Versioned<TenantRecord>> {
         &self.tenants.records
     }
 
@@ -358,7 +369,7 @@ impl Snapshot {
     }
 
     /// All models with any version or live pointer.
-    pub fn models(&self) -> &BTreeMap<ModelKey, ModelEntry> {
+    pub fn models(&self) -> &OrdMap<ModelKey, ModelEntry> {
         &self.models
     }
 
@@ -377,7 +388,7 @@ impl Snapshot {
     }
 
     /// Stored assignments.
-    pub fn assignments(&self) -> &BTreeMap<ModelKey, Versioned<Assignment>> {
+    pub fn assignments(&self) -> &OrdMap<ModelKey, Versioned<Assignment>> {
         &self.assignments
     }
 
@@ -404,12 +415,12 @@ impl Snapshot {
     }
 
     /// Controller election candidates.
-    pub fn controllers(&self) -> &BTreeMap<String, Versioned<String>> {
+    pub fn controllers(&self) -> &OrdMap<String, Versioned<String>> {
         &self.controllers
     }
 
     /// Keys currently holding refused values, with the reason.
-    pub fn invalid(&self) -> &BTreeMap<String, String> {
+    pub fn invalid(&self) -> &OrdMap<String, String> {
         &self.invalid
     }
 }
@@ -423,5 +434,7 @@ fn parse<T: DeserializeOwned>(value: &[u8], mod_revision: i64) -> Result<Version
 }
 
 mod problem;
+mod resident;
+mod tenants;
 #[cfg(test)]
 mod tests;

@@ -172,8 +172,8 @@ fn heartbeat_does_not_copy_other_sections() {
         2,
     )
     .unwrap();
-    assert!(Arc::ptr_eq(&before.models, &snap.models));
-    assert!(!Arc::ptr_eq(&before.workers, &snap.workers));
+    assert!(before.models.ptr_eq(&snap.models));
+    assert!(!before.workers.ptr_eq(&snap.workers));
 }
 
 /// A tenant record holding `keys`, as JSON.
@@ -233,6 +233,9 @@ const KEYS: &[&str] = &[
     "/shardline/models/a/m",
     "/shardline/placement",
     "/shardline/tenants/a",
+    "/shardline/resident/w1/a/m/1",
+    "/shardline/resident/w2/a/m/1",
+    "/shardline/resident/w1/a/m/2",
 ];
 const VALUES: &[&str] = &[
     r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#,
@@ -241,6 +244,8 @@ const VALUES: &[&str] = &[
     r#"{"version":"1"}"#,
     r#"{"algorithm":"rendezvous-sticky/v1","seed":"000102030405060708090a0b0c0d0e0f","default_k":2,"max_overlap":1,"epsilon_permille":0,"epoch":1}"#,
     r#"{"shard_size":2}"#,
+    r#"{"bytes":5}"#,
+    r#"{"bytes":7}"#,
     "garbage",
 ];
 
@@ -279,7 +284,105 @@ proptest! {
         prop_assert_eq!(live.assignments(), listed.assignments());
         prop_assert_eq!(live.placement_record(), listed.placement_record());
         prop_assert_eq!(live.invalid(), listed.invalid());
+        let model = ModelKey::new(TenantId::new("a").unwrap(), crate::ModelName::new("m").unwrap());
+        let sorted = |s: &Snapshot| {
+            let mut r = s.residents(&model).to_vec();
+            r.sort_by(|a, b| (&a.worker, &a.version).cmp(&(&b.worker, &b.version)));
+            r
+        };
+        prop_assert_eq!(sorted(&live), sorted(&listed));
+        for w in ["w1", "w2"] {
+            let w = WorkerId::new(w).unwrap();
+            prop_assert_eq!(live.resident_totals(&w), listed.resident_totals(&w));
+        }
     }
+}
+
+#[test]
+fn resident_keys_are_indexed_by_model_and_totalled_by_worker() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    let (w1, w2) = (WorkerId::new("w1").unwrap(), WorkerId::new("w2").unwrap());
+    let m = ModelKey::new(
+        TenantId::new("a").unwrap(),
+        crate::ModelName::new("m").unwrap(),
+    );
+    let (v1, v2) = (VersionId::new("1").unwrap(), VersionId::new("2").unwrap());
+    put(
+        &mut snap,
+        "/shardline/resident/w1/a/m/1",
+        r#"{"bytes":100}"#,
+        1,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/resident/w1/a/m/2",
+        r#"{"bytes":50}"#,
+        2,
+    )
+    .unwrap();
+    put(
+        &mut snap,
+        "/shardline/resident/w2/a/m/2",
+        r#"{"bytes":50}"#,
+        3,
+    )
+    .unwrap();
+    assert!(snap.is_resident(&w1, &m, &v1));
+    assert!(!snap.is_resident(&w2, &m, &v1));
+    assert!(snap.is_resident(&w2, &m, &v2));
+    assert_eq!(snap.residents(&m).len(), 3);
+    let totals = |models, bytes| ResidentTotals { models, bytes };
+    assert_eq!(snap.resident_totals(&w1), totals(2, 150));
+    // A rewrite replaces the bytes; a delete (eviction, or the lease ending) removes it.
+    put(
+        &mut snap,
+        "/shardline/resident/w1/a/m/1",
+        r#"{"bytes":70}"#,
+        4,
+    )
+    .unwrap();
+    assert_eq!(snap.resident_totals(&w1), totals(2, 120));
+    snap.apply(Change::Delete {
+        key: "/shardline/resident/w1/a/m/1",
+    })
+    .unwrap();
+    assert!(!snap.is_resident(&w1, &m, &v1));
+    assert_eq!(snap.resident_totals(&w1), totals(1, 50));
+    // A refused value counts as absent.
+    assert!(
+        put(
+            &mut snap,
+            "/shardline/resident/w2/a/m/2",
+            r#"{"bytes":-1}"#,
+            5
+        )
+        .is_err()
+    );
+    assert!(!snap.is_resident(&w2, &m, &v2));
+    assert_eq!(snap.resident_totals(&w2), totals(0, 0));
+}
+
+#[test]
+fn workers_of_earlier_releases_report_residents_in_their_record() {
+    let mut snap = Snapshot::empty(Prefix::default());
+    let record = r#"{"address":"x:1","capacity_bytes":1,"build_version":"old","used_bytes":9,
+        "resident":[{"tenant":"a","model":"m","version":"1","bytes":9}]}"#;
+    put(&mut snap, "/shardline/workers/w1", record, 1).unwrap();
+    let w1 = WorkerId::new("w1").unwrap();
+    let m = ModelKey::new(
+        TenantId::new("a").unwrap(),
+        crate::ModelName::new("m").unwrap(),
+    );
+    assert!(snap.is_resident(&w1, &m, &VersionId::new("1").unwrap()));
+    assert!(!snap.is_resident(&w1, &m, &VersionId::new("2").unwrap()));
+    assert_eq!(
+        snap.resident_totals(&w1),
+        ResidentTotals {
+            models: 1,
+            bytes: 9
+        }
+    );
 }
 
 #[test]
