@@ -69,7 +69,7 @@ fmt:
 
 # Every benchmark (ratios against a baseline measured in the same run); each writes its
 # section of docs/benchmarks.md with the machine, the command and the date.
-bench: bench-placement bench-worker bench-router bench-churn bench-mlserver
+bench: bench-placement bench-worker bench-router bench-churn bench-mlserver bench-scale
 
 # Placement: 100,000 tenant models (k=4) onto 1,000 workers, and repair after one leaves.
 bench-placement: setup
@@ -108,3 +108,13 @@ bench-mlserver *ARGS: setup
     scripts/ensure-venv.sh peer
     cargo build --release --locked -p shardline-router -p shardline-worker
     cargo run --release --locked -p shardline-loadtest --bin loadtest -- bench-mlserver --write-docs docs/benchmarks.md {{ARGS}}
+
+# Scale: 100,000 tenants (one model each) and 1,000 simulated workers (leased records,
+# one leased key per resident model, keep-alives and 100 resident changes a second) in
+# one etcd (--quota-backend-bytes 8 GiB; the data directory stays under ~1 GiB), measured
+# through real routers, a real worker and shardctl: ready times, router RSS per
+# tenant-model, change propagation p99, router CPU, a compaction re-list. About 10 min;
+# not part of `just test`. Extra flags go to the benchmark (`--tenants 20000`, `--json`).
+bench-scale *ARGS: setup
+    cargo build --release --locked -p shardline-router -p shardline-worker -p shardline-shardctl -p shardline-loadtest --bins
+    "{{target_dir}}/release/loadtest" bench-scale --write-docs docs/benchmarks.md {{ARGS}}

@@ -153,6 +153,7 @@ pub async fn run(
             bin_dir: options.bin_dir.clone(),
             router_args: Vec::new(),
             worker_args: Vec::new(),
+            etcd_args: Vec::new(),
         },
         &mut progress,
     )

@@ -36,6 +36,7 @@ async fn down_stops_exactly_what_up_started() {
         bin_dir: bin_dir(),
         router_args: Vec::new(),
         worker_args: Vec::new(),
+        etcd_args: Vec::new(),
     };
     let state = fleet::up(&options, |_| {}).await.unwrap();
     let _guard = DownOnDrop(run.path().to_owned());

@@ -12,12 +12,15 @@
 //! worker and one release router); [`crate::procfs`] reads their CPU time and memory. They score
 //! MLPs built with [`crate::models::MlpArtifact`] and published with
 //! [`crate::models::publish`]; [`crate::stats`] holds the percentile maths and [`docs`] writes
-//! each benchmark's section of `docs/benchmarks.md`.
+//! each benchmark's section of `docs/benchmarks.md`. [`scale`] fills etcd with 100,000
+//! tenants and 1,000 simulated workers and measures routers, a worker and `shardctl`
+//! against the targets of that size.
 
 pub mod churn;
 pub mod docs;
 pub mod load;
 pub mod mlserver;
 pub mod router;
+pub mod scale;
 pub mod stack;
 pub mod worker;

@@ -4,7 +4,8 @@
 //! [`bench::router::Options`](crate::bench::router::Options) (with the shared
 //! [`bench::load::LoadPlan`](crate::bench::load::LoadPlan)),
 //! [`bench::mlserver::Options`](crate::bench::mlserver::Options),
-//! [`bench::churn::Options`](crate::bench::churn::Options), [`loadgen::Flags`],
+//! [`bench::churn::Options`](crate::bench::churn::Options),
+//! [`bench::scale::Options`](crate::bench::scale::Options), [`loadgen::Flags`],
 //! [`fleet::FleetOptions`], [`demo::DemoOptions`] and
 //! [`models::TrainOptions`](crate::models::TrainOptions). This module adds only what
 //! belongs to the command line: the `--json` and `--write-docs` outputs of the benchmarks,
@@ -16,7 +17,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::docs::{self as bench_docs, Section};
-use crate::bench::{churn, mlserver, router, worker};
+use crate::bench::{churn, mlserver, router, scale, worker};
 use crate::models::{TenantProfile, TrainOptions, train_tenant_model};
 use crate::{demo, fleet, loadgen};
 
@@ -52,6 +53,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Write the figures into this Markdown file's churn section.
+        #[arg(long)]
+        write_docs: Option<PathBuf>,
+    },
+    /// Scale: 100,000 tenants and 1,000 simulated workers in one etcd, measured through
+    /// real routers, a real worker and shardctl (release binaries next to this one).
+    BenchScale {
+        #[command(flatten)]
+        options: scale::Options,
+        /// Print the result as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write the figures into this Markdown file's scale section.
         #[arg(long)]
         write_docs: Option<PathBuf>,
     },
@@ -157,6 +170,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = churn::run(&options, |line| eprintln!("bench-churn: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
             write_section(&churn::DOCS, write_docs, "bench-churn", || report.docs())?;
+        }
+        Command::BenchScale {
+            options,
+            json,
+            write_docs,
+        } => {
+            let report = scale::run(&options, |line| eprintln!("bench-scale: {line}")).await?;
+            print_report(json, report.json(), report.table(), report.misses())?;
+            write_section(&scale::DOCS, write_docs, "bench-scale", || report.docs())?;
         }
         Command::BenchWorker {
             options,

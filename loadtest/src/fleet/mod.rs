@@ -74,6 +74,9 @@ pub struct FleetOptions {
     // Extra flags for every worker; not a flag.
     #[arg(skip)]
     pub worker_args: Vec<String>,
+    // Extra flags for etcd (e.g. `--quota-backend-bytes`); not a flag.
+    #[arg(skip)]
+    pub etcd_args: Vec<String>,
 }
 
 /// The record of a running fleet (`fleet.json`).
@@ -200,7 +203,8 @@ async fn start_all(
         peer,
     ))
     .arg("--heartbeat-interval=50")
-    .arg("--election-timeout=500");
+    .arg("--election-timeout=500")
+    .args(&options.etcd_args);
     let etcd = spawn("etcd", etcd, &logs, client_url.clone(), None)?;
     started.push(etcd.clone());
     wait_ready(&etcd, &format!("{client_url}/health")).await?;

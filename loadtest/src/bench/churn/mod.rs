@@ -157,6 +157,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
             bin_dir: fleet::default_bin_dir(),
             router_args: Vec::new(),
             worker_args: Vec::new(),
+            etcd_args: Vec::new(),
         },
         &mut progress,
     )
