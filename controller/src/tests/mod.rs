@@ -11,6 +11,7 @@ use shardline_shared::snapshot::Snapshot;
 
 use super::decide::{Action, Clock, decide, drained};
 
+mod balance;
 mod exec;
 mod world;
 
