@@ -12,6 +12,7 @@ use shardline_shared::snapshot::Snapshot;
 use super::decide::{Action, Clock, decide, drained};
 
 mod balance;
+mod converge;
 mod exec;
 mod world;
 
