@@ -48,6 +48,9 @@ pub enum Action {
         warm: Vec<WorkerId>,
         assignment: Assignment,
         expected: i64,
+        /// A balancing move (see `balance.rs`): nothing needs it, so a new member that
+        /// cannot load the model cancels it instead of being named cold.
+        balancing: bool,
     },
     /// Rewrite the stored assignment with a shorter (usually empty) `previous`.
     ClearPrevious {
@@ -186,6 +189,7 @@ fn shard_action(
                 warm,
                 assignment,
                 expected: stored.mod_revision,
+                balancing: false,
             }
         });
     }

@@ -3,7 +3,8 @@
 //! [`execute`] carries out the [`Action`]s of [`decide`](super::decide::decide): plain
 //! writes, clears and deletes first (they are quick), then swaps, each of which asks
 //! its new members to load the model (at most [`PREFETCH_CONCURRENCY`] loads at once)
-//! and writes the assignment only after they answered. Every write is one transaction
+//! and writes the assignment only after they answered (a balancing swap only once
+//! they have the model: a failed prefetch cancels it). Every write is one transaction
 //! that checks the assignment's `mod_revision` and, when a [`Fence`] is given, that the
 //! writer's election key still exists at the revision it was created with: a deposed
 //! controller's writes are refused by etcd itself. [`apply`] is the whole thing for a
@@ -66,6 +67,8 @@ pub struct Report {
     pub failed: usize,
     /// Members added by committed writes.
     pub moves: usize,
+    /// Of those, members added by balancing swaps.
+    pub balanced: usize,
     /// Highest revision committed (0 when nothing was written).
     pub revision: i64,
 }
@@ -82,6 +85,7 @@ enum Outcome {
         revision: i64,
         kind: Kind,
         added: usize,
+        balancing: bool,
     },
     Conflict,
     Deferred,
@@ -167,6 +171,7 @@ pub async fn execute<P: Prefetch>(
                 revision,
                 kind,
                 added,
+                balancing,
             } => {
                 match kind {
                     Kind::Create => report.created += 1,
@@ -176,10 +181,16 @@ pub async fn execute<P: Prefetch>(
                     Kind::Delete => report.deleted += 1,
                 }
                 report.moves += added;
+                if balancing {
+                    report.balanced += added;
+                }
                 report.revision = report.revision.max(revision);
                 if let Some(m) = metrics {
                     m.writes.with_label_values(&[kind.as_str()]).inc();
                     m.moves.inc_by(added as u64);
+                    if balancing {
+                        m.balance_moves.inc_by(added as u64);
+                    }
                 }
             }
             Outcome::Conflict => {
@@ -259,23 +270,36 @@ impl<P: Prefetch> Ctx<'_, P> {
                 warm,
                 assignment,
                 expected,
+                balancing,
             } => {
-                if !self.warm_up(&model, &version, &warm).await {
+                if !self.warm_up(&model, &version, &warm, balancing).await {
                     return Outcome::Deferred;
                 }
                 let pre = Precondition::ModRevision(expected);
-                self.put(&model, &assignment, pre, Kind::Swap, warm.len())
-                    .await
+                let mut outcome = self
+                    .put(&model, &assignment, pre, Kind::Swap, warm.len())
+                    .await;
+                if let Outcome::Written { balancing: b, .. } = &mut outcome {
+                    *b = balancing;
+                }
+                outcome
             }
         }
     }
 
-    /// Prefetches on every member of `warm`; false when one failed transiently.
-    async fn warm_up(&self, model: &ModelKey, version: &VersionId, warm: &[WorkerId]) -> bool {
+    /// Prefetches on every member of `warm`; false when one failed transiently, or at
+    /// all for a balancing swap (`optional`), which is never made cold.
+    async fn warm_up(
+        &self,
+        model: &ModelKey,
+        version: &VersionId,
+        warm: &[WorkerId],
+        optional: bool,
+    ) -> bool {
         let loads = warm.iter().map(|w| async move {
             let Some(record) = self.snap.workers().get(w) else {
                 self.count("skipped");
-                return true;
+                return !optional;
             };
             let Ok(_permit) = self.permits.acquire().await else {
                 return false;
@@ -290,6 +314,12 @@ impl<P: Prefetch> Ctx<'_, P> {
                     self.count("ok");
                     debug!(%model, worker = %w, elapsed = ?started.elapsed(), "prefetched");
                     true
+                }
+                Err(PrefetchError::Permanent(reason)) if optional => {
+                    self.count("failed");
+                    warn!(%model, worker = %w, %reason,
+                        "prefetch failed for good; balancing move not made");
+                    false
                 }
                 Err(PrefetchError::Permanent(reason)) => {
                     self.count("failed");
@@ -351,6 +381,7 @@ impl<P: Prefetch> Ctx<'_, P> {
                 revision,
                 kind,
                 added,
+                balancing: false,
             },
             Err(OpError::Conflict(_)) => {
                 debug!(%model, kind = kind.as_str(), "assignment write refused; re-planning");

@@ -5,11 +5,15 @@
 //! - `election.rs`: every router stands for election under a lease; the oldest
 //!   candidate key leads, and its [`Fence`] guards every write it makes;
 //! - `decide.rs`: the pure part, [`decide`]`(snapshot, plan, clock) -> Vec<Action>`;
+//! - `balance.rs`: one pass planned, purely: repairs first, then, on a settled fleet
+//!   whose slot load is out of the band (max/avg > 1.05 or min/avg < 0.95), balancing
+//!   swaps from `rebalance()`, as many as the move budget grants;
+//! - `budget.rs`: [`MoveBudget`], the balancing moves allowed per window, time passed in;
 //! - `executor.rs`: prefetch on new members, then compare-and-swap writes
 //!   ([`execute`], and [`apply`] for `shardctl rebalance --apply`);
 //! - `prefetch.rs`: the worker's load call ([`HttpPrefetcher`]) behind [`Prefetch`];
 //! - `reconcile.rs`: the leader's loop, run on snapshot changes (debounced) and
-//!   every second;
+//!   every second: plan the pass, execute it, spend the budget;
 //! - `metrics.rs`: the `shardline_placement_*` metrics.
 //!
 //! ```no_run
@@ -34,6 +38,8 @@ use shardline_shared::snapshot::Snapshot;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod balance;
+mod budget;
 mod decide;
 mod election;
 mod executor;
@@ -43,6 +49,10 @@ mod reconcile;
 #[cfg(test)]
 mod tests;
 
+pub use balance::{
+    MAX_RATIO_PERMILLE, MIN_RATIO_PERMILLE, Pass, load_ratios, out_of_balance, plan_pass,
+};
+pub use budget::MoveBudget;
 pub use decide::{Action, Clock, decide, drained};
 pub use election::{Candidacy, is_leader, leader};
 pub use executor::{ApplyError, Fence, PREFETCH_CONCURRENCY, Report, apply, execute};
@@ -63,10 +73,16 @@ pub struct ControllerConfig {
     /// After a swap, `previous` is cleared at the latest this long after it was seen,
     /// even if the new members never report the model resident.
     pub previous_grace: Duration,
+    /// Most balancing moves (members added to even out the slot load) in any
+    /// `balance_window`; 0 turns continuous balancing off. Repairs are not counted.
+    pub balance_moves: u32,
+    /// The window of `balance_moves` (a minute, except in tests).
+    pub balance_window: Duration,
 }
 
 impl ControllerConfig {
-    /// Defaults: 5 s lease, 30 s prefetch timeout, 10 s grace for `previous`.
+    /// Defaults: 5 s lease, 30 s prefetch timeout, 10 s grace for `previous`, 60
+    /// balancing moves per minute.
     pub fn new(id: impl Into<String>, internal_token: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -74,6 +90,8 @@ impl ControllerConfig {
             lease_ttl: Duration::from_secs(5),
             prefetch_timeout: Duration::from_secs(30),
             previous_grace: Duration::from_secs(10),
+            balance_moves: 60,
+            balance_window: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +129,7 @@ impl Controller {
             leader: leader_tx,
             prefetcher,
             grace: config.previous_grace,
+            budget: MoveBudget::new(config.balance_moves, config.balance_window),
             metrics: metrics.clone(),
         }));
         Self {

@@ -4,7 +4,8 @@
 //! `shardline_placement_leader 0` and leave the rest where they were).
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use shardline_shared::metrics as names;
 
@@ -30,6 +31,11 @@ pub struct ControllerMetrics {
     pub max_overlap: IntGauge,
     pub slots_max: IntGauge,
     pub slots_min: IntGauge,
+    /// Members added by balancing swaps (a subset of `moves`).
+    pub balance_moves: IntCounter,
+    /// `slots_max` and `slots_min` over the average slot load (1 with no slots).
+    pub load_max_ratio: Gauge,
+    pub load_min_ratio: Gauge,
     /// By `worker`: slots it holds in the stored assignments (current members).
     pub worker_slots: IntGaugeVec,
 }
@@ -48,6 +54,9 @@ impl ControllerMetrics {
         registry.register(Box::new(m.max_overlap.clone()))?;
         registry.register(Box::new(m.slots_max.clone()))?;
         registry.register(Box::new(m.slots_min.clone()))?;
+        registry.register(Box::new(m.balance_moves.clone()))?;
+        registry.register(Box::new(m.load_max_ratio.clone()))?;
+        registry.register(Box::new(m.load_min_ratio.clone()))?;
         registry.register(Box::new(m.worker_slots.clone()))?;
         // Every label value exists from the start (at 0): `rate` and `increase` then see
         // the first prefetch or write, and dashboards show 0 rather than no data.
@@ -57,6 +66,9 @@ impl ControllerMetrics {
         for kind in WRITE_KINDS {
             m.writes.with_label_values(&[kind]);
         }
+        // No load seen yet is no imbalance (a follower never sets them).
+        m.load_max_ratio.set(1.0);
+        m.load_min_ratio.set(1.0);
         Ok(m)
     }
 
@@ -113,6 +125,18 @@ impl ControllerMetrics {
             slots_min: IntGauge::new(
                 names::PLACEMENT_SLOTS_MIN,
                 "Fewest shard slots on one worker that may take shards, in the current plan",
+            )?,
+            balance_moves: IntCounter::new(
+                names::PLACEMENT_BALANCE_MOVES_TOTAL,
+                "Shard members added by the controller's balancing swaps (a part of the moves)",
+            )?,
+            load_max_ratio: Gauge::new(
+                names::PLACEMENT_LOAD_MAX_RATIO,
+                "Most shard slots on one worker that may take shards over the average, in the current plan (balancing keeps it at most 1.05)",
+            )?,
+            load_min_ratio: Gauge::new(
+                names::PLACEMENT_LOAD_MIN_RATIO,
+                "Fewest shard slots on one worker that may take shards over the average, in the current plan (balancing keeps it at least 0.95 where integer loads allow)",
             )?,
             worker_slots: IntGaugeVec::new(
                 Opts::new(

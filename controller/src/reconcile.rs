@@ -1,5 +1,6 @@
 //! The leader's loop: on every snapshot change (debounced) and every second, check
-//! leadership, plan with `place()`, decide and execute.
+//! leadership, plan the pass (`balance::plan_pass`: `place()` and `decide()`, then
+//! balancing moves within the budget), execute it and spend the budget.
 //!
 //! After a pass that wrote something the loop waits (briefly) for the snapshot to
 //! reflect its own writes, so the next pass does not act on a view that predates
@@ -14,14 +15,16 @@ use shardline_control::ControlPlane;
 use shardline_control::store::{Op, Precondition, Txn};
 use shardline_shared::ids::ModelKey;
 use shardline_shared::keys::Key;
-use shardline_shared::placement::{overlap_stats, place};
+use shardline_shared::placement::overlap_stats;
 use shardline_shared::records::PlacementConfig;
 use shardline_shared::snapshot::Snapshot;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-use super::decide::{Clock, decide};
+use super::balance::{load_ratios, plan_pass};
+use super::budget::MoveBudget;
+use super::decide::Clock;
 use super::election::is_leader;
 use super::executor::{ApplyError, Fence, execute};
 use super::metrics::ControllerMetrics;
@@ -43,6 +46,9 @@ pub(super) struct Loop {
     pub leader: watch::Sender<bool>,
     pub prefetcher: HttpPrefetcher,
     pub grace: Duration,
+    /// Balancing moves granted; kept across leadership changes, so that a replica
+    /// that leads, loses and regains the lease does not spend a window twice.
+    pub budget: MoveBudget,
     pub metrics: ControllerMetrics,
 }
 
@@ -53,6 +59,8 @@ struct Memory {
     /// When each assignment with a non-empty `previous` was first seen, at its epoch.
     since: BTreeMap<ModelKey, (u64, Instant)>,
     overlap_at: Option<Instant>,
+    /// The snapshot revision at which balancing found no move (it would find none again).
+    stuck_at: Option<i64>,
 }
 
 pub(super) async fn run(mut l: Loop) {
@@ -131,8 +139,36 @@ async fn pass(l: &mut Loop, mem: &mut Memory, snap: &Snapshot, fence: &Fence) {
             return;
         }
     };
-    let plan = place(&snap.placement_problem(), &params);
+    let now = Instant::now();
+    mem.since.retain(|k, (epoch, _)| {
+        snap.assignments()
+            .get(k)
+            .is_some_and(|a| a.value.epoch == *epoch && !a.value.previous.is_empty())
+    });
+    for (k, a) in snap.assignments() {
+        if !a.value.previous.is_empty() {
+            mem.since.entry(k.clone()).or_insert((a.value.epoch, now));
+        }
+    }
+    let clock = Clock {
+        now,
+        grace: l.grace,
+        since: &mem.since,
+    };
+    let tokens = if mem.stuck_at == Some(snap.revision()) {
+        0
+    } else {
+        l.budget.available(now)
+    };
+    let pass = plan_pass(snap, &params, &clock, tokens);
+    if tokens > 0 {
+        mem.stuck_at = pass.stuck.then(|| snap.revision());
+    }
+    let plan = &pass.placed;
     let m = &l.metrics;
+    let (max_ratio, min_ratio) = load_ratios(&plan.load);
+    m.load_max_ratio.set(max_ratio);
+    m.load_min_ratio.set(min_ratio);
     m.violations.set(plan.violations.len() as i64);
     m.shards.set(plan.shards.len() as i64);
     m.slots_max.set(i64::from(plan.load.max));
@@ -161,23 +197,7 @@ async fn pass(l: &mut Loop, mem: &mut Memory, snap: &Snapshot, fence: &Fence) {
             .set(i64::from(overlap_stats(&stored).max_overlap));
         mem.overlap_at = Some(started);
     }
-    let now = Instant::now();
-    mem.since.retain(|k, (epoch, _)| {
-        snap.assignments()
-            .get(k)
-            .is_some_and(|a| a.value.epoch == *epoch && !a.value.previous.is_empty())
-    });
-    for (k, a) in snap.assignments() {
-        if !a.value.previous.is_empty() {
-            mem.since.entry(k.clone()).or_insert((a.value.epoch, now));
-        }
-    }
-    let clock = Clock {
-        now,
-        grace: l.grace,
-        since: &mem.since,
-    };
-    let actions = decide(snap, &plan, &clock);
+    let (actions, balancing) = (pass.actions, pass.balancing);
     if actions.is_empty() {
         m.reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -188,7 +208,11 @@ async fn pass(l: &mut Loop, mem: &mut Memory, snap: &Snapshot, fence: &Fence) {
         revision = snap.revision(),
         "reconciling"
     );
-    match execute(&l.cp, snap, actions, &l.prefetcher, Some(fence), Some(m)).await {
+    let result = execute(&l.cp, snap, actions, &l.prefetcher, Some(fence), Some(m)).await;
+    // Spent when the last of them could have been committed, whether it was or not
+    // (a failed prefetch is retried against the budget too).
+    l.budget.spend(Instant::now(), balancing);
+    match result {
         Ok(report) => {
             m.reconcile_duration
                 .observe(started.elapsed().as_secs_f64());
@@ -203,6 +227,7 @@ async fn pass(l: &mut Loop, mem: &mut Memory, snap: &Snapshot, fence: &Fence) {
                     deferred = report.deferred,
                     failed = report.failed,
                     moves = report.moves,
+                    balanced = report.balanced,
                     "reconciled"
                 );
             }

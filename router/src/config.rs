@@ -67,6 +67,16 @@ pub struct RouterArgs {
     /// Lease TTL of this router's controller candidacy (failover time of the controller).
     #[arg(long, env = "SHARDLINE_CONTROLLER_LEASE_TTL", value_parser = parse_duration, default_value = "5s")]
     pub controller_lease_ttl: Duration,
+    /// Most balancing moves the placement controller makes on its own per minute (a
+    /// shard member moved from a busy worker to an idle one, prefetched first), when the
+    /// slot load strays beyond max/avg 1.05 or min/avg 0.95; 0 leaves balancing to
+    /// `shardctl rebalance`. Repairs are not limited.
+    #[arg(
+        long,
+        env = "SHARDLINE_MAX_BALANCE_MOVES_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub max_balance_moves_per_minute: u32,
     /// Serving threads, each running a single-threaded runtime that serves the client
     /// connections handed to it (default: one per core). Only as many as the load needs
     /// take connections (see --min-threads). The control plane runs on the main thread
@@ -182,6 +192,7 @@ mod tests {
         assert_eq!(c.args.max_body, 8 << 20);
         assert_eq!(c.id, "r-1");
         assert_eq!(c.prefix.root(), "/shardline/");
+        assert_eq!(c.args.max_balance_moves_per_minute, 60);
     }
 
     #[test]
@@ -224,6 +235,16 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn balancing_can_be_turned_off_and_takes_a_count() {
+        let off = args(&[("--max-balance-moves-per-minute", "0")]).unwrap();
+        assert_eq!(off.validate().unwrap().args.max_balance_moves_per_minute, 0);
+        let err = args(&[("--max-balance-moves-per-minute", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--max-balance-moves-per-minute"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub async fn serve_on(
                 lease_ttl: args.controller_lease_ttl,
                 prefetch_timeout: Duration::from_secs(30),
                 previous_grace: Duration::from_secs(10),
+                balance_moves: args.max_balance_moves_per_minute,
+                balance_window: Duration::from_secs(60),
             },
             controller_metrics,
         ))

@@ -35,6 +35,11 @@ pub const PLACEMENT_SHARDS: &str = "shardline_placement_shards";
 pub const PLACEMENT_MAX_OVERLAP: &str = "shardline_placement_max_overlap";
 pub const PLACEMENT_SLOTS_MAX: &str = "shardline_placement_slots_max";
 pub const PLACEMENT_SLOTS_MIN: &str = "shardline_placement_slots_min";
+/// Members added by balancing swaps (the controller's own moves towards an even load).
+pub const PLACEMENT_BALANCE_MOVES_TOTAL: &str = "shardline_placement_balance_moves_total";
+/// Most and fewest slots on one worker that may take shards, over the average.
+pub const PLACEMENT_LOAD_MAX_RATIO: &str = "shardline_placement_load_max_ratio";
+pub const PLACEMENT_LOAD_MIN_RATIO: &str = "shardline_placement_load_min_ratio";
 /// Per worker (label `worker`, bounded by the fleet size): current members of stored
 /// assignments it holds.
 pub const PLACEMENT_WORKER_SLOTS: &str = "shardline_placement_worker_slots";

@@ -10,8 +10,11 @@ use shardline_shared::keys::Prefix;
 use shardline_shared::records::Assignment;
 use shardline_shared::snapshot::Snapshot;
 
+use super::super::balance::plan_pass;
+use super::super::decide::Clock;
 use super::super::election::{Candidacy, is_leader};
-use super::super::executor::{ApplyError, Fence, apply};
+use super::super::executor::{ApplyError, Fence, apply, execute};
+use super::super::metrics::ControllerMetrics;
 use super::super::prefetch::{Prefetch, PrefetchError};
 use super::plan;
 use super::world::{World, ids, mk};
@@ -132,6 +135,72 @@ async fn a_permanent_prefetch_failure_swaps_anyway() {
     let rec = recorder(&store, Some(PrefetchError::Permanent("502".into())));
     let report = apply(&cp, &snap, &plan(&snap), &rec, None).await.unwrap();
     assert_eq!(report.swapped, 1);
+}
+
+/// Four single-member shards on w0, none on w1: one balancing swap onto w1.
+async fn balancing_swap(answer: Option<PrefetchError>) -> (MemStore, Snapshot, Recorder) {
+    let mut world = World::new(1).worker("w0").worker("w1");
+    for i in 0..4 {
+        let shard = format!("t{i}/m");
+        world = world.model(&shard, "1").assign(&shard, &["w0"], 1, &[]);
+    }
+    let (store, cp) = load(&world).await;
+    let snap = snapshot(&store).await;
+    let since = Default::default();
+    let clock = Clock {
+        now: std::time::Instant::now(),
+        grace: Duration::ZERO,
+        since: &since,
+    };
+    let pass = plan_pass(&snap, &snap.placement_params().unwrap(), &clock, 1);
+    assert_eq!(pass.balancing, 1, "{:?}", pass.actions);
+    let rec = recorder(&store, answer);
+    let metrics = ControllerMetrics::unregistered().unwrap();
+    let report = execute(&cp, &snap, pass.actions, &rec, None, Some(&metrics))
+        .await
+        .unwrap();
+    assert_eq!(report.balanced as u64, metrics.balance_moves.get());
+    (store, snap, rec)
+}
+
+#[tokio::test]
+async fn a_balancing_swap_names_the_new_member_only_once_it_holds_the_model() {
+    let (store, snap, rec) = balancing_swap(None).await;
+    let calls = rec.calls.lock().unwrap().clone();
+    let [(address, Some(stored))] = calls.as_slice() else {
+        panic!("{calls:?}");
+    };
+    assert_eq!(address, "w1.test:1");
+    assert_eq!(stored.workers, ids(&["w0"]), "prefetched before the write");
+    let after = snapshot(&store).await;
+    let moved: Vec<_> = after
+        .assignments()
+        .values()
+        .filter(|a| a.value.workers == ids(&["w1"]))
+        .collect();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        moved[0].value.previous,
+        ids(&["w0"]),
+        "w0 serves until w1 is warm"
+    );
+    assert_eq!(after.revision(), snap.revision() + 1);
+}
+
+#[tokio::test]
+async fn a_balancing_swap_whose_prefetch_fails_for_good_is_not_made() {
+    for answer in [
+        PrefetchError::Permanent("507".into()),
+        PrefetchError::Transient("503".into()),
+    ] {
+        let (store, snap, rec) = balancing_swap(Some(answer)).await;
+        assert_eq!(rec.calls.lock().unwrap().len(), 1);
+        assert_eq!(
+            snapshot(&store).await.revision(),
+            snap.revision(),
+            "never cold"
+        );
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ use shardline_shared::snapshot::Snapshot;
 
 use super::decide::{Action, Clock, decide, drained};
 
+mod balance;
+mod converge;
 mod exec;
 mod world;
 

@@ -19,6 +19,8 @@ pub(crate) struct World {
     pub models: BTreeMap<String, String>,
     pub assignments: BTreeMap<ModelKey, (Assignment, i64)>,
     pub k: u32,
+    /// The placement's `max_overlap`.
+    pub max_overlap: u32,
     pub rev: i64,
 }
 
@@ -40,6 +42,7 @@ impl World {
     pub fn new(k: u32) -> Self {
         Self {
             k,
+            max_overlap: PlacementConfig::default().max_overlap,
             rev: 1,
             ..Self::default()
         }
@@ -72,6 +75,7 @@ impl World {
             "/shardline/placement".to_owned(),
             serde_json::to_string(&PlacementConfig {
                 default_k: self.k,
+                max_overlap: self.max_overlap,
                 ..PlacementConfig::default()
             })
             .unwrap(),

@@ -79,8 +79,19 @@ impl Fleet {
         self.fleet.start_node(self.fleet.worker_spec(id)).await
     }
 
-    /// A router replica running only its controller, with its own snapshot watcher.
+    /// A router replica running only its controller, with its own snapshot watcher
+    /// (controller defaults, so balancing at 60 moves a minute).
     pub async fn router(&self, id: &str, lease_ttl: Duration) -> RouterReplica {
+        self.router_with(id, lease_ttl, |_| {}).await
+    }
+
+    /// [`router`](Self::router) with its controller's configuration changed by `tune`.
+    pub async fn router_with(
+        &self,
+        id: &str,
+        lease_ttl: Duration,
+        tune: impl FnOnce(&mut ControllerConfig),
+    ) -> RouterReplica {
         let store = Arc::new(EtcdStore::connect(&[self.etcd.endpoint()]).await.unwrap());
         let watcher = SnapshotWatcher::spawn(
             store.clone(),
@@ -88,12 +99,13 @@ impl Fleet {
             ControlMetrics::unregistered().unwrap(),
         );
         let cp = ControlPlane::new(store, Prefix::default());
-        let config = ControllerConfig {
+        let mut config = ControllerConfig {
             lease_ttl,
             previous_grace: Duration::from_secs(3),
             prefetch_timeout: Duration::from_secs(10),
             ..ControllerConfig::new(id, TOKEN)
         };
+        tune(&mut config);
         let registry = prometheus::Registry::new();
         let metrics = ControllerMetrics::register(&registry).unwrap();
         let controller = Controller::spawn(cp, watcher.subscribe(), config, metrics);
