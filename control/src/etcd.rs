@@ -5,11 +5,15 @@
 //! etcd turns into a [`StoreError::Unavailable`] instead of a hang; watches rely on
 //! HTTP/2 keep-alive pings to notice a dead connection.
 //!
-//! A listing is paginated: [`LIST_PAGE`] keys per range request, every page read at the
-//! revision of the first, so the whole listing is one consistent cut however large the
-//! prefix is (one unpaginated range over 100,000 tenants would be hundreds of MiB in one
-//! gRPC message). The client accepts messages up to [`MAX_MESSAGE`], far above the
-//! largest page.
+//! A listing is paginated, every page read at the revision of the first, so the whole
+//! listing is one consistent cut however large the prefix is (one unpaginated range over
+//! 100,000 tenants would be hundreds of MiB in one gRPC message). etcd counts every key
+//! from a page's start to the end of the range on each request (3.4 and 3.5 alike), so
+//! many small pages cost O(keys² / page): 800,000 keys in pages of 1,000 took 40 s. Pages
+//! are therefore sized from the largest key + value seen so far ([`next_page`]: about
+//! [`PAGE_BYTES`] each, at most [`LIST_PAGE_MAX`] keys), starting at [`LIST_PAGE`]; a page
+//! that still exceeds the client's [`MAX_MESSAGE`] (bigger values further on) is asked
+//! again with an eighth of the keys.
 
 use std::time::Duration;
 
@@ -28,13 +32,28 @@ use crate::store::{
 /// Deadline for one unary request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keys per range request of a listing.
+/// Keys in the first range request of a listing.
 pub const LIST_PAGE: i64 = 1000;
 
-/// The largest gRPC message the client decodes: a page of [`LIST_PAGE`] values of up to
-/// 64 KiB each, or one watch response. etcd's own default request limit is 1.5 MiB, so a
-/// value is always far smaller than this.
+/// Most keys in one range request of a listing.
+pub const LIST_PAGE_MAX: i64 = 20_000;
+
+/// Bytes a listing page aims at, from the largest key + value seen so far.
+pub const PAGE_BYTES: usize = 32 << 20;
+
+/// The largest gRPC message the client decodes: a page of [`PAGE_BYTES`] with room for
+/// values larger than those seen so far, or one watch response. etcd's own default
+/// request limit is 1.5 MiB, and [`crate::ops`] refuses values over 64 KiB.
 pub const MAX_MESSAGE: usize = 128 << 20;
+
+/// Keys to ask for in the next page, when the largest key + value seen is `largest`
+/// bytes.
+pub fn next_page(largest: usize) -> i64 {
+    let keys = PAGE_BYTES / largest.max(1);
+    i64::try_from(keys)
+        .unwrap_or(i64::MAX)
+        .clamp(1, LIST_PAGE_MAX)
+}
 
 /// A connection to etcd. Cheap to clone.
 #[derive(Clone)]
@@ -180,25 +199,43 @@ impl KvStore for EtcdStore {
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
-        let mut revision = 0;
+        let (mut revision, mut limit, mut largest) = (0, LIST_PAGE, 0);
         let mut kvs = Vec::new();
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if revision > 0 {
                 // Every later page at the first page's revision: one consistent cut.
                 options = options.with_revision(revision);
             }
             let mut c = self.kv.clone();
-            let resp = self.timed(c.get(from.clone(), Some(options))).await?;
+            let resp =
+                match tokio::time::timeout(REQUEST_TIMEOUT, c.get(from.clone(), Some(options)))
+                    .await
+                {
+                    Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                        if s.code() == tonic::Code::OutOfRange && limit > 1 =>
+                    {
+                        // Larger values than seen so far: the same page, fewer keys.
+                        limit = (limit / 8).max(1);
+                        continue;
+                    }
+                    Ok(r) => r.map_err(|e| self.error(e))?,
+                    Err(_) => {
+                        return Err(self.unavailable(format!(
+                            "no answer within {} s",
+                            REQUEST_TIMEOUT.as_secs()
+                        )));
+                    }
+                };
             if revision == 0 {
                 revision = resp.header().map(|h| h.revision()).unwrap_or_default();
             }
             kvs.reserve(resp.kvs().len());
             for item in resp.kvs() {
+                largest = largest.max(item.key().len() + item.value().len());
                 kvs.push(kv(item)?);
             }
+            limit = next_page(largest);
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
                     from = last.key().to_vec();
@@ -332,7 +369,24 @@ impl KvStore for EtcdStore {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
+
+    #[test]
+    fn pages_hold_about_page_bytes_within_the_key_bounds() {
+        assert_eq!(
+            next_page(1_000),
+            LIST_PAGE_MAX,
+            "small values: the most keys"
+        );
+        assert_eq!(next_page(64 << 10), 512, "64 KiB values: 32 MiB");
+        assert_eq!(next_page(usize::MAX), 1);
+        assert_eq!(next_page(0), LIST_PAGE_MAX);
+        // A full page of the first size always fits the client's limit, even at the
+        // largest value ControlPlane writes (plus a long key).
+        let worst = crate::ops::MAX_VALUE_BYTES + 1024;
+        assert!(LIST_PAGE as usize * worst <= MAX_MESSAGE);
+        assert!(next_page(worst) as usize * worst <= MAX_MESSAGE);
+    }
 
     #[test]
     fn the_prefix_range_ends_after_every_key_with_the_prefix() {

@@ -48,9 +48,10 @@ pub fn unix_now() -> u64 {
 }
 
 /// The largest value any write through [`ControlPlane`] may store. Far below etcd's own
-/// request limit (1.5 MiB by default), and small enough that a listing page of
-/// [`LIST_PAGE`](crate::etcd::LIST_PAGE) such values fits the client's message limit
-/// ([`MAX_MESSAGE`](crate::etcd::MAX_MESSAGE)). A larger value is refused before anything
+/// request limit (1.5 MiB by default), and small enough that the first listing page
+/// ([`LIST_PAGE`](crate::etcd::LIST_PAGE) keys) of such values fits the client's message
+/// limit ([`MAX_MESSAGE`](crate::etcd::MAX_MESSAGE)); later pages are sized from what the
+/// earlier ones held. A larger value is refused before anything
 /// is written (docs/etcd-layout.md).
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 

@@ -10,11 +10,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration};
+use shardline_control::{
+    ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, ResidentSet,
+};
 use shardline_shared::keys::Prefix;
 use shardline_shared::records::{AdminState, Assignment, PlacementConfig, TenantLimits};
-use shardline_shared::{ModelKey, TenantId, WorkerId};
+use shardline_shared::{ModelKey, TenantId, VersionId, WorkerId};
 use shardline_testkit::EtcdProcess;
+use shardline_testkit::wait::eventually;
 
 /// Key patterns from the table in docs/etcd-layout.md, e.g. `<prefix>/workers/<worker>`.
 fn documented_patterns() -> Vec<String> {
@@ -87,6 +90,16 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
     )
     .await
     .unwrap();
+    let model = ModelKey::parse_shard_key("acme/risk").unwrap();
+    reg.set_resident(ResidentSet::from([(
+        (model, VersionId::new("1").unwrap()),
+        4096,
+    )]));
+    let residents = cp.prefix().worker_residents(&w);
+    eventually("resident key written", Duration::from_secs(5), || async {
+        !cp.store().list(&residents).await.unwrap().kvs.is_empty()
+    })
+    .await;
 
     let out = tokio::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

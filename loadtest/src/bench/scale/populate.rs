@@ -113,6 +113,8 @@ pub async fn populate(
         records.chunks(RESIDENTS_PER_TXN).map(<[Op]>::to_vec),
     )
     .await?;
+    // Populating takes longer than a lease lives: keep the leases alive meanwhile.
+    let keeper = Heartbeats::start(cp, &sims, 0.0);
 
     progress(&format!("placing {tenants} models on {workers} workers"));
     let keys: Vec<ModelKey> = (0..tenants)
@@ -234,6 +236,11 @@ pub async fn populate(
         }
     }
     write_all(&store, txns).await?;
+    let failures = keeper.counts().failures;
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} keep-alives failed while populating"
+    );
     Ok(World {
         samples: kept,
         sims,
