@@ -79,6 +79,18 @@ pub struct FleetOptions {
     pub etcd_args: Vec<String>,
 }
 
+/// Empties `run_dir` for a benchmark's own fleet: stops a fleet an earlier run left
+/// there, then removes the directory.
+pub fn clear_run_dir(run_dir: &Path) -> anyhow::Result<()> {
+    if !run_dir.exists() {
+        return Ok(());
+    }
+    if FleetState::load(run_dir).is_ok() {
+        down(run_dir)?;
+    }
+    std::fs::remove_dir_all(run_dir).with_context(|| format!("empty {}", run_dir.display()))
+}
+
 /// The record of a running fleet (`fleet.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetState {

@@ -31,10 +31,10 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 
 use super::docs::{self, Section};
-use crate::fleet::{self, FleetOptions, FleetState};
+use crate::fleet::{self, FleetOptions};
 use crate::models::MlpArtifact;
 #[cfg(test)]
 use measure::RssSampler;
@@ -137,13 +137,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
     let first = MlpArtifact::random(&dims, options.seed);
     let budget = budget_for(options.fit, first.resident_bytes());
 
-    if options.run_dir.exists() {
-        if FleetState::load(&options.run_dir).is_ok() {
-            fleet::down(&options.run_dir)?;
-        }
-        std::fs::remove_dir_all(&options.run_dir)
-            .with_context(|| format!("empty {}", options.run_dir.display()))?;
-    }
+    fleet::clear_run_dir(&options.run_dir)?;
     let fleet = fleet::up(
         &FleetOptions {
             run_dir: options.run_dir.clone(),

@@ -35,10 +35,10 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 
 use super::docs::{self, Section};
-use crate::fleet::{self, FleetOptions, FleetState};
+use crate::fleet::{self, FleetOptions};
 pub use report::Report;
 
 /// This benchmark's section of `docs/benchmarks.md`.
@@ -92,13 +92,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
     ensure!(options.tenants >= 100, "--tenants must be at least 100");
     ensure!(options.workers >= 8, "--workers must be at least 8");
     ensure!(options.probes >= 1, "--probes must be at least 1");
-    if options.run_dir.exists() {
-        if FleetState::load(&options.run_dir).is_ok() {
-            fleet::down(&options.run_dir)?;
-        }
-        std::fs::remove_dir_all(&options.run_dir)
-            .with_context(|| format!("empty {}", options.run_dir.display()))?;
-    }
+    fleet::clear_run_dir(&options.run_dir)?;
     let fleet = fleet::up(
         &FleetOptions {
             run_dir: options.run_dir.clone(),
