@@ -6,7 +6,8 @@
 //! Layout: this file is the builder and the running [`TestFleet`]; [`node`] is one worker
 //! or router (its argument list, process or in-process start, handle); `tenants.rs`
 //! creates tenants and publishes models; `score.rs` scores and reads `/metrics`;
-//! `load.rs` is steady load; [`ctl`] runs `shardctl`.
+//! `load.rs` is steady load; [`ctl`] runs `shardctl`; [`bulk`] writes thousands of
+//! tenants straight into etcd.
 //!
 //! ```no_run
 //! # use shardline_testkit::fleet::{Launch, Launcher, TestFleet};
@@ -29,6 +30,7 @@
     reason = "a set-up step that fails fails the test"
 )]
 
+pub mod bulk;
 pub mod ctl;
 mod load;
 pub mod node;
