@@ -364,7 +364,7 @@ async fn keep(
             continue;
         }
         next_write = now + keeper.config.min_update_interval;
-        let written = async {
+        let publish = async {
             if record_dirty {
                 let current = record.borrow_and_update().clone();
                 written.at(keeper.put(lease, &current).await?);
@@ -379,7 +379,7 @@ async fn keep(
             }
             Ok::<(), StoreError>(())
         };
-        match written.await {
+        match publish.await {
             Ok(()) => {}
             Err(StoreError::LeaseNotFound(_)) => next_refresh = now,
             Err(e) => warn!(error = %e, "publishing the worker record failed; will retry"),
