@@ -22,12 +22,12 @@ pub struct BulkTenant {
 
 /// Writes tenants `bulk-00000`… (`n` of them), each with `keys_each` API keys (only
 /// digests are stored, as always; about 110 bytes each), and returns them with their
-/// first key.
+/// first key, and the bytes written (keys and values).
 pub async fn write_tenants(
     cp: &ControlPlane,
     n: usize,
     keys_each: usize,
-) -> Result<Vec<BulkTenant>, OpError> {
+) -> Result<(Vec<BulkTenant>, usize), OpError> {
     let mut out = Vec::with_capacity(n);
     let mut records = Vec::with_capacity(n);
     for i in 0..n {
@@ -50,17 +50,18 @@ pub async fn write_tenants(
             key: keys[0].expose().to_owned(),
         });
     }
-    write_all(cp, &records).await?;
-    Ok(out)
+    let bytes = write_all(cp, &records).await?;
+    Ok((out, bytes))
 }
 
-/// Writes an assignment of model `model` of every tenant in `tenants` to `workers`.
+/// Writes an assignment of model `model` of every tenant in `tenants` to `workers`;
+/// returns the bytes written.
 pub async fn write_assignments(
     cp: &ControlPlane,
     tenants: &[BulkTenant],
     model: &str,
     workers: &[WorkerId],
-) -> Result<(), OpError> {
+) -> Result<usize, OpError> {
     let records: Vec<(Key, Vec<u8>)> = tenants
         .iter()
         .map(|t| {
@@ -79,17 +80,23 @@ pub async fn write_assignments(
     write_all(cp, &records).await
 }
 
-async fn write_all(cp: &ControlPlane, records: &[(Key, Vec<u8>)]) -> Result<(), OpError> {
+async fn write_all(cp: &ControlPlane, records: &[(Key, Vec<u8>)]) -> Result<usize, OpError> {
+    let mut bytes = 0;
     for chunk in records.chunks(PER_TXN) {
         let mut txn = Txn::new();
         for (key, json) in chunk {
-            txn = txn.op(Op::put(cp.key(key), json.clone()));
+            let key = cp.key(key);
+            bytes += key.len() + json.len();
+            txn = txn.op(Op::put(key, json.clone()));
         }
         cp.commit(txn, "bulk write").await?;
     }
-    Ok(())
+    Ok(bytes)
 }
 
 fn refused(e: impl std::fmt::Display) -> OpError {
     OpError::Refused(e.to_string())
 }
+
+/// The old gRPC message limit (4 MiB) that a listing of the bulk tenants must exceed.
+pub const GRPC_DEFAULT_LIMIT: usize = 4 << 20;
