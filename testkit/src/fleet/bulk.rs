@@ -31,7 +31,7 @@ pub async fn write_tenants(
     let mut out = Vec::with_capacity(n);
     let mut records = Vec::with_capacity(n);
     for i in 0..n {
-        let id = TenantId::new(&format!("bulk-{i:05}")).map_err(refused)?;
+        let id = TenantId::new(format!("bulk-{i:05}")).map_err(refused)?;
         let keys = (0..keys_each.max(1))
             .map(|_| ApiKey::generate())
             .collect::<Result<Vec<_>, _>>()?;
