@@ -25,8 +25,8 @@ use etcd_client::{
 use futures::StreamExt;
 
 use crate::store::{
-    Event, KeyValue, KvStore, Listing, Op, Precondition, StoreError, Txn, TxnOutcome, WatchItem,
-    WatchStream,
+    Event, KeyValue, KvStore, Listing, Op, Position, Precondition, StoreError, Txn, TxnOutcome,
+    WatchItem, WatchStream,
 };
 
 /// Deadline for one unary request.
@@ -120,6 +120,10 @@ impl EtcdStore {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled => self.unavailable(s.message().to_owned()),
                 _ if s.message().contains("lease not found") => StoreError::LeaseNotFound(0),
+                // "etcdserver: mvcc: database space exceeded" (ResourceExhausted).
+                _ if s.message().contains("database space exceeded") => StoreError::NoSpace {
+                    endpoints: self.endpoints.clone(),
+                },
                 _ => StoreError::Failed(format!("{}: {}", code_name(s.code()), s.message())),
             },
             _ => StoreError::Failed(e.to_string()),
@@ -194,6 +198,22 @@ impl KvStore for EtcdStore {
         let mut c = self.client.clone();
         let resp = self.timed(c.get(key, None)).await?;
         resp.kvs().first().map(kv).transpose()
+    }
+
+    async fn position(&self) -> Result<Position, StoreError> {
+        // A linearizable count of one key: the cheapest request whose header carries the
+        // cluster id and the current revision.
+        let mut c = self.client.clone();
+        let resp = self
+            .timed(c.get("\0", Some(GetOptions::new().with_count_only())))
+            .await?;
+        let header = resp
+            .header()
+            .ok_or_else(|| StoreError::Failed("etcd answered without a header".into()))?;
+        Ok(Position {
+            cluster: header.cluster_id(),
+            revision: header.revision(),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {

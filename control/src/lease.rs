@@ -12,6 +12,13 @@
 //! steady worker therefore writes nothing but lease keep-alives, and a load costs every
 //! watcher one small event, however large the fleet. Losing the lease loses the keys
 //! with it; the keeper then writes the whole set again under the new lease.
+//!
+//! etcd restored from a backup may still hold the lease (leases are in the backup) while
+//! it lost what the keeper wrote after the backup was taken. After each keep-alive the
+//! keeper therefore asks where the store is ([`KvStore::position`]): another cluster,
+//! or a revision below the keeper's last write, means history went back, and it
+//! registers again under a fresh lease (writing the record and every resident key) and
+//! revokes the old lease, which takes any stale resident keys with it.
 //! [`Registration::shutdown`] revokes the lease so routers stop sending work at once;
 //! merely dropping a registration stops the keeper and lets the lease expire.
 
@@ -28,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::metrics::ControlMetrics;
 use crate::ops::{ControlPlane, OpError};
-use crate::store::{KvStore, Op, StoreError, Txn};
+use crate::store::{KvStore, Op, StoreError, Txn, TxnOutcome};
 
 /// Most operations in one resident-key transaction (etcd refuses more than
 /// `--max-txn-ops`, 128 by default).
@@ -81,23 +88,43 @@ struct Keeper {
     lease: watch::Sender<i64>,
 }
 
+/// Where the keeper's last write landed: a store that went back from here lost it.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    cluster: u64,
+    revision: i64,
+}
+
+impl Written {
+    fn at(&mut self, outcome: TxnOutcome) {
+        if let TxnOutcome::Applied { revision } = outcome {
+            self.revision = self.revision.max(revision);
+        }
+    }
+}
+
 impl Keeper {
-    async fn register(&self, record: &WorkerRecord) -> Result<i64, StoreError> {
+    async fn register(&self, record: &WorkerRecord) -> Result<(i64, Written), StoreError> {
+        let cluster = self.store.position().await?.cluster;
         let lease = self.store.grant_lease(self.config.ttl).await?;
-        self.put(lease, record).await?;
+        let mut written = Written {
+            cluster,
+            revision: 0,
+        };
+        written.at(self.put(lease, record).await?);
         self.metrics.lease_registrations.inc();
         self.lease.send_replace(lease);
-        Ok(lease)
+        Ok((lease, written))
     }
 
-    async fn put(&self, lease: i64, record: &WorkerRecord) -> Result<(), StoreError> {
+    async fn put(&self, lease: i64, record: &WorkerRecord) -> Result<TxnOutcome, StoreError> {
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Failed(e.to_string()))?;
         let op = Op::Put {
             key: self.key.clone(),
             value,
             lease,
         };
-        self.store.txn(Txn::new().op(op)).await.map(|_| ())
+        self.store.txn(Txn::new().op(op)).await
     }
 
     /// Brings the resident keys from `published` to `wanted`, one transaction of at
@@ -107,6 +134,7 @@ impl Keeper {
         lease: i64,
         published: &mut ResidentSet,
         wanted: &ResidentSet,
+        written: &mut Written,
     ) -> Result<(), StoreError> {
         let changes = resident_changes(published, wanted);
         for chunk in changes.chunks(TXN_OPS) {
@@ -127,7 +155,7 @@ impl Keeper {
                     None => Op::Delete { key },
                 });
             }
-            self.store.txn(txn).await?;
+            written.at(self.store.txn(txn).await?);
             for (entry, bytes) in chunk {
                 match bytes {
                     Some(b) => published.insert(entry.clone(), *b),
@@ -176,12 +204,18 @@ impl Registration {
             metrics,
             lease: lease_tx,
         };
-        let lease = keeper.register(&record).await?;
+        let (lease, written) = keeper.register(&record).await?;
         info!(worker = %id, lease = format_args!("{lease:x}"), "registered");
         let (record_tx, record_rx) = watch::channel(record);
         let (resident_tx, resident_rx) = watch::channel(ResidentSet::new());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(keep(keeper, lease, record_rx, resident_rx, stop_rx));
+        let task = tokio::spawn(keep(
+            keeper,
+            (lease, written),
+            record_rx,
+            resident_rx,
+            stop_rx,
+        ));
         Ok(Self {
             record: record_tx,
             resident: resident_tx,
@@ -228,7 +262,7 @@ impl Registration {
 
 async fn keep(
     keeper: Keeper,
-    mut lease: i64,
+    (mut lease, mut written): (i64, Written),
     mut record: watch::Receiver<WorkerRecord>,
     mut resident: watch::Receiver<ResidentSet>,
     mut stop: oneshot::Receiver<()>,
@@ -271,7 +305,36 @@ async fn keep(
         let now = tokio::time::Instant::now();
         if now >= next_refresh {
             next_refresh = now + refresh;
-            match keeper.store.keep_alive(lease).await {
+            let alive = match keeper.store.keep_alive(lease).await {
+                Ok(_) => keeper.store.position().await,
+                Err(e) => Err(e),
+            };
+            match alive {
+                Ok(at) if at.went_back_from(written.cluster, written.revision) => {
+                    warn!(
+                        lease = format_args!("{lease:x}"),
+                        written = written.revision,
+                        store_revision = at.revision,
+                        "etcd went back (restored from a backup?); registering again"
+                    );
+                    let current = record.borrow_and_update().clone();
+                    match keeper.register(&current).await {
+                        Ok((new, w)) => {
+                            // The record moved to the new lease; the old one holds only
+                            // resident keys the restored store may have wrong.
+                            if let Err(e) = keeper.store.revoke_lease(lease).await {
+                                warn!(error = %e, "could not revoke the old lease; it will expire");
+                            }
+                            (lease, written) = (new, w);
+                            record_dirty = false;
+                            published.clear();
+                            resident_dirty = true;
+                            next_write = now;
+                        }
+                        Err(e) => warn!(error = %e, "re-registration failed; will retry"),
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(StoreError::LeaseNotFound(_)) => {
                     warn!(
@@ -280,8 +343,8 @@ async fn keep(
                     );
                     let current = record.borrow_and_update().clone();
                     match keeper.register(&current).await {
-                        Ok(new) => {
-                            lease = new;
+                        Ok((new, w)) => {
+                            (lease, written) = (new, w);
                             record_dirty = false;
                             // The old lease took its resident keys with it.
                             published.clear();
@@ -301,20 +364,22 @@ async fn keep(
             continue;
         }
         next_write = now + keeper.config.min_update_interval;
-        let written = async {
+        let publish = async {
             if record_dirty {
                 let current = record.borrow_and_update().clone();
-                keeper.put(lease, &current).await?;
+                written.at(keeper.put(lease, &current).await?);
                 record_dirty = false;
             }
             if resident_dirty {
                 let wanted = resident.borrow_and_update().clone();
-                keeper.sync_resident(lease, &mut published, &wanted).await?;
+                keeper
+                    .sync_resident(lease, &mut published, &wanted, &mut written)
+                    .await?;
                 resident_dirty = false;
             }
             Ok::<(), StoreError>(())
         };
-        match written.await {
+        match publish.await {
             Ok(()) => {}
             Err(StoreError::LeaseNotFound(_)) => next_refresh = now,
             Err(e) => warn!(error = %e, "publishing the worker record failed; will retry"),

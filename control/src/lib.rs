@@ -38,5 +38,5 @@ pub use lease::{LeaseConfig, Registration, ResidentSet, TXN_OPS};
 pub use memory::MemStore;
 pub use metrics::ControlMetrics;
 pub use ops::{ControlPlane, OpError};
-pub use store::{KvStore, StoreError};
+pub use store::{KvStore, Position, StoreError};
 pub use watch::SnapshotWatcher;

@@ -16,9 +16,12 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::store::{
-    Event, KeyValue, KvStore, Listing, Op, Precondition, StoreError, Txn, TxnOutcome, WatchItem,
-    WatchStream,
+    Event, KeyValue, KvStore, Listing, Op, Position, Precondition, StoreError, Txn, TxnOutcome,
+    WatchItem, WatchStream,
 };
+
+/// The cluster id a [`MemStore`] reports.
+pub const MEM_CLUSTER: u64 = 1;
 
 #[derive(Debug, Default)]
 struct State {
@@ -132,6 +135,14 @@ impl KvStore for MemStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.check_up()?;
         Ok(self.lock().data.get(key).cloned())
+    }
+
+    async fn position(&self) -> Result<Position, StoreError> {
+        self.check_up()?;
+        Ok(Position {
+            cluster: MEM_CLUSTER,
+            revision: self.lock().revision,
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {

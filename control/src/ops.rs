@@ -240,6 +240,47 @@ impl ControlPlane {
         }
     }
 
+    /// Registers a new version's manifest and, with `activate`, makes it live, in one
+    /// transaction: both keys are written or neither is (an error after an upload leaves
+    /// no version half-published in etcd).
+    pub async fn publish_version(
+        &self,
+        manifest: &Manifest,
+        activate: bool,
+    ) -> Result<i64, OpError> {
+        manifest
+            .validate()
+            .map_err(|e| OpError::Refused(e.to_string()))?;
+        let model = manifest.key();
+        let vkey = self.key(&Key::ModelVersion(model.clone(), manifest.version.clone()));
+        let mut txn = Txn::new()
+            .check(vkey.clone(), Precondition::Absent)
+            .op(Op::put(vkey.clone(), to_json(manifest)));
+        if activate {
+            let lkey = self.key(&Key::LiveVersion(model.clone()));
+            let live_pre = match self.store.get(&lkey).await? {
+                Some(kv) => Precondition::ModRevision(kv.mod_revision),
+                None => Precondition::Absent,
+            };
+            let live = LiveVersion {
+                version: manifest.version.clone(),
+                updated_at: unix_now(),
+            };
+            txn = txn
+                .check(lkey.clone(), live_pre)
+                .op(Op::put(lkey, to_json(&live)));
+        }
+        match self.commit(txn, "live version").await {
+            Err(OpError::Conflict(_)) if self.store.get(&vkey).await?.is_some() => {
+                Err(OpError::Refused(format!(
+                    "version {} of {model} already exists; publish a new version",
+                    manifest.version
+                )))
+            }
+            other => other,
+        }
+    }
+
     /// Makes `version` the live version of `model`. The version must exist at commit time.
     pub async fn set_live(&self, model: &ModelKey, version: &VersionId) -> Result<i64, OpError> {
         let vkey = self.key(&Key::ModelVersion(model.clone(), version.clone()));

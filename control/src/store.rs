@@ -138,6 +138,25 @@ pub enum TxnOutcome {
     Refused,
 }
 
+/// Which store history a client is talking to, and how far it has gone: what the
+/// watcher and the lease keeper compare to notice that etcd was restored from a backup
+/// (the revision went back, or the cluster is another one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// etcd's cluster id: a restore with a new `--initial-cluster-token` changes it.
+    pub cluster: u64,
+    /// The store's current revision (read linearizably).
+    pub revision: i64,
+}
+
+impl Position {
+    /// Whether a store now at `self` has lost history that a client saw at `cluster` up
+    /// to `revision`: another cluster, or a revision below one already seen.
+    pub fn went_back_from(&self, cluster: u64, revision: i64) -> bool {
+        self.cluster != cluster || self.revision < revision
+    }
+}
+
 /// Failures talking to the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -147,6 +166,15 @@ pub enum StoreError {
     /// The lease does not exist (expired or revoked).
     #[error("lease {0:x} not found")]
     LeaseNotFound(i64),
+    /// etcd raised its NOSPACE alarm (its database reached `--quota-backend-bytes`):
+    /// it refuses every write until an operator frees space and disarms the alarm.
+    /// Reads, watches and lease keep-alives still work.
+    #[error(
+        "etcd is out of space (NOSPACE alarm at {endpoints}): nothing was written; compact and \
+         defragment etcd or raise --quota-backend-bytes, then run `etcdctl alarm disarm` \
+         (docs/operations.md)"
+    )]
+    NoSpace { endpoints: String },
     /// The store answered with an error.
     #[error("etcd request failed: {0}")]
     Failed(String),
@@ -157,6 +185,9 @@ pub enum StoreError {
 pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// One key, if present.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// The cluster and its current revision, read linearizably (so never behind a
+    /// revision any client has seen from this cluster).
+    async fn position(&self) -> Result<Position, StoreError>;
     /// Every key under `prefix`, consistently at one revision.
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
     /// Changes under `prefix` from `start_revision` (inclusive) on.

@@ -4,6 +4,10 @@
 //! and publishes a new immutable snapshot (swapped atomically through a
 //! `tokio::sync::watch` channel). When the watch breaks it reconnects from the last
 //! revision seen, with exponential backoff; when that revision was compacted it re-lists.
+//! Before each reconnect it asks etcd where it is ([`KvStore::position`]): a store whose
+//! revision went back below the snapshot's, or another cluster, was restored from a
+//! backup, and the snapshot is re-listed too (watching from the old revision would wait
+//! for a revision the restored history reaches with different data).
 //! While etcd is unreachable consumers keep the last snapshot (static stability) and
 //! the metrics say how stale it is.
 
@@ -19,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::metrics::ControlMetrics;
-use crate::store::{Event, KvStore, WatchItem};
+use crate::store::{Event, KvStore, Listing, StoreError, WatchItem};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -169,12 +173,16 @@ impl Publisher {
 async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
     let metrics = out.metrics.clone();
     let mut snap: Option<Snapshot> = None;
+    // The cluster the snapshot was listed from (asked before the listing, so a restore
+    // in between costs one more re-list, never a missed one).
+    let mut cluster = 0;
     let mut backoff = BACKOFF_MIN;
     loop {
         let current = match snap.take() {
             Some(s) => s,
-            None => match store.list(prefix.root()).await {
-                Ok(listing) => {
+            None => match listed(&*store, &prefix).await {
+                Ok((at, listing)) => {
+                    cluster = at;
                     let (s, invalid) = Snapshot::from_kvs(
                         prefix.clone(),
                         listing.revision,
@@ -197,7 +205,7 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
                 }
             },
         };
-        let (next, healthy) = follow(&*store, &prefix, current, &mut out).await;
+        let (next, healthy) = follow(&*store, &prefix, cluster, current, &mut out).await;
         metrics.watch_connected.set(0);
         snap = next;
         if healthy {
@@ -209,14 +217,38 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
     }
 }
 
+/// The cluster id, then a listing of `prefix`.
+async fn listed(store: &dyn KvStore, prefix: &Prefix) -> Result<(u64, Listing), StoreError> {
+    let at = store.position().await?;
+    Ok((at.cluster, store.list(prefix.root()).await?))
+}
+
 /// Follows one watch stream. Returns the snapshot to continue from (`None` = re-list)
 /// and whether the stream delivered anything (to reset the backoff).
 async fn follow(
     store: &dyn KvStore,
     prefix: &Prefix,
+    cluster: u64,
     mut snap: Snapshot,
     out: &mut Publisher,
 ) -> (Option<Snapshot>, bool) {
+    match store.position().await {
+        Ok(at) if at.went_back_from(cluster, snap.revision()) => {
+            warn!(
+                snapshot_revision = snap.revision(),
+                store_revision = at.revision,
+                cluster = format_args!("{cluster:x}"),
+                store_cluster = format_args!("{:x}", at.cluster),
+                "etcd went back (restored from a backup?); re-listing"
+            );
+            return (None, true);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "etcd unreachable; serving the last snapshot");
+            return (Some(snap), false);
+        }
+    }
     let from = snap.revision() + 1;
     let mut stream = match store.watch(prefix.root(), from).await {
         Ok(s) => s,

@@ -174,6 +174,9 @@ async fn watcher_sees_changes_in_order_and_survives_etcd_restart() {
     let watcher = SnapshotWatcher::spawn(store.clone(), Prefix::default(), metrics.clone());
     watcher.ready().await;
     let mut rx = watcher.subscribe();
+    // Only snapshots published from here on: the listing's may still be the latest when
+    // the writes below are done, if the watch is not established by then.
+    rx.borrow_and_update();
     let m = model("risk");
     let mut expected = None;
     for epoch in 1..=30 {

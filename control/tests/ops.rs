@@ -114,6 +114,38 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
 }
 
 #[tokio::test]
+async fn a_publish_writes_the_version_and_the_live_pointer_together_or_not_at_all() {
+    let (mem, cp) = setup();
+    let m1 = shardline_testkit::models::manifest("acme", "risk", "1");
+    let m2 = shardline_testkit::models::manifest("acme", "risk", "2");
+    let live_key = cp.key(&Key::LiveVersion(m1.key()));
+    let rev = cp.publish_version(&m1, true).await.unwrap();
+    let live = mem.get(&live_key).await.unwrap().unwrap();
+    assert_eq!(live.mod_revision, rev, "both keys in one revision");
+
+    // A duplicate is refused and touches nothing, the live pointer included.
+    let before = mem.list("/").await.unwrap();
+    let dup = cp.publish_version(&m1, true).await;
+    assert!(matches!(dup, Err(OpError::Refused(m)) if m.contains("already exists")));
+    assert_eq!(mem.list("/").await.unwrap(), before);
+
+    // Without activation only the version is written.
+    cp.publish_version(&m2, false).await.unwrap();
+    let still = mem.get(&live_key).await.unwrap().unwrap();
+    assert_eq!(still.mod_revision, rev);
+
+    // An invalid manifest is refused before anything is sent.
+    let mut bad = shardline_testkit::models::manifest("acme", "risk", "3");
+    bad.location = "../../etc".into();
+    let before = mem.list("/").await.unwrap();
+    assert!(matches!(
+        cp.publish_version(&bad, true).await,
+        Err(OpError::Refused(_))
+    ));
+    assert_eq!(mem.list("/").await.unwrap(), before);
+}
+
+#[tokio::test]
 async fn assignment_cas_refuses_stale_writers() {
     let (_mem, cp) = setup();
     let key = ModelKey::parse_shard_key("acme/risk").unwrap();

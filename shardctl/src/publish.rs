@@ -112,11 +112,8 @@ pub async fn run(ctx: &Ctx, args: PublishArgs) -> Result<Output, CliError> {
         published_at: shardline_control::ops::unix_now(),
     };
     upload(ctx, &store, &manifest, checked.config_json, checked.weights).await?;
-    ctx.cp.register_version(&manifest).await?;
     let live = !args.no_activate;
-    if live {
-        ctx.cp.set_live(&key, &version).await?;
-    }
+    ctx.cp.publish_version(&manifest, live).await?;
     let text = format!(
         "published {key} version {version} ({} weights, sha256 {}) at {}/{location}{}",
         super::inspect::human_bytes(manifest.weights_file.size),

@@ -1,4 +1,5 @@
-//! A single-member etcd on loopback, with its data in a scratch directory.
+//! A single-member etcd on loopback, with its data in a scratch directory, and the
+//! `etcdctl` operations tests need on it: snapshot save and restore, alarms, defrag.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,12 @@ use super::process::{ManagedProcess, is_port_conflict, on_path, program_from_env
 
 /// Environment variable naming the etcd binary to run.
 pub const ETCD_BIN_ENV: &str = "SHARDLINE_ETCD_BIN";
+
+/// Environment variable naming the etcdctl binary to run.
+pub const ETCDCTL_BIN_ENV: &str = "SHARDLINE_ETCDCTL_BIN";
+
+/// The member name (and cluster token) of every test etcd.
+const NAME: &str = "shardline-test";
 
 /// How long etcd gets to report healthy after a start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,27 +40,29 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts etcd on two free loopback ports and waits until `/health` says it is healthy.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with extra flags, e.g. `--quota-backend-bytes=…`; they are
+    /// kept for restarts.
+    pub async fn start_with(extra: &[String]) -> anyhow::Result<Self> {
         let program = find_etcd()?;
         let mut attempt = 1;
         loop {
-            match Self::start_once(&program).await {
+            match Self::start_once(&program, extra).await {
                 Err(e) if attempt < START_ATTEMPTS && is_port_conflict(&e) => attempt += 1,
                 started => return started,
             }
         }
     }
 
-    async fn start_once(program: &Path) -> anyhow::Result<Self> {
+    async fn start_once(program: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let (client_port, peer_port) = (free_port(), free_port());
         let process = ManagedProcess::new("etcd", program)?;
         let data_dir = process.dir().join("data");
         let mut process = process
-            .args(single_member_args(
-                "shardline-test",
-                &data_dir,
-                client_port,
-                peer_port,
-            ))
+            .args(single_member_args(NAME, &data_dir, client_port, peer_port))
+            .args(extra)
             // A lone member elects itself after one election timeout; the default (1 s) is
             // paid on every start and restart. Nothing else depends on these with one member.
             .arg("--heartbeat-interval=20")
@@ -97,6 +106,46 @@ impl EtcdProcess {
     /// The data directory, kept across restarts.
     pub fn data_dir(&self) -> PathBuf {
         self.process.dir().join("data")
+    }
+
+    /// Runs `etcdctl --endpoints=<this etcd> ARGS` (API v3) and returns its stdout; an
+    /// exit other than 0 is an error carrying stderr.
+    pub async fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec![format!("--endpoints={}", self.endpoint())];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run_etcdctl(&all).await
+    }
+
+    /// `etcdctl snapshot save PATH`: a backup of the whole keyspace at this moment.
+    pub async fn snapshot_save(&self, path: &Path) -> anyhow::Result<()> {
+        self.etcdctl(&["snapshot", "save", &path.display().to_string()])
+            .await
+            .map(|_| ())
+    }
+
+    /// An operator's restore: SIGKILL etcd, delete its data directory, `etcdctl snapshot
+    /// restore` the backup into it (same member name, peer URL and cluster token, so the
+    /// cluster id stays and the revision goes back to the backup's), start etcd on the
+    /// same ports and wait until it is healthy.
+    pub async fn restore(&mut self, snapshot: &Path) -> anyhow::Result<()> {
+        self.process.kill().await?;
+        let data_dir = self.data_dir();
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("remove {}", data_dir.display()))?;
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        run_etcdctl(&[
+            "snapshot".into(),
+            "restore".into(),
+            snapshot.display().to_string(),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--name={NAME}"),
+            format!("--initial-cluster={NAME}={peer_url}"),
+            format!("--initial-cluster-token={NAME}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+        ])
+        .await?;
+        self.process.spawn().await?;
+        self.wait_ready().await
     }
 
     /// Stops etcd if it runs, then starts it again on the same ports and data directory and
@@ -146,6 +195,43 @@ pub fn single_member_args(
         "--initial-cluster-state=new".to_owned(),
         format!("--initial-cluster-token={name}"),
     ]
+}
+
+async fn run_etcdctl(args: &[String]) -> anyhow::Result<String> {
+    let program = find_etcdctl()?;
+    let out = tokio::process::Command::new(&program)
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .await
+        .with_context(|| format!("run {}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        anyhow::bail!(
+            "etcdctl {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            stdout
+        );
+    }
+    Ok(stdout)
+}
+
+/// The etcdctl binary: `$SHARDLINE_ETCDCTL_BIN`, else `etcdctl` on `PATH`, else beside
+/// the etcd binary.
+pub fn find_etcdctl() -> anyhow::Result<PathBuf> {
+    program_from_env(ETCDCTL_BIN_ENV)?
+        .or_else(|| on_path("etcdctl"))
+        .or_else(|| {
+            let etcd = find_etcd().ok()?;
+            Some(etcd.with_file_name("etcdctl")).filter(|p| p.is_file())
+        })
+        .with_context(|| {
+            format!(
+                "etcdctl not found: install it (apt-get install etcd-client) or set {ETCDCTL_BIN_ENV}"
+            )
+        })
 }
 
 /// The etcd binary: `$SHARDLINE_ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`.

@@ -8,7 +8,7 @@
 //!   signals (stop, kill, pause, resume), and drop that kills, reaps, and keeps the logs of
 //!   a failed (panicking) test;
 //! - [`EtcdProcess`] (`etcd.rs`) is a single-member etcd that can be restarted on the same
-//!   ports and data; [`S3Process`] (`s3.rs`) is moto's S3 server with a bucket made; it can
+//!   ports and data, or restored from an `etcdctl snapshot save` backup; [`S3Process`] (`s3.rs`) is moto's S3 server with a bucket made; it can
 //!   be paused to simulate an outage without losing objects;
 //! - [`metric_sum`] reads Prometheus text; [`post_head_only`] sends a head without its
 //!   body; [`eventually!`] / [`wait::eventually`] poll a condition; [`TOKEN`] is the
@@ -65,7 +65,9 @@ pub mod fleet;
 pub mod models;
 
 pub use bins::{BIN_DIR_ENV, bin_dirs, binary, find_binary};
-pub use etcd::{ETCD_BIN_ENV, EtcdProcess, find_etcd, single_member_args};
+pub use etcd::{
+    ETCD_BIN_ENV, ETCDCTL_BIN_ENV, EtcdProcess, find_etcd, find_etcdctl, single_member_args,
+};
 pub use http::post_head_only;
 pub use port::free_port;
 pub use process::{ManagedProcess, http_client, on_path, program_from_env, send_signal};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shardline_control::EtcdStore;
 use shardline_control::store::{
-    KeyValue, KvStore, Listing, Op, StoreError, Txn, TxnOutcome, WatchStream,
+    KeyValue, KvStore, Listing, Op, Position, StoreError, Txn, TxnOutcome, WatchStream,
 };
 use shardline_shared::records::WorkerRecord;
 use shardline_testkit::EtcdProcess;
@@ -61,6 +61,9 @@ impl Gated {
 impl KvStore for Gated {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
+    }
+    async fn position(&self) -> Result<Position, StoreError> {
+        self.inner.position().await
     }
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         self.inner.list(prefix).await

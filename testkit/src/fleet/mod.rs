@@ -6,7 +6,8 @@
 //! Layout: this file is the builder and the running [`TestFleet`]; [`node`] is one worker
 //! or router (its argument list, process or in-process start, handle); `tenants.rs`
 //! creates tenants and publishes models; `score.rs` scores and reads `/metrics`;
-//! `load.rs` is steady load; [`ctl`] runs `shardctl`.
+//! `load.rs` is steady load; [`ctl`] runs `shardctl`; [`bulk`] writes thousands of
+//! tenants straight into etcd.
 //!
 //! ```no_run
 //! # use shardline_testkit::fleet::{Launch, Launcher, TestFleet};
@@ -29,6 +30,7 @@
     reason = "a set-up step that fails fails the test"
 )]
 
+pub mod bulk;
 pub mod ctl;
 mod load;
 pub mod node;
@@ -58,6 +60,7 @@ pub struct FleetBuilder {
     workers: usize,
     routers: usize,
     s3: bool,
+    etcd_args: Vec<String>,
     defaults: Defaults,
 }
 
@@ -86,6 +89,11 @@ impl FleetBuilder {
     /// Models in moto's S3 rather than a `file://` directory.
     pub fn s3(mut self) -> Self {
         self.s3 = true;
+        self
+    }
+    /// A raw argument for etcd (e.g. `--quota-backend-bytes=…`).
+    pub fn etcd_arg(mut self, arg: &str) -> Self {
+        self.etcd_args.push(arg.to_owned());
         self
     }
     /// A raw argument for every router.
@@ -122,10 +130,14 @@ impl FleetBuilder {
 
     pub async fn start(self) -> TestFleet {
         let (etcd, s3) = if self.s3 {
-            let (etcd, s3) = tokio::try_join!(EtcdProcess::start(), S3Process::start()).unwrap();
+            let etcd = EtcdProcess::start_with(&self.etcd_args);
+            let (etcd, s3) = tokio::try_join!(etcd, S3Process::start()).unwrap();
             (etcd, Some(s3))
         } else {
-            (EtcdProcess::start().await.unwrap(), None)
+            (
+                EtcdProcess::start_with(&self.etcd_args).await.unwrap(),
+                None,
+            )
         };
         let store_dir = tempfile::tempdir().unwrap();
         let (store_url, store_env) = match &s3 {
@@ -186,6 +198,7 @@ impl TestFleet {
             workers: 2,
             routers: 1,
             s3: false,
+            etcd_args: vec![],
             defaults: Defaults {
                 lease_ttl: "3s".into(),
                 memory_budget: "256MiB".into(),

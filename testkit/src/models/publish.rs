@@ -42,7 +42,6 @@ pub async fn publish(
         dims: m.dims.clone(),
         published_at: shardline_control::ops::unix_now(),
     };
-    cp.register_version(&manifest).await?;
-    cp.set_live(&manifest.key(), &manifest.version).await?;
+    cp.publish_version(&manifest, true).await?;
     Ok(manifest)
 }
