@@ -1,8 +1,9 @@
 //! The Shardline side of the HTTP benchmarks (`bench-router`, `bench-mlserver`): etcd, a
 //! `file://` model store and tenant `bench` with its API key ([`Control`]), then ONE
 //! release `worker` and ONE release `router` process found next to this executable
-//! ([`start_worker`], [`start_router`]); and the requests they all send (one OIP v2 JSON
-//! body, polled until it scores).
+//! ([`start_worker`], [`start_router`]); the requests they all send (one OIP v2 JSON
+//! body, polled until it scores); and reading one series from a `/metrics` page
+//! ([`metric`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,20 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
              (cargo build --release -p shardline-router -p shardline-worker -p shardline-shardctl)",
         )
     })
+}
+
+/// One unlabelled series from the `/metrics` page at `metrics_url`; an error when the
+/// page does not have it (a renamed metric must not read as zero).
+pub async fn metric(http: &reqwest::Client, metrics_url: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(metrics_url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    ensure!(text.contains(name), "no {name} at {metrics_url}");
+    Ok(shardline_testkit::metric_sum(&text, name, None))
 }
 
 /// The OIP JSON body for `rows` row-major rows of `row.len() / rows` values, input

@@ -14,7 +14,7 @@ use super::nginx::nginx_conf;
 use super::{Cpu, INPUT_DIM, ModelResult, Options, Run, Target, TargetResult};
 use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
-    TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
+    self, TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
 };
 use crate::models::MlpArtifact;
 use crate::procfs::{machine_busy, process_cpu, tree_cpu};
@@ -259,16 +259,9 @@ pub(super) async fn load_once(
 
 /// The router's serving threads taking connections now, from its `/metrics`.
 pub(super) async fn serving_threads(metrics_url: &str) -> anyhow::Result<f64> {
-    let text = shardline_testkit::http_client(Duration::from_secs(5))?
-        .get(metrics_url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let http = shardline_testkit::http_client(Duration::from_secs(5))?;
     let name = shardline_shared::metrics::ROUTER_SERVING_THREADS_ACTIVE;
-    ensure!(text.contains(name), "no {name} in the router's metrics");
-    Ok(shardline_testkit::metric_sum(&text, name, None))
+    stack::metric(&http, metrics_url, name).await
 }
 
 /// Cumulative CPU seconds at one moment.

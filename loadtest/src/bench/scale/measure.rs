@@ -17,11 +17,13 @@ use shardline_testkit::{ManagedProcess, free_port};
 
 use super::Options;
 use super::populate::{Heartbeats, MODEL, populate};
-use super::probe::{self, quantile};
-use super::report::{Report, ShardctlTiming};
+use super::probe;
+use super::report::{Latencies, Report, ShardctlTiming};
+use crate::bench::stack;
 use crate::fleet::{self, FleetState};
 use crate::models::MlpArtifact;
 use crate::procfs::{Footprint, process_cpu};
+use crate::stats::ms;
 
 const PROBE_DIMS: [usize; 3] = [4, 16, 1];
 const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,14 +132,13 @@ pub async fn measure(
 
     progress("measuring key rotation and publish-to-routable at every router");
     let routers = vec![r0.url.clone(), r1.url.clone()];
+    let (mut rotations, mut publications) = (Vec::new(), Vec::new());
     for j in 0..options.probes {
         let n = world.samples.len();
         let sample = &mut world.samples[j % n];
-        report
-            .rotation_ms
-            .push(probe::rotation(&cp, &http, &routers, sample, &body).await?);
+        rotations.push(probe::rotation(&cp, &http, &routers, sample, &body).await?);
         let sample = &world.samples[j % n];
-        report.publish_ms.push(
+        publications.push(
             probe::publish(
                 &cp,
                 &world,
@@ -150,8 +151,8 @@ pub async fn measure(
             .await?,
         );
     }
-    report.rotation_p99_ms = quantile(&report.rotation_ms, 0.99);
-    report.publish_p99_ms = quantile(&report.publish_ms, 0.99);
+    report.rotation = Latencies::of(&rotations);
+    report.publish = Latencies::of(&publications);
 
     progress("reading router CPU and etcd writes over a quiet window");
     let revision = |cp: &ControlPlane| {
@@ -184,7 +185,7 @@ pub async fn measure(
 
     progress("compacting while r-0 is stopped, then checking it re-lists");
     let metrics0 = r0.metrics_url.clone().context("r-0's metrics")?;
-    let resyncs = probe::metric(&http, &metrics0, names::CONTROL_RESYNCS_TOTAL).await?;
+    let resyncs = stack::metric(&http, &metrics0, names::CONTROL_RESYNCS_TOTAL).await?;
     signal(r0_pid, "STOP")?;
     let stopped = async {
         // Megabytes of events (manifests rewritten as they are), more than the gRPC
@@ -223,9 +224,9 @@ pub async fn measure(
     stopped?;
     let sample = &mut world.samples[0];
     report.compaction_rotation_ms =
-        probe::rotation(&cp, &http, std::slice::from_ref(&r0.url), sample, &body).await?;
+        ms(probe::rotation(&cp, &http, std::slice::from_ref(&r0.url), sample, &body).await?);
     report.compaction_resyncs =
-        probe::metric(&http, &metrics0, names::CONTROL_RESYNCS_TOTAL).await? - resyncs;
+        stack::metric(&http, &metrics0, names::CONTROL_RESYNCS_TOTAL).await? - resyncs;
     report.etcd_db_bytes_end = dir_bytes(&options.run_dir.join("etcd"));
     drop(heartbeats);
     w1.stop().await;

@@ -1,10 +1,8 @@
 //! Probes of the routers from outside: how long until a change written to etcd shows in
-//! every router's answers (a rotated key accepted, a published model found), and the
-//! resource readings (`/proc` CPU and RSS, a Prometheus counter) the report needs.
+//! every router's answers (a rotated key accepted, a published model found).
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use shardline_control::ControlPlane;
 use shardline_control::store::{Op, Txn};
 use shardline_shared::auth::ApiKey;
@@ -44,7 +42,7 @@ pub async fn score(
     Ok(response.status().as_u16())
 }
 
-/// Milliseconds until `accept(status)` holds at every router, polled every 5 ms.
+/// Time until `accept(status)` holds at every router, polled every 5 ms.
 async fn until_every_router(
     http: &reqwest::Client,
     routers: &[String],
@@ -53,8 +51,7 @@ async fn until_every_router(
     body: &str,
     accept: impl Fn(u16) -> bool,
     since: Instant,
-) -> anyhow::Result<f64> {
-    let mut worst: f64 = 0.0;
+) -> anyhow::Result<Duration> {
     for router in routers {
         loop {
             let status = score(http, router, model, key, body).await.unwrap_or(0);
@@ -66,20 +63,20 @@ async fn until_every_router(
             }
             tokio::time::sleep(POLL).await;
         }
-        worst = worst.max(since.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(worst)
+    // The routers are polled in turn: the last one answered at the slowest's time.
+    Ok(since.elapsed())
 }
 
 /// Rotates `sample`'s key (its record rewritten with a new digest only) and returns the
-/// milliseconds until every router accepts the new key.
+/// time until every router accepts the new key.
 pub async fn rotation(
     cp: &ControlPlane,
     http: &reqwest::Client,
     routers: &[String],
     sample: &mut Sample,
     body: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Duration> {
     let api = ApiKey::generate()?;
     let now = shardline_control::ops::unix_now();
     let record = TenantRecord {
@@ -109,7 +106,7 @@ pub async fn rotation(
 }
 
 /// Publishes a new model `name` for `sample`'s tenant (a manifest and its live pointer,
-/// one transaction) and returns the milliseconds until every router routes it.
+/// one transaction) and returns the time until every router routes it.
 pub async fn publish(
     cp: &ControlPlane,
     world: &World,
@@ -118,7 +115,7 @@ pub async fn publish(
     sample: &Sample,
     name: &str,
     body: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Duration> {
     let key = ModelKey::new(sample.tenant.clone(), ModelName::new(name)?);
     let version = VersionId::new("1")?;
     let mut manifest = world.manifest.clone();
@@ -153,38 +150,4 @@ pub async fn publish(
         started,
     )
     .await
-}
-
-/// The value of an unlabelled counter or gauge at `metrics_url`.
-pub async fn metric(http: &reqwest::Client, metrics_url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = http.get(metrics_url).send().await?.text().await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .with_context(|| format!("{metrics_url} has no {name}"))
-}
-
-/// The `q` quantile (0..=1) of `values` (nearest rank), 0 when empty.
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantile_is_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.99), 99.0);
-        assert_eq!(quantile(&v, 1.0), 100.0);
-        assert_eq!(quantile(&v, 0.5), 50.0);
-        assert_eq!(quantile(&[3.0], 0.99), 3.0);
-        assert_eq!(quantile(&[], 0.99), 0.0);
-    }
 }
