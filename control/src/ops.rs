@@ -221,28 +221,10 @@ impl ControlPlane {
 
     // ----- models -----
 
-    /// Registers a new version's manifest. Versions are immutable: an existing one is refused.
-    pub async fn register_version(&self, manifest: &Manifest) -> Result<i64, OpError> {
-        manifest
-            .validate()
-            .map_err(|e| OpError::Refused(e.to_string()))?;
-        let k = Key::ModelVersion(manifest.key(), manifest.version.clone());
-        match self
-            .write(&k, manifest, Precondition::Absent, "version")
-            .await
-        {
-            Err(OpError::Conflict(_)) => Err(OpError::Refused(format!(
-                "version {} of {} already exists; publish a new version",
-                manifest.version,
-                manifest.key()
-            ))),
-            other => other,
-        }
-    }
-
     /// Registers a new version's manifest and, with `activate`, makes it live, in one
     /// transaction: both keys are written or neither is (an error after an upload leaves
-    /// no version half-published in etcd).
+    /// no version half-published in etcd). Versions are immutable: an existing one is
+    /// refused.
     pub async fn publish_version(
         &self,
         manifest: &Manifest,

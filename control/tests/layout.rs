@@ -58,7 +58,7 @@ async fn etcdctl_shows_documented_keys_with_readable_json() {
         .await
         .unwrap();
     let m = shardline_testkit::models::manifest("acme", "risk", "1");
-    cp.register_version(&m).await.unwrap();
+    cp.publish_version(&m, false).await.unwrap();
     cp.set_live(&m.key(), &m.version).await.unwrap();
     let w = WorkerId::new("w-1").unwrap();
     cp.set_worker_admin(&w, AdminState::Cordoned).await.unwrap();

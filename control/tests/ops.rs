@@ -60,7 +60,7 @@ async fn tenant_lifecycle_and_key_rotation() {
 
     // Deleting refuses while models exist, unless forced (which removes them too).
     let m = shardline_testkit::models::manifest("acme", "risk", "1");
-    cp.register_version(&m).await.unwrap();
+    cp.publish_version(&m, false).await.unwrap();
     let assignment = Assignment {
         workers: vec![WorkerId::new("w1").unwrap()],
         epoch: 1,
@@ -84,8 +84,8 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
     let m1 = shardline_testkit::models::manifest("acme", "risk", "1");
     let m2 = shardline_testkit::models::manifest("acme", "risk", "2");
     let key: ModelKey = m1.key();
-    cp.register_version(&m1).await.unwrap();
-    let dup = cp.register_version(&m1).await;
+    cp.publish_version(&m1, false).await.unwrap();
+    let dup = cp.publish_version(&m1, false).await;
     assert!(matches!(dup, Err(OpError::Refused(m)) if m.contains("already exists")));
 
     let v2 = VersionId::new("2").unwrap();
@@ -94,7 +94,7 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
         Err(OpError::NotFound(_))
     ));
     cp.set_live(&key, &m1.version).await.unwrap();
-    cp.register_version(&m2).await.unwrap();
+    cp.publish_version(&m2, false).await.unwrap();
     cp.set_live(&key, &v2).await.unwrap();
     assert!(
         matches!(cp.unpublish(&key, &v2).await, Err(OpError::Refused(m)) if m.contains("is live"))
@@ -108,7 +108,7 @@ async fn versions_are_immutable_and_live_pointer_is_guarded() {
     let mut bad = shardline_testkit::models::manifest("acme", "risk", "3");
     bad.location = "../../etc".into();
     assert!(matches!(
-        cp.register_version(&bad).await,
+        cp.publish_version(&bad, false).await,
         Err(OpError::Refused(_))
     ));
 }
