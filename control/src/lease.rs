@@ -309,7 +309,10 @@ async fn keep(
                 Ok(_) => keeper.store.position().await,
                 Err(e) => Err(e),
             };
-            match alive {
+            // Whether to register again (`Some`), and whether the old lease must then be
+            // revoked (a restored store kept it, with resident keys it may have wrong) or
+            // is gone already, with its keys.
+            let again = match alive {
                 Ok(at) if at.went_back_from(written.cluster, written.revision) => {
                     warn!(
                         lease = format_args!("{lease:x}"),
@@ -317,47 +320,40 @@ async fn keep(
                         store_revision = at.revision,
                         "etcd went back (restored from a backup?); registering again"
                     );
-                    let current = record.borrow_and_update().clone();
-                    match keeper.register(&current).await {
-                        Ok((new, w)) => {
-                            // The record moved to the new lease; the old one holds only
-                            // resident keys the restored store may have wrong.
-                            if let Err(e) = keeper.store.revoke_lease(lease).await {
-                                warn!(error = %e, "could not revoke the old lease; it will expire");
-                            }
-                            (lease, written) = (new, w);
-                            record_dirty = false;
-                            published.clear();
-                            resident_dirty = true;
-                            next_write = now;
-                        }
-                        Err(e) => warn!(error = %e, "re-registration failed; will retry"),
-                    }
-                    continue;
+                    Some(true)
                 }
-                Ok(_) => {}
+                Ok(_) => None,
                 Err(StoreError::LeaseNotFound(_)) => {
                     warn!(
                         lease = format_args!("{lease:x}"),
                         "worker lease lost; registering again"
                     );
-                    let current = record.borrow_and_update().clone();
-                    match keeper.register(&current).await {
-                        Ok((new, w)) => {
-                            (lease, written) = (new, w);
-                            record_dirty = false;
-                            // The old lease took its resident keys with it.
-                            published.clear();
-                            resident_dirty = true;
-                        }
-                        Err(e) => warn!(error = %e, "re-registration failed; will retry"),
-                    }
-                    continue;
+                    Some(false)
                 }
                 Err(e) => {
                     warn!(error = %e, "lease keep-alive failed; will retry");
                     continue;
                 }
+            };
+            if let Some(revoke_old) = again {
+                let current = record.borrow_and_update().clone();
+                match keeper.register(&current).await {
+                    Ok((new, w)) => {
+                        if revoke_old {
+                            if let Err(e) = keeper.store.revoke_lease(lease).await {
+                                warn!(error = %e, "could not revoke the old lease; it will expire");
+                            }
+                            next_write = now;
+                        }
+                        (lease, written) = (new, w);
+                        record_dirty = false;
+                        // Every resident key is written again under the new lease.
+                        published.clear();
+                        resident_dirty = true;
+                    }
+                    Err(e) => warn!(error = %e, "re-registration failed; will retry"),
+                }
+                continue;
             }
         }
         if !(dirty && now >= next_write) {
