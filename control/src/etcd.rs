@@ -4,16 +4,9 @@
 //! keep-alive / revoke, compact). Every unary call has a deadline, so an unreachable
 //! etcd turns into a [`StoreError::Unavailable`] instead of a hang; watches rely on
 //! HTTP/2 keep-alive pings to notice a dead connection.
+
 //!
-//! A listing is paginated, every page read at the revision of the first, so the whole
-//! listing is one consistent cut however large the prefix is (one unpaginated range over
-//! 100,000 tenants would be hundreds of MiB in one gRPC message). etcd counts every key
-//! from a page's start to the end of the range on each request (3.4 and 3.5 alike), so
-//! many small pages cost O(keys² / page): 800,000 keys in pages of 1,000 took 40 s. Pages
-//! are therefore sized from the largest key + value seen so far ([`next_page`]: about
-//! [`PAGE_BYTES`] each, at most [`LIST_PAGE_MAX`] keys), starting at [`LIST_PAGE`]; a page
-//! that still exceeds the client's [`MAX_MESSAGE`] (bigger values further on) is asked
-//! again with an eighth of the keys.
+//! Listings are paginated at one revision ([`list`]).
 
 use std::time::Duration;
 
@@ -24,36 +17,15 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
+pub use list::{LIST_PAGE, LIST_PAGE_MAX, MAX_MESSAGE, PAGE_BYTES, next_page};
+
 use crate::store::{
     Event, KeyValue, KvStore, Listing, Op, Position, Precondition, StoreError, Txn, TxnOutcome,
     WatchItem, WatchStream,
 };
 
 /// Deadline for one unary request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Keys in the first range request of a listing.
-pub const LIST_PAGE: i64 = 1000;
-
-/// Most keys in one range request of a listing.
-pub const LIST_PAGE_MAX: i64 = 20_000;
-
-/// Bytes a listing page aims at, from the largest key + value seen so far.
-pub const PAGE_BYTES: usize = 32 << 20;
-
-/// The largest gRPC message the client decodes: a page of [`PAGE_BYTES`] with room for
-/// values larger than those seen so far, or one watch response. etcd's own default
-/// request limit is 1.5 MiB, and [`crate::ops`] refuses values over 64 KiB.
-pub const MAX_MESSAGE: usize = 128 << 20;
-
-/// Keys to ask for in the next page, when the largest key + value seen is `largest`
-/// bytes.
-pub fn next_page(largest: usize) -> i64 {
-    let keys = PAGE_BYTES / largest.max(1);
-    i64::try_from(keys)
-        .unwrap_or(i64::MAX)
-        .clamp(1, LIST_PAGE_MAX)
-}
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection to etcd. Cheap to clone.
 #[derive(Clone)]
@@ -63,6 +35,9 @@ pub struct EtcdStore {
     kv: KvClient,
     watcher: WatchClient,
     endpoints: String,
+    /// The decoding limit `kv` was built with (a listing page that exceeds it is asked
+    /// again with fewer keys).
+    max_message: usize,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -77,6 +52,15 @@ impl EtcdStore {
     /// Prepares a client for `endpoints` (comma-separated URLs are accepted in each item).
     /// Connection is lazy: this succeeds while etcd is down, and calls fail until it is up.
     pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        Self::connect_with_message_limit(endpoints, MAX_MESSAGE).await
+    }
+
+    /// As [`EtcdStore::connect`], decoding responses of at most `max_message` bytes (tests
+    /// use a small limit to exercise the listing's smaller-page retry).
+    pub async fn connect_with_message_limit(
+        endpoints: &[String],
+        max_message: usize,
+    ) -> Result<Self, StoreError> {
         let list: Vec<String> = endpoints
             .iter()
             .flat_map(|e| e.split(','))
@@ -99,10 +83,11 @@ impl EtcdStore {
                     reason: e.to_string(),
                 })?;
         Ok(Self {
-            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
-            watcher: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
+            kv: client.kv_client().max_decoding_message_size(max_message),
+            watcher: client.watch_client().max_decoding_message_size(max_message),
             client,
             endpoints: joined,
+            max_message,
         })
     }
 
@@ -111,7 +96,7 @@ impl EtcdStore {
         &self.endpoints
     }
 
-    fn error(&self, e: etcd_client::Error) -> StoreError {
+    pub(crate) fn error(&self, e: etcd_client::Error) -> StoreError {
         use etcd_client::Error as E;
         match &e {
             E::TransportError(_) | E::IoError(_) => self.unavailable(e.to_string()),
@@ -130,7 +115,7 @@ impl EtcdStore {
         }
     }
 
-    fn unavailable(&self, reason: String) -> StoreError {
+    pub(crate) fn unavailable(&self, reason: String) -> StoreError {
         StoreError::Unavailable {
             endpoints: self.endpoints.clone(),
             reason: simplify(&reason),
@@ -166,7 +151,7 @@ fn simplify(reason: &str) -> String {
 /// The end of the key range holding every key that starts with `prefix` (etcd's rule:
 /// the prefix with its last byte below 0xff incremented; all keys for an empty or all-0xff
 /// prefix).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(&last) = end.last() {
         if last < 0xff {
@@ -180,7 +165,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+pub(crate) fn kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
     Ok(KeyValue {
         key: kv
             .key_str()
@@ -217,54 +202,19 @@ impl KvStore for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let end = prefix_end(prefix.as_bytes());
-        let mut from = prefix.as_bytes().to_vec();
-        let (mut revision, mut limit, mut largest) = (0, LIST_PAGE, 0);
         let mut kvs = Vec::new();
-        loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
-            if revision > 0 {
-                // Every later page at the first page's revision: one consistent cut.
-                options = options.with_revision(revision);
-            }
-            let mut c = self.kv.clone();
-            let resp =
-                match tokio::time::timeout(REQUEST_TIMEOUT, c.get(from.clone(), Some(options)))
-                    .await
-                {
-                    Ok(Err(etcd_client::Error::GRpcStatus(s)))
-                        if s.code() == tonic::Code::OutOfRange && limit > 1 =>
-                    {
-                        // Larger values than seen so far: the same page, fewer keys.
-                        limit = (limit / 8).max(1);
-                        continue;
-                    }
-                    Ok(r) => r.map_err(|e| self.error(e))?,
-                    Err(_) => {
-                        return Err(self.unavailable(format!(
-                            "no answer within {} s",
-                            REQUEST_TIMEOUT.as_secs()
-                        )));
-                    }
-                };
-            if revision == 0 {
-                revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-            }
-            kvs.reserve(resp.kvs().len());
-            for item in resp.kvs() {
-                largest = largest.max(item.key().len() + item.value().len());
-                kvs.push(kv(item)?);
-            }
-            limit = next_page(largest);
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
+        let revision = self
+            .list_paged(prefix, &mut |page| kvs.extend(page))
+            .await?;
         Ok(Listing { revision, kvs })
+    }
+
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<i64, StoreError> {
+        self.list_paged(prefix, page).await
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream, StoreError> {
@@ -392,23 +342,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_hold_about_page_bytes_within_the_key_bounds() {
-        assert_eq!(
-            next_page(1_000),
-            LIST_PAGE_MAX,
-            "small values: the most keys"
-        );
-        assert_eq!(next_page(64 << 10), 512, "64 KiB values: 32 MiB");
-        assert_eq!(next_page(usize::MAX), 1);
-        assert_eq!(next_page(0), LIST_PAGE_MAX);
-        // A full page of the first size always fits the client's limit, even at the
-        // largest value ControlPlane writes (plus a long key).
-        let worst = crate::ops::MAX_VALUE_BYTES + 1024;
-        assert!(LIST_PAGE as usize * worst <= MAX_MESSAGE);
-        assert!(next_page(worst) as usize * worst <= MAX_MESSAGE);
-    }
-
-    #[test]
     fn the_prefix_range_ends_after_every_key_with_the_prefix() {
         assert_eq!(prefix_end(b"/shardline/"), b"/shardline0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
@@ -418,3 +351,5 @@ mod tests {
         assert_eq!(prefix_end(b""), vec![0]);
     }
 }
+
+mod list;

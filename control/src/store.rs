@@ -190,6 +190,18 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     async fn position(&self) -> Result<Position, StoreError>;
     /// Every key under `prefix`, consistently at one revision.
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// The same listing handed to `page` a part at a time (each part dropped before the
+    /// next is read, where the store can), so a large prefix is never held whole;
+    /// returns the revision. On an error, the pages already handed on are incomplete.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<i64, StoreError> {
+        let listing = self.list(prefix).await?;
+        page(listing.kvs);
+        Ok(listing.revision)
+    }
     /// Changes under `prefix` from `start_revision` (inclusive) on.
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream, StoreError>;
     /// A conditional, all-or-nothing transaction.

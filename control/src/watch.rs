@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::metrics::ControlMetrics;
-use crate::store::{Event, KvStore, Listing, StoreError, WatchItem};
+use crate::store::{Event, KvStore, StoreError, WatchItem};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -181,16 +181,8 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
         let current = match snap.take() {
             Some(s) => s,
             None => match listed(&*store, &prefix).await {
-                Ok((at, listing)) => {
+                Ok((at, s, invalid)) => {
                     cluster = at;
-                    let (s, invalid) = Snapshot::from_kvs(
-                        prefix.clone(),
-                        listing.revision,
-                        listing
-                            .kvs
-                            .iter()
-                            .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision)),
-                    );
                     invalid.iter().for_each(|i| report(&prefix, &metrics, i));
                     metrics.resyncs.inc();
                     info!(revision = s.revision(), "control-plane snapshot listed");
@@ -217,10 +209,31 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
     }
 }
 
-/// The cluster id, then a listing of `prefix`.
-async fn listed(store: &dyn KvStore, prefix: &Prefix) -> Result<(u64, Listing), StoreError> {
+/// The cluster id, then a snapshot of `prefix` built page by page as the listing
+/// arrives (never the whole listing in memory), and the keys it refused.
+async fn listed(
+    store: &dyn KvStore,
+    prefix: &Prefix,
+) -> Result<(u64, Snapshot, Vec<Invalid>), StoreError> {
     let at = store.position().await?;
-    Ok((at.cluster, store.list(prefix.root()).await?))
+    let mut snap = Snapshot::empty(prefix.clone());
+    let mut invalid = Vec::new();
+    let revision = store
+        .list_pages(prefix.root(), &mut |page| {
+            for kv in page {
+                let change = Change::Put {
+                    key: &kv.key,
+                    value: &kv.value,
+                    mod_revision: kv.mod_revision,
+                };
+                if let Err(e) = snap.apply(change) {
+                    invalid.push(e);
+                }
+            }
+        })
+        .await?;
+    snap.set_revision(revision);
+    Ok((at.cluster, snap, invalid))
 }
 
 /// Follows one watch stream. Returns the snapshot to continue from (`None` = re-list)

@@ -98,6 +98,60 @@ async fn a_listing_larger_than_one_message_is_read_whole_at_one_revision() {
     assert!(listing.kvs.iter().all(|kv| kv.key.starts_with("/big/")));
 }
 
+#[tokio::test]
+async fn a_page_larger_than_the_message_limit_is_asked_again_with_fewer_keys() {
+    let (etcd, store) = etcd().await;
+    // Small keys first (they size the following pages), then values 600 times larger.
+    let small = 3 * LIST_PAGE as usize;
+    put_all(
+        &store,
+        (0..small).map(|i| (format!("/mixed/a/{i:06}"), vec![b's'; 50])),
+    )
+    .await;
+    let large = 60;
+    for i in 0..large {
+        let value = vec![b'L'; 30 << 10];
+        let txn = Txn::new().op(Op::put(format!("/mixed/b/{i:06}"), value));
+        store.txn(txn).await.unwrap();
+    }
+    // A client that decodes at most 256 KiB: the page after the small keys would hold
+    // every large value (1.8 MB) and must be cut down until it fits.
+    let limit = 256 << 10;
+    let tight = EtcdStore::connect_with_message_limit(&[etcd.endpoint()], limit)
+        .await
+        .unwrap();
+    let mut pages = Vec::new();
+    let revision = tight
+        .list_pages("/mixed/", &mut |page| pages.push(page))
+        .await
+        .unwrap();
+    let keys: Vec<String> = pages.iter().flatten().map(|kv| kv.key.clone()).collect();
+    let whole = store.list("/mixed/").await.unwrap();
+    assert_eq!(revision, whole.revision);
+    assert_eq!(
+        keys,
+        whole
+            .kvs
+            .iter()
+            .map(|kv| kv.key.clone())
+            .collect::<Vec<_>>(),
+        "every key once, in order"
+    );
+    assert_eq!(keys.len(), small + large);
+    for page in &pages {
+        let bytes: usize = page.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+        assert!(
+            bytes < limit,
+            "a page of {bytes} bytes passed a {limit}-byte limit"
+        );
+    }
+    assert!(
+        pages.len() > (large * (30 << 10)) / limit,
+        "the large values came in several pages ({} pages)",
+        pages.len()
+    );
+}
+
 /// A tenant record holding the digests of keys `key-{t}-0` … `key-{t}-7` (~1 KiB, as the
 /// real writers store them).
 fn tenant_record(t: usize, generation: u32) -> Vec<u8> {

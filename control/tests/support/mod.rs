@@ -68,6 +68,13 @@ impl KvStore for Gated {
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         self.inner.list(prefix).await
     }
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<i64, StoreError> {
+        self.inner.list_pages(prefix, page).await
+    }
     async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
         if !*self.open.borrow() {
             return Err(StoreError::Unavailable {
