@@ -46,7 +46,7 @@ fn manifest(config: &[u8], weights: &[u8]) -> Manifest {
         location: "acme/risk/1".into(),
         config_file: digest(config),
         weights_file: digest(weights),
-        config: ModelConfig::from_json(config).unwrap(),
+        config: ModelConfig::from_json(config).unwrap().into(),
         dims: vec![4, 1],
         published_at: 0,
     }

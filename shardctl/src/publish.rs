@@ -107,7 +107,7 @@ pub async fn run(ctx: &Ctx, args: PublishArgs) -> Result<Output, CliError> {
         location: location.clone(),
         config_file: digest(&checked.config_json),
         weights_file: digest(&checked.weights),
-        config: checked.config,
+        config: checked.config.into(),
         dims: checked.dims,
         published_at: shardline_control::ops::unix_now(),
     };

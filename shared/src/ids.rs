@@ -4,9 +4,13 @@
 //! [`validate_name`] first: 1–63 characters of `[a-z0-9-]`, starting with a letter or a
 //! digit. That keeps keys parseable (no `/`), paths safe (no `..`) and names readable in
 //! logs and dashboards.
+//!
+//! A name is an `Arc<str>`: cloning one is a reference count, and the snapshot keeps one
+//! shared copy of each ([`crate::intern`]).
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +78,7 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// What this id names, as used in error messages.
@@ -84,7 +88,13 @@ macro_rules! name_type {
             pub fn new(name: impl Into<String>) -> Result<Self, IdError> {
                 let name = name.into();
                 validate_name($kind, &name)?;
-                Ok(Self(name))
+                Ok(Self(name.into()))
+            }
+
+            /// The same name, sharing one allocation with every other interned copy
+            /// (see [`crate::intern`]); for names kept in a long-lived structure.
+            pub fn interned(&self) -> Self {
+                Self(crate::intern::intern(&self.0))
             }
 
             /// The name as a string slice.
@@ -102,7 +112,7 @@ macro_rules! name_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.as_ref().to_owned()
             }
         }
 
@@ -158,6 +168,11 @@ pub struct ModelKey {
 impl ModelKey {
     pub fn new(tenant: TenantId, model: ModelName) -> Self {
         Self { tenant, model }
+    }
+
+    /// Both names interned (see [`TenantId::interned`]).
+    pub fn interned(&self) -> Self {
+        Self::new(self.tenant.interned(), self.model.interned())
     }
 
     /// The shard key that placement hashes: `tenant/model`. Unambiguous because

@@ -35,6 +35,23 @@ pub enum Key {
     Controller(String),
 }
 
+impl Key {
+    /// The same key with every name interned (see [`crate::intern`]), for keeping.
+    pub fn interned(&self) -> Self {
+        match self {
+            Key::Worker(w) => Key::Worker(w.interned()),
+            Key::Resident(w, m, v) => Key::Resident(w.interned(), m.interned(), v.interned()),
+            Key::WorkerAdmin(w) => Key::WorkerAdmin(w.interned()),
+            Key::Tenant(t) => Key::Tenant(t.interned()),
+            Key::LiveVersion(m) => Key::LiveVersion(m.interned()),
+            Key::ModelVersion(m, v) => Key::ModelVersion(m.interned(), v.interned()),
+            Key::Assignment(m) => Key::Assignment(m.interned()),
+            Key::Placement => Key::Placement,
+            Key::Controller(c) => Key::Controller(c.clone()),
+        }
+    }
+}
+
 /// Sections of the layout, for prefix listings and watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {

@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O or needs a runtime:
 //! - [`ids`]: validated tenant, model, version and worker names;
+//! - [`intern`]: one shared copy of each name the snapshot keeps;
 //! - [`manifest`]: `config.json`, the registry manifest and their validation;
 //! - [`auth`]: API key generation, digests and constant-time checks;
 //! - [`decode`]: Open Inference Protocol v2 infer request decoding and validation
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod decode;
 pub mod ids;
+pub mod intern;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

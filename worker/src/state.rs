@@ -196,7 +196,7 @@ async fn load(
         let (config_bytes, weights) = store.fetch_model(&manifest).await?;
         let config = ModelConfig::from_json(&config_bytes)
             .map_err(|e| LoadError::Model(shardline_model::ModelError::Manifest(e)))?;
-        if config != manifest.config {
+        if config != *manifest.config {
             return Err(LoadError::ConfigMismatch);
         }
         let built =

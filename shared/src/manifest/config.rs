@@ -16,7 +16,7 @@ pub const MAX_DIM: usize = 1 << 20;
 pub const MAX_LAYERS: usize = 256;
 
 /// Supported network families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     /// A stack of dense layers (`x · Wᵀ + b`, then an activation).
@@ -24,7 +24,7 @@ pub enum Architecture {
 }
 
 /// The activation applied after a layer's affine map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Relu,
@@ -36,7 +36,7 @@ pub enum Activation {
 }
 
 /// A named input or output with its width.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorSpec {
     pub name: String,
@@ -44,7 +44,7 @@ pub struct TensorSpec {
 }
 
 /// One dense layer: tensor names in the safetensors file, and the activation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// `[out, in]`, as in PyTorch/candle-nn `Linear`.
@@ -56,7 +56,7 @@ pub struct LayerSpec {
 }
 
 /// `config.json`: how to build a model from its weights.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub format: String,

@@ -1,6 +1,8 @@
 //! The registry entry of one model version (`models/<tenant>/<model>/<version>`):
 //! where its files are stored, their digests, and its checked config.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::{MAX_DIM, ModelConfig};
@@ -50,8 +52,9 @@ pub struct Manifest {
     pub config_file: FileDigest,
     /// Digest of `model.safetensors`.
     pub weights_file: FileDigest,
-    /// The parsed config, so routers can answer metadata without the store.
-    pub config: ModelConfig,
+    /// The parsed config, so routers can answer metadata without the store. Shared:
+    /// a snapshot keeps one copy of each distinct config however many models use it.
+    pub config: Arc<ModelConfig>,
     /// Widths `[input, layer outputs...]` as checked at publish time.
     pub dims: Vec<usize>,
     /// Unix seconds when published.

@@ -14,7 +14,6 @@
 //! absent* and reported as an [`Invalid`] entry: the view then depends only on what etcd
 //! holds, so every router computes the same answer from the same revision.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use imbl::OrdMap;
@@ -32,6 +31,7 @@ use crate::records::{
 use resident::Residents;
 pub use resident::{Resident, ResidentTotals};
 use tenants::Tenants;
+pub use versions::Versions;
 
 /// A value together with the etcd `mod_revision` it was read at (for compare-and-swap).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +44,7 @@ pub struct Versioned<T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelEntry {
     pub live: Option<Versioned<LiveVersion>>,
-    /// Behind `Arc`s: a `BTreeMap` node reserves room for 11 entries, and a manifest is
-    /// ~330 bytes inline, so a one-version model would hold ~4 KiB of empty slots.
-    pub versions: BTreeMap<VersionId, Arc<Versioned<Manifest>>>,
+    pub versions: Versions,
 }
 
 impl ModelEntry {
@@ -143,7 +141,7 @@ impl Snapshot {
             Change::Put { key, .. } | Change::Delete { key } => key,
         };
         let key = match self.prefix.parse(full) {
-            Ok(Some(k)) => k,
+            Ok(Some(k)) => k.interned(),
             Ok(None) => return Ok(()),
             Err(e) => return Err(self.mark_invalid(full, e.to_string())),
         };
@@ -200,30 +198,38 @@ impl Snapshot {
                 self.admin.insert(id.clone(), v);
             }
             Key::Tenant(id) => {
-                let v = parse::<TenantRecord>(value, rev)?;
+                let mut v = parse::<TenantRecord>(value, rev)?;
+                compact::tenant(&mut v.value);
                 if let Some(bad) = v.value.keys.iter().find(|k| k.bytes().is_none()) {
                     return Err(format!("key digest {:?} is not 64 hex characters", bad.id));
                 }
                 self.tenants.insert(id.clone(), v);
             }
             Key::LiveVersion(m) => {
-                let v = parse::<LiveVersion>(value, rev)?;
+                let mut v = parse::<LiveVersion>(value, rev)?;
+                v.value.version = v.value.version.interned();
                 let mut entry = self.models.get(m).cloned().unwrap_or_default();
                 entry.live = Some(v);
                 self.models.insert(m.clone(), entry);
             }
             Key::ModelVersion(m, ver) => {
-                let v = parse::<Manifest>(value, rev)?;
+                let mut v = parse::<Manifest>(value, rev)?;
                 if v.value.key() != *m || v.value.version != *ver {
                     return Err("manifest names a different tenant, model or version".into());
                 }
+                // The key's names, already interned.
+                v.value.tenant = m.tenant.clone();
+                v.value.model = m.model.clone();
+                v.value.version = ver.clone();
+                compact::manifest(&mut v.value);
                 v.value.validate().map_err(|e| e.to_string())?;
                 let mut entry = self.models.get(m).cloned().unwrap_or_default();
                 entry.versions.insert(ver.clone(), Arc::new(v));
                 self.models.insert(m.clone(), entry);
             }
             Key::Assignment(m) => {
-                let v = parse::<Assignment>(value, rev)?;
+                let mut v = parse::<Assignment>(value, rev)?;
+                compact::assignment(&mut v.value);
                 self.assignments.insert(m.clone(), v);
             }
             Key::Placement => {
@@ -306,7 +312,7 @@ impl Snapshot {
     /// The model versions workers report loaded for `model` (current workers'
     /// `resident/…` keys; see [`Snapshot::is_resident`] for older workers too).
     pub fn residents(&self, model: &ModelKey) -> &[Resident] {
-        self.resident.by_model.get(model).map_or(&[], Vec::as_slice)
+        self.resident.by_model.get(model).map_or(&[], |l| &l[..])
     }
 
     /// Whether `worker` reports `version` of `model` loaded, through its own
@@ -436,8 +442,10 @@ fn parse<T: DeserializeOwned>(value: &[u8], mod_revision: i64) -> Result<Version
     })
 }
 
+mod compact;
 mod problem;
 mod resident;
 mod tenants;
 #[cfg(test)]
 mod tests;
+mod versions;

@@ -27,7 +27,8 @@ pub struct ResidentTotals {
 pub(super) struct Residents {
     /// Per model, its (worker, version) entries: a handful (the shard and its previous
     /// members), so a linear scan beats a nested map.
-    pub(super) by_model: OrdMap<ModelKey, Vec<Resident>>,
+    /// Boxed slices, exactly as long as the list (a pushed `Vec` would keep spare room).
+    pub(super) by_model: OrdMap<ModelKey, Box<[Resident]>>,
     pub(super) by_worker: OrdMap<WorkerId, ResidentTotals>,
 }
 
@@ -39,7 +40,11 @@ impl Residents {
         version: &VersionId,
         bytes: u64,
     ) {
-        let mut list = self.by_model.get(model).cloned().unwrap_or_default();
+        let mut list = self
+            .by_model
+            .get(model)
+            .map(|l| l.to_vec())
+            .unwrap_or_default();
         let mut totals = self.by_worker.get(worker).copied().unwrap_or_default();
         match list
             .iter_mut()
@@ -59,7 +64,7 @@ impl Residents {
                 totals.bytes = totals.bytes.saturating_add(bytes);
             }
         }
-        self.by_model.insert(model.clone(), list);
+        self.by_model.insert(model.clone(), list.into_boxed_slice());
         self.by_worker.insert(worker.clone(), totals);
     }
 
@@ -73,12 +78,12 @@ impl Residents {
         else {
             return;
         };
-        let mut list = list.clone();
+        let mut list = list.to_vec();
         let gone = list.swap_remove(at);
         if list.is_empty() {
             self.by_model.remove(model);
         } else {
-            self.by_model.insert(model.clone(), list);
+            self.by_model.insert(model.clone(), list.into_boxed_slice());
         }
         if let Some(t) = self.by_worker.get(worker).copied() {
             let t = ResidentTotals {

@@ -35,7 +35,7 @@ pub fn manifest(tenant: &str, model: &str, version: &str) -> Manifest {
             sha256: "f".repeat(64),
             size: 2_200,
         },
-        config,
+        config: config.into(),
         dims: vec![64, 8, 1],
         published_at: 1,
     }

@@ -38,7 +38,7 @@ pub async fn publish(
         location,
         config_file: digest(&m.config_json),
         weights_file: digest(&m.weights),
-        config: m.config.clone(),
+        config: m.config.clone().into(),
         dims: m.dims.clone(),
         published_at: shardline_control::ops::unix_now(),
     };

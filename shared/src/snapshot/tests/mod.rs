@@ -2,6 +2,8 @@
 //! reported and recovered, deletes, copy-on-write sections, the placement problem, and
 //! the property that applying watch events equals re-listing.
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -25,7 +27,7 @@ pub(crate) fn manifest_json(tenant: &str, model: &str, version: &str) -> String 
         location: format!("{tenant}/{model}/{version}"),
         config_file: digest.clone(),
         weights_file: digest,
-        config,
+        config: config.into(),
         dims: vec![4, 1],
         published_at: 1,
     };
