@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use shardline_shared::digest::Sha256Sum;
 use shardline_shared::manifest::FileDigest;
 
 use super::FetchError;
@@ -84,12 +85,12 @@ impl Verifier {
                 self.expected.size
             )));
         }
-        let actual = hex::encode(self.hasher.clone().finalize());
-        if !actual.eq_ignore_ascii_case(&self.expected.sha256) {
+        let actual = Sha256Sum::from_bytes(self.hasher.clone().finalize().into());
+        if actual != self.expected.sha256 {
             return Err(self.corrupt(format!(
                 "sha256 is {}…, the manifest recorded {}…",
-                prefix(&actual),
-                prefix(&self.expected.sha256)
+                prefix(&actual.to_hex()),
+                prefix(&self.expected.sha256.to_hex())
             )));
         }
         Ok(self.buf.freeze())
@@ -148,7 +149,7 @@ mod tests {
 
     fn digest_of(bytes: &[u8]) -> FileDigest {
         FileDigest {
-            sha256: hex::encode(Sha256::digest(bytes)),
+            sha256: Sha256Sum::of(bytes),
             size: bytes.len() as u64,
         }
     }
@@ -199,7 +200,7 @@ mod tests {
         .await
         .unwrap_err()
         .to_string();
-        let want = &expected.sha256[..DIGEST_PREFIX];
+        let want = &expected.sha256.to_hex()[..DIGEST_PREFIX];
         assert!(
             altered.contains("a/model.safetensors is corrupt"),
             "{altered}"

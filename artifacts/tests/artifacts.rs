@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use shardline_artifacts::{ArtifactStore, FetchError, StoreConfigError, StoreOptions};
 use shardline_shared::ids::{ModelName, TenantId, VersionId};
 use shardline_shared::manifest::{CONFIG_FILE, FileDigest, Manifest, ModelConfig, WEIGHTS_FILE};
@@ -20,7 +19,7 @@ const CONFIG_JSON: &[u8] = br#"{"format": "shardline/v1", "architecture": "mlp",
 
 fn digest(bytes: &[u8]) -> FileDigest {
     FileDigest {
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256: shardline_shared::digest::Sha256Sum::of(bytes),
         size: bytes.len() as u64,
     }
 }
@@ -126,7 +125,7 @@ async fn a_file_changed_after_publishing_is_corrupt() {
     let msg = err.to_string();
     assert!(matches!(err, FetchError::Corrupt { .. }), "{msg}");
     assert!(msg.contains("sha256"), "{msg}");
-    assert!(msg.contains(&recorded.sha256[..12]), "{msg}");
+    assert!(msg.contains(&recorded.sha256.to_hex()[..12]), "{msg}");
     assert!(!err.is_retryable());
 }
 
@@ -251,7 +250,7 @@ async fn s3_round_trip_of_a_multipart_object_under_a_prefix() {
 
     // A different digest for the same bytes is refused; a missing key is not found.
     let wrong = FileDigest {
-        sha256: "0".repeat(64),
+        sha256: shardline_shared::digest::Sha256Sum::from_bytes([0; 32]),
         size: weights.len() as u64,
     };
     let err = store

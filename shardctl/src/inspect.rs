@@ -210,8 +210,8 @@ pub fn models(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<ModelRow> {
                         version: m.version.to_string(),
                         live: live.as_deref() == Some(m.version.as_str()),
                         size: m.weights_file.size,
-                        weights_sha256: m.weights_file.sha256.clone(),
-                        config_sha256: m.config_file.sha256.clone(),
+                        weights_sha256: m.weights_file.sha256.to_hex(),
+                        config_sha256: m.config_file.sha256.to_hex(),
                         location: m.location.clone(),
                         published_at: m.published_at,
                     }

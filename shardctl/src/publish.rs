@@ -15,9 +15,9 @@ use std::path::Path;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use shardline_artifacts::ArtifactStore;
 use shardline_model::MlpModel;
+use shardline_shared::digest::Sha256Sum;
 use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
 use shardline_shared::manifest::{CONFIG_FILE, FileDigest, Manifest, ModelConfig, WEIGHTS_FILE};
 
@@ -60,7 +60,7 @@ pub fn validate(config_json: Bytes, weights: Bytes) -> Result<Validated, CliErro
 /// SHA-256 and size of `bytes`.
 pub fn digest(bytes: &[u8]) -> FileDigest {
     FileDigest {
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256: Sha256Sum::of(bytes),
         size: bytes.len() as u64,
     }
 }
@@ -117,7 +117,7 @@ pub async fn run(ctx: &Ctx, args: PublishArgs) -> Result<Output, CliError> {
     let text = format!(
         "published {key} version {version} ({} weights, sha256 {}) at {}/{location}{}",
         super::inspect::human_bytes(manifest.weights_file.size),
-        &manifest.weights_file.sha256[..12],
+        &manifest.weights_file.sha256.to_hex()[..12],
         store.url().trim_end_matches('/'),
         if live {
             "; it is live"
@@ -201,7 +201,7 @@ mod tests {
         let v = validate(Bytes::from(config), weights.clone()).unwrap();
         assert_eq!(v.dims, [4, 3, 1]);
         assert_eq!(digest(&weights).size, weights.len() as u64);
-        assert_eq!(digest(b"").sha256.len(), 64);
+        assert_eq!(digest(b"").sha256.to_hex().len(), 64);
     }
 
     #[test]

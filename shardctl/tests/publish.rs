@@ -188,7 +188,7 @@ async fn publish_activate_rollback_without_a_failed_request() {
         assert!(run.stderr.contains(message), "{model}: {}", run.stderr);
         assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
         let absent = FileDigest {
-            sha256: "0".repeat(64),
+            sha256: shardline_shared::digest::Sha256Sum::from_bytes([0; 32]),
             size: 1,
         };
         for file in ["config.json", "model.safetensors"] {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::digest::Sha256Sum;
+
 /// Every key starts with this, so leaked keys are easy to grep for.
 pub const KEY_PREFIX: &str = "sl_";
 
@@ -41,7 +43,7 @@ impl ApiKey {
         let sha = digest_bytes(&self.0);
         KeyDigest {
             id: hex::encode(&sha[..4]),
-            sha256: hex::encode(sha),
+            sha256: Sha256Sum::from_bytes(sha),
             created_at,
         }
     }
@@ -64,24 +66,21 @@ pub fn digest_bytes(presented: &str) -> [u8; 32] {
 pub struct KeyDigest {
     /// Short public fingerprint for listings (first 4 bytes of the digest).
     pub id: String,
-    /// Lowercase hex SHA-256 of the key.
-    pub sha256: String,
+    /// SHA-256 of the key (lowercase hex in JSON).
+    pub sha256: Sha256Sum,
     /// Unix seconds when issued.
     pub created_at: u64,
 }
 
 impl KeyDigest {
-    /// The digest as bytes, if the stored hex is well formed.
-    pub fn bytes(&self) -> Option<[u8; 32]> {
-        hex::decode(&self.sha256).ok()?.try_into().ok()
+    /// The digest as bytes.
+    pub fn bytes(&self) -> [u8; 32] {
+        *self.sha256.bytes()
     }
 
     /// Whether `presented` is this key, compared in constant time.
     pub fn verify(&self, presented: &str) -> bool {
-        match self.bytes() {
-            Some(stored) => stored.ct_eq(&digest_bytes(presented)).into(),
-            None => false,
-        }
+        self.bytes().ct_eq(&digest_bytes(presented)).into()
     }
 }
 
@@ -105,11 +104,8 @@ mod tests {
         assert!(d.verify(a.expose()));
         assert!(!d.verify(b.expose()));
         assert!(!d.verify(""));
-        assert_eq!(d.bytes(), Some(digest_bytes(a.expose())));
-        assert!(digests_equal(
-            &d.bytes().unwrap(),
-            &digest_bytes(a.expose())
-        ));
+        assert_eq!(d.bytes(), digest_bytes(a.expose()));
+        assert!(digests_equal(&d.bytes(), &digest_bytes(a.expose())));
     }
 
     #[test]
@@ -122,12 +118,9 @@ mod tests {
     }
 
     #[test]
-    fn malformed_stored_digest_never_matches() {
-        let d = KeyDigest {
-            id: "x".into(),
-            sha256: "zz".into(),
-            created_at: 0,
-        };
-        assert!(!d.verify("anything"));
+    fn malformed_stored_digest_is_refused_when_read() {
+        let err = serde_json::from_str::<KeyDigest>(r#"{"id":"x","sha256":"zz","created_at":0}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("64 hex"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 //! - [`intern`]: one shared copy of each name the snapshot keeps;
 //! - [`manifest`]: `config.json`, the registry manifest and their validation;
 //! - [`auth`]: API key generation, digests and constant-time checks;
+//! - [`digest`]: SHA-256 digests as bytes, hex in JSON;
 //! - [`decode`]: Open Inference Protocol v2 infer request decoding and validation
 //!   (the worker scores what it decodes; the router validates before forwarding);
 //! - [`keys`]: the etcd key layout (build and parse);
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod decode;
+pub mod digest;
 pub mod ids;
 pub mod intern;
 pub mod keys;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{MAX_DIM, ModelConfig};
 use super::error::{ManifestError, invalid};
+use crate::digest::Sha256Sum;
 use crate::ids::{ModelKey, ModelName, TenantId, VersionId};
 
 /// File names inside a model version's directory or object prefix.
@@ -17,25 +18,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDigest {
-    /// Lowercase hex SHA-256 of the whole file.
-    pub sha256: String,
+    /// SHA-256 of the whole file (lowercase hex in JSON).
+    pub sha256: Sha256Sum,
     pub size: u64,
-}
-
-impl FileDigest {
-    fn validate(&self, file: &str) -> Result<(), ManifestError> {
-        let hex_ok = self.sha256.len() == 64
-            && self
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex_ok {
-            return Err(invalid(format!(
-                "{file}: sha256 must be 64 lowercase hex characters"
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// The registry entry for one model version (`models/<tenant>/<model>/<version>`).
@@ -86,8 +71,6 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         self.config.validate()?;
         validate_location(&self.location)?;
-        self.config_file.validate(CONFIG_FILE)?;
-        self.weights_file.validate(WEIGHTS_FILE)?;
         let widths_ok = self.dims.len() == self.config.layers.len() + 1
             && self.dims.first() == Some(&self.config.input.dim)
             && self.dims.last() == Some(&self.config.output.dim)

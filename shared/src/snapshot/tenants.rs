@@ -19,7 +19,7 @@ impl Tenants {
     /// every tenant's (a listing of 100,000 tenants applies 100,000 of these).
     pub(super) fn insert(&mut self, id: TenantId, record: Versioned<TenantRecord>) {
         self.remove(&id);
-        for digest in record.value.keys.iter().filter_map(KeyDigest::bytes) {
+        for digest in record.value.keys.iter().map(KeyDigest::bytes) {
             self.by_digest.insert(digest, id.clone());
         }
         self.records.insert(id, record);
@@ -28,7 +28,7 @@ impl Tenants {
     /// Removes one tenant's record and the digests that point at it.
     pub(super) fn remove(&mut self, id: &TenantId) {
         if let Some(old) = self.records.remove(id) {
-            for digest in old.value.keys.iter().filter_map(KeyDigest::bytes) {
+            for digest in old.value.keys.iter().map(KeyDigest::bytes) {
                 if self.by_digest.get(&digest) == Some(id) {
                     self.by_digest.remove(&digest);
                 }

@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use safetensors::{Dtype, tensor::TensorView};
-use sha2::{Digest, Sha256};
 use shardline_shared::manifest::{
     Activation, Architecture, CONFIG_FILE, FORMAT_V1, FileDigest, LayerSpec, ModelConfig,
     TensorSpec, WEIGHTS_FILE,
@@ -307,7 +306,7 @@ fn le(values: &[f32]) -> Vec<u8> {
 /// Size and sha256 of a file, as a manifest records them.
 pub fn digest(bytes: &[u8]) -> FileDigest {
     FileDigest {
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256: shardline_shared::digest::Sha256Sum::of(bytes),
         size: bytes.len() as u64,
     }
 }

@@ -28,11 +28,11 @@ pub fn manifest(tenant: &str, model: &str, version: &str) -> Manifest {
         version: version.parse().expect("version"),
         location: format!("{tenant}/{model}/{version}"),
         config_file: FileDigest {
-            sha256: "0".repeat(64),
+            sha256: shardline_shared::digest::Sha256Sum::from_bytes([0; 32]),
             size: 300,
         },
         weights_file: FileDigest {
-            sha256: "f".repeat(64),
+            sha256: shardline_shared::digest::Sha256Sum::from_bytes([0xff; 32]),
             size: 2_200,
         },
         config: config.into(),

@@ -17,7 +17,7 @@ pub(crate) fn manifest_json(tenant: &str, model: &str, version: &str) -> String 
     )
     .unwrap();
     let digest = FileDigest {
-        sha256: "ab".repeat(32),
+        sha256: crate::digest::Sha256Sum::from_hex(&"ab".repeat(32)).unwrap(),
         size: 10,
     };
     let m = Manifest {
