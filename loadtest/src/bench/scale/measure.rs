@@ -232,6 +232,7 @@ pub async fn measure(
     // there), with no router but r-0 besides the controller's.
     w1.stop().await;
     r1.stop().await;
+    report.heartbeat_failures = heartbeats.counts().failures;
     let inputs = quality::Inputs {
         options,
         fleet,

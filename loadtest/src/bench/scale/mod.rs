@@ -22,10 +22,16 @@
 //!    `--window` of heartbeats and resident churn;
 //! 7. a compaction while `r-0` is stopped (SIGSTOP) so that its watch falls behind:
 //!    after SIGCONT it must re-list (its `shardline_control_resyncs_total` rises) and
-//!    accept a key rotated meanwhile, without a restart.
+//!    accept a key rotated meanwhile, without a restart;
+//! 8. placement quality on the live fleet ([`quality`]): a router *with* the placement
+//!    controller takes over, `--new-tenants` tenants are created, `--joins` simulated
+//!    workers join and `--losses` lose their lease; once the controller is quiet, slot
+//!    load, identical shards and overlap of the stored assignments, and every move
+//!    checked for a prefetch (a simulated worker's resident key is written only by a
+//!    prefetch that reaches it).
 //!
-//! Routers run `--no-controller`: the placement controller is measured by
-//! `bench-placement`, and here it would only re-derive the assignments written.
+//! Until step 8 routers run `--no-controller`, so that the measured steps see exactly
+//! the assignments written.
 
 mod measure;
 mod populate;

@@ -354,10 +354,14 @@ async fn run_heartbeats(
     loop {
         interval.tick().await;
         let mut done = HeartbeatCounts::default();
-        for _ in 0..per_tick.min(sims.len()) {
-            let sim = &sims[next_lease % sims.len()];
-            next_lease += 1;
-            match cp.store().keep_alive(sim.lease).await {
+        // All of a tick's keep-alives at once: one after another (two round trips
+        // each), a slow etcd (a router re-listing 100,000 tenants) stretched a round of
+        // 1,000 leases past their TTL.
+        let first = next_lease;
+        next_lease += per_tick.min(sims.len());
+        let due = (first..next_lease).map(|i| sims[i % sims.len()].lease);
+        for renewed in futures::future::join_all(due.map(|l| cp.store().keep_alive(l))).await {
+            match renewed {
                 Ok(_) => done.keep_alives += 1,
                 Err(_) => done.failures += 1,
             }

@@ -228,7 +228,7 @@ impl Report {
             (
                 "simulated lease keep-alives / resident writes per second".into(),
                 format!(
-                    "{:.0} / {:.0} ({} failed)",
+                    "{:.0} / {:.0} ({} failed up to the quality phase)",
                     self.keep_alives_per_sec, self.resident_writes_per_sec, self.heartbeat_failures
                 ),
             ),

@@ -103,7 +103,9 @@ pub async fn run(
             .await?;
         records.push(sim_record(cp, &sim.id, &address, sim.lease)?);
     }
-    write_all(cp.store(), records.chunks(100).map(<[Op]>::to_vec)).await?;
+    write_all(cp.store(), records.chunks(100).map(<[Op]>::to_vec))
+        .await
+        .context("rewriting the simulated workers' records (a lease lost earlier?)")?;
 
     progress("quality: listing the starting point for the move audit");
     let audit = Arc::new(Mutex::new(audit::baseline(cp).await?));
@@ -265,6 +267,7 @@ pub async fn run(
         moves,
         cold_examples,
         prefetches_answered: responders.answered(),
+        keep_alive_failures: kept.counts().failures + joined.counts().failures,
         controller,
     };
     rc.stop().await;

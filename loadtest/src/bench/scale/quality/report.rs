@@ -44,6 +44,9 @@ pub struct Quality {
     pub cold_examples: Vec<String>,
     /// Loads the simulated workers answered 200.
     pub prefetches_answered: u64,
+    /// Keep-alives of the simulated workers meant to stay that failed (a lease lost by
+    /// accident would be one more loss than the phase made).
+    pub keep_alive_failures: u64,
     pub controller: ControllerView,
 }
 
@@ -58,6 +61,12 @@ impl Quality {
                 self.unfinished.with_previous,
                 self.unfinished.on_lost_workers,
                 self.unfinished.unassigned
+            ));
+        }
+        if self.keep_alive_failures > 0 {
+            m.push(format!(
+                "{} keep-alives of simulated workers failed during the quality phase (leases may have been lost besides the ones revoked)",
+                self.keep_alive_failures
             ));
         }
         let a = &self.after;
@@ -141,10 +150,11 @@ impl Quality {
             (
                 "**moves naming a member without the model resident**".into(),
                 format!(
-                    "**{} of {}** ({} prefetches answered)",
+                    "**{} of {}** ({} prefetches answered, {} keep-alives failed)",
                     self.moves.cold,
                     self.moves.moves(),
-                    self.prefetches_answered
+                    self.prefetches_answered,
+                    self.keep_alive_failures
                 ),
             ),
             (
