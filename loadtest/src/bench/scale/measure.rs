@@ -18,6 +18,7 @@ use shardline_testkit::{ManagedProcess, free_port};
 use super::Options;
 use super::populate::{Heartbeats, MODEL, populate};
 use super::probe;
+use super::quality;
 use super::report::{Latencies, Report, ShardctlTiming};
 use crate::bench::stack;
 use crate::fleet::{self, FleetState};
@@ -227,10 +228,20 @@ pub async fn measure(
         ms(probe::rotation(&cp, &http, std::slice::from_ref(&r0.url), sample, &body).await?);
     report.compaction_resyncs =
         stack::metric(&http, &metrics0, names::CONTROL_RESYNCS_TOTAL).await? - resyncs;
-    report.etcd_db_bytes_end = dir_bytes(&options.run_dir.join("etcd"));
-    drop(heartbeats);
+    // The quality phase starts from a fleet of simulated workers only (w-0 is cordoned
+    // there), with no router but r-0 besides the controller's.
     w1.stop().await;
     r1.stop().await;
+    report.heartbeat_failures = heartbeats.counts().failures;
+    let inputs = quality::Inputs {
+        options,
+        fleet,
+        cp: &cp,
+        world: &world,
+        http: &http,
+    };
+    report.quality = quality::run(inputs, heartbeats, progress).await?;
+    report.etcd_db_bytes_end = dir_bytes(&options.run_dir.join("etcd"));
     Ok(report)
 }
 

@@ -22,14 +22,21 @@
 //!    `--window` of heartbeats and resident churn;
 //! 7. a compaction while `r-0` is stopped (SIGSTOP) so that its watch falls behind:
 //!    after SIGCONT it must re-list (its `shardline_control_resyncs_total` rises) and
-//!    accept a key rotated meanwhile, without a restart.
+//!    accept a key rotated meanwhile, without a restart;
+//! 8. placement quality on the live fleet ([`quality`]): a router *with* the placement
+//!    controller takes over, `--new-tenants` tenants are created, `--joins` simulated
+//!    workers join and `--losses` lose their lease; once the controller is quiet, slot
+//!    load, identical shards and overlap of the stored assignments, and every move
+//!    checked for a prefetch (a simulated worker's resident key is written only by a
+//!    prefetch that reaches it).
 //!
-//! Routers run `--no-controller`: the placement controller is measured by
-//! `bench-placement`, and here it would only re-derive the assignments written.
+//! Until step 8 routers run `--no-controller`, so that the measured steps see exactly
+//! the assignments written.
 
 mod measure;
 mod populate;
 mod probe;
+mod quality;
 pub mod report;
 
 use std::path::PathBuf;
@@ -65,6 +72,22 @@ pub struct Options {
     /// etcd's `--quota-backend-bytes`.
     #[arg(long, default_value = "8GiB", value_parser = shardline_shared::units::parse_bytes)]
     pub etcd_quota: u64,
+    /// The quality phase's `--max-balance-moves-per-minute` for the controller (the
+    /// production default is 60; the bench raises it so that the phase ends in minutes).
+    #[arg(long, default_value_t = 6000)]
+    pub balance_moves_per_minute: u32,
+    /// Tenants (one model each) the quality phase creates.
+    #[arg(long, default_value_t = 1_000)]
+    pub new_tenants: usize,
+    /// Simulated workers that join during the quality phase.
+    #[arg(long, default_value_t = 50)]
+    pub joins: usize,
+    /// Simulated workers that lose their lease during the quality phase.
+    #[arg(long, default_value_t = 50)]
+    pub losses: usize,
+    /// Longest wait, in seconds, for the controller to settle after the churn.
+    #[arg(long, default_value = "1200", value_parser = crate::args::parse_secs)]
+    pub quality_timeout: Duration,
     /// Scratch directory for the fleet (emptied first, removed afterwards unless `keep`).
     #[arg(long, default_value = "target/bench-scale")]
     pub run_dir: PathBuf,
@@ -77,12 +100,18 @@ impl Options {
     /// The command line that reproduces these options.
     pub fn command(&self) -> String {
         format!(
-            "loadtest bench-scale --tenants {} --workers {} --resident-changes-per-sec {} --probes {} --window {}",
+            "loadtest bench-scale --tenants {} --workers {} --resident-changes-per-sec {} --probes {} --window {} \
+             --balance-moves-per-minute {} --new-tenants {} --joins {} --losses {} --quality-timeout {}",
             self.tenants,
             self.workers,
             self.resident_changes_per_sec,
             self.probes,
-            self.window.as_secs_f64()
+            self.window.as_secs_f64(),
+            self.balance_moves_per_minute,
+            self.new_tenants,
+            self.joins,
+            self.losses,
+            self.quality_timeout.as_secs_f64()
         )
     }
 }
@@ -92,6 +121,10 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> anyhow::R
     ensure!(options.tenants >= 100, "--tenants must be at least 100");
     ensure!(options.workers >= 8, "--workers must be at least 8");
     ensure!(options.probes >= 1, "--probes must be at least 1");
+    ensure!(
+        options.losses <= options.workers / 2,
+        "--losses must be at most half of --workers"
+    );
     fleet::clear_run_dir(&options.run_dir)?;
     let fleet = fleet::up(
         &FleetOptions {

@@ -66,6 +66,33 @@ pub fn tenant_name(i: usize) -> String {
     format!("t{i:06}")
 }
 
+/// The id of simulated worker `i`: `s-0042`.
+pub fn sim_id(i: usize) -> anyhow::Result<WorkerId> {
+    Ok(WorkerId::new(format!("s-{i:04}"))?)
+}
+
+/// The write of a simulated worker's leased record, reachable at `address`.
+pub fn sim_record(
+    cp: &ControlPlane,
+    id: &WorkerId,
+    address: &str,
+    lease: i64,
+) -> anyhow::Result<Op> {
+    let record = WorkerRecord {
+        address: address.to_owned(),
+        capacity_bytes: 8 << 30,
+        used_bytes: 0,
+        resident: vec![],
+        build_version: "simulated".into(),
+        started_at: shardline_control::ops::unix_now(),
+    };
+    Ok(Op::Put {
+        key: cp.key(&Key::Worker(id.clone())),
+        value: serde_json::to_vec(&record)?,
+        lease,
+    })
+}
+
 /// Writes `tenants` tenants and `workers` simulated workers whose address is `address`
 /// (a real worker, so that every member a router picks answers). Keeps the key of every
 /// `tenants / samples`-th tenant.
@@ -87,21 +114,9 @@ pub async fn populate(
     let mut sims = Vec::with_capacity(workers);
     let mut records = Vec::with_capacity(workers);
     for w in 0..workers {
-        let id = WorkerId::new(format!("s-{w:04}"))?;
+        let id = sim_id(w)?;
         let lease = store.grant_lease(SIM_TTL).await?;
-        let record = WorkerRecord {
-            address: address.to_owned(),
-            capacity_bytes: 8 << 30,
-            used_bytes: 0,
-            resident: vec![],
-            build_version: "simulated".into(),
-            started_at: now,
-        };
-        records.push(Op::Put {
-            key: cp.key(&Key::Worker(id.clone())),
-            value: serde_json::to_vec(&record)?,
-            lease,
-        });
+        records.push(sim_record(cp, &id, address, lease)?);
         sims.push(Sim {
             id,
             lease,
@@ -252,7 +267,7 @@ pub async fn populate(
 }
 
 /// Runs every transaction, [`IN_FLIGHT`] at a time.
-async fn write_all(
+pub async fn write_all(
     store: &Arc<dyn KvStore>,
     txns: impl IntoIterator<Item = Vec<Op>>,
 ) -> anyhow::Result<()> {
@@ -339,10 +354,14 @@ async fn run_heartbeats(
     loop {
         interval.tick().await;
         let mut done = HeartbeatCounts::default();
-        for _ in 0..per_tick.min(sims.len()) {
-            let sim = &sims[next_lease % sims.len()];
-            next_lease += 1;
-            match cp.store().keep_alive(sim.lease).await {
+        // All of a tick's keep-alives at once: one after another (two round trips
+        // each), a slow etcd (a router re-listing 100,000 tenants) stretched a round of
+        // 1,000 leases past their TTL.
+        let first = next_lease;
+        next_lease += per_tick.min(sims.len());
+        let due = (first..next_lease).map(|i| sims[i % sims.len()].lease);
+        for renewed in futures::future::join_all(due.map(|l| cp.store().keep_alive(l))).await {
+            match renewed {
                 Ok(_) => done.keep_alives += 1,
                 Err(_) => done.failures += 1,
             }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::super::docs;
+use super::quality::Quality;
 use crate::stats::{Summary, ms};
 
 /// Targets of issue 16 on this machine.
@@ -72,6 +73,8 @@ pub struct Report {
     pub heartbeat_failures: u64,
     pub compaction_rotation_ms: f64,
     pub compaction_resyncs: f64,
+    /// The last phase: the controller after tenant creations, joins and losses.
+    pub quality: Quality,
 }
 
 impl Report {
@@ -124,6 +127,7 @@ impl Report {
         if self.compaction_resyncs < 1.0 {
             m.push("the router stopped across a compaction did not re-list".into());
         }
+        m.extend(self.quality.misses());
         m
     }
 
@@ -224,7 +228,7 @@ impl Report {
             (
                 "simulated lease keep-alives / resident writes per second".into(),
                 format!(
-                    "{:.0} / {:.0} ({} failed)",
+                    "{:.0} / {:.0} ({} failed up to the quality phase)",
                     self.keep_alives_per_sec, self.resident_writes_per_sec, self.heartbeat_failures
                 ),
             ),
@@ -237,6 +241,7 @@ impl Report {
                 ),
             ),
         ]);
+        rows.extend(self.quality.rows());
         let mut out = String::from("| Measure | Value |\n|---|---|\n");
         for (k, v) in rows {
             out.push_str(&format!("| {k} | {v} |\n"));
