@@ -8,12 +8,6 @@ use std::sync::Arc;
 
 use shardline_router::threads::{ServingPool, runtime};
 
-/// mimalloc: a snapshot of 100,000 tenant-models is millions of small allocations, and
-/// glibc's chunk headers and rounding add ~570 bytes per tenant-model to its RSS;
-/// mimalloc ~320 (docs/decisions.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for bad flags or configuration (`EX_USAGE`).
 const EXIT_CONFIG: i32 = 64;
 
