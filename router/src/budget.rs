@@ -20,6 +20,7 @@
 //! interval start fund withdrawals inside it (100 deposits at 0 s, 20
 //! retries at 5 s, and the interval [4 s, 14 s) holds 20 retries, 0 deposits).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Number of buckets that make up one window for deposits.
@@ -77,6 +78,11 @@ impl RetryBudget {
     }
 
     /// Records one original (non-retry) request.
+    /// Retries allowed per 1000 original requests.
+    pub fn ratio_permille(&self) -> u32 {
+        self.ratio_permille
+    }
+
     pub fn deposit(&mut self, now: Instant) {
         let epoch = self.advance(now);
         let slot = self.slot_mut(epoch);
@@ -150,6 +156,50 @@ impl RetryBudget {
         u64::try_from(earned)
             .unwrap_or(u64::MAX)
             .saturating_add(self.reserve)
+    }
+}
+
+/// Retries one tenant may have saved up (and starts with): enough to fail over a burst
+/// away from a dead worker before its requests have earned any.
+pub const TENANT_RETRY_RESERVE: u32 = 10;
+
+/// One tenant's share of retries, beside the router's [`RetryBudget`]: each request the
+/// tenant sends earns `ratio_permille` thousandths of a retry, up to
+/// [`TENANT_RETRY_RESERVE`] saved, and each retry spends one. So a tenant's retries never
+/// exceed its own requests × ratio + the reserve, whatever the other tenants do, and
+/// one tenant whose requests keep failing cannot spend the router's budget for everyone
+/// (gRPC's retry throttling is built the same way). One atomic: no lock per request.
+#[derive(Debug)]
+pub struct TenantRetries {
+    milli: AtomicU32,
+}
+
+impl Default for TenantRetries {
+    fn default() -> Self {
+        Self {
+            milli: AtomicU32::new(TENANT_RETRY_RESERVE * 1000),
+        }
+    }
+}
+
+impl TenantRetries {
+    /// One original request: earns `ratio_permille` thousandths of a retry.
+    pub fn deposit(&self, ratio_permille: u32) {
+        let cap = TENANT_RETRY_RESERVE * 1000;
+        let _ = self
+            .milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some(m.saturating_add(ratio_permille).min(cap))
+            });
+    }
+
+    /// Spends one retry, if one is saved.
+    pub fn try_withdraw(&self) -> bool {
+        self.milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                m.checked_sub(1000)
+            })
+            .is_ok()
     }
 }
 
@@ -276,5 +326,44 @@ mod tests {
             let granted = (0..reserve + earned + 5).filter(|_| b.try_withdraw(later)).count();
             prop_assert_eq!(granted as u64, reserve + earned);
         }
+    }
+
+    proptest! {
+        /// A tenant's retries stay within its own requests × ratio + the reserve, for
+        /// any interleaving of requests and retries.
+        #[test]
+        fn a_tenant_retries_within_its_own_share(
+            ratio in 0u32..=1000,
+            ops in prop::collection::vec(any::<bool>(), 0..400),
+        ) {
+            let t = TenantRetries::default();
+            let (mut requests, mut retries) = (0u64, 0u64);
+            for deposit in ops {
+                if deposit {
+                    t.deposit(ratio);
+                    requests += 1;
+                } else if t.try_withdraw() {
+                    retries += 1;
+                }
+                prop_assert!(
+                    retries * 1000 <= requests * u64::from(ratio) + u64::from(TENANT_RETRY_RESERVE) * 1000
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tenant_starts_with_its_reserve_and_earns_more_by_requests() {
+        let t = TenantRetries::default();
+        assert_eq!(
+            (0..20).filter(|_| t.try_withdraw()).count(),
+            TENANT_RETRY_RESERVE as usize
+        );
+        (0..10).for_each(|_| t.deposit(200));
+        assert_eq!(
+            (0..5).filter(|_| t.try_withdraw()).count(),
+            2,
+            "10 requests at 20 %"
+        );
     }
 }

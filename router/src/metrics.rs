@@ -32,6 +32,7 @@ pub struct RouterMetrics {
     pub request_duration: HistogramVec,
     pub retries: IntCounter,
     pub retries_refused: IntCounter,
+    pub client_deadline_timeouts: IntCounter,
     pub upstream_duration: HistogramVec,
     pub upstream_requests: IntCounterVec,
     pub in_flight: IntGauge,
@@ -75,7 +76,11 @@ impl RouterMetrics {
             )?,
             retries_refused: IntCounter::new(
                 names::ROUTER_RETRIES_REFUSED_TOTAL,
-                "Retries not sent because the retry budget was spent",
+                "Retries not sent because the tenant's share or the router's retry budget was spent",
+            )?,
+            client_deadline_timeouts: IntCounter::new(
+                names::ROUTER_CLIENT_DEADLINE_TIMEOUTS_TOTAL,
+                "Attempts that ran out of the client's own deadline (not held against the worker)",
             )?,
             upstream_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -111,6 +116,7 @@ impl RouterMetrics {
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.retries.clone()))?;
         registry.register(Box::new(m.retries_refused.clone()))?;
+        registry.register(Box::new(m.client_deadline_timeouts.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;
         registry.register(Box::new(m.upstream_requests.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;

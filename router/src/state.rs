@@ -11,7 +11,7 @@ use shardline_shared::records::TenantLimits;
 use shardline_shared::snapshot::Snapshot;
 use tokio::sync::watch;
 
-use crate::budget::RetryBudget;
+use crate::budget::{RetryBudget, TenantRetries};
 use crate::error::RouterError;
 use crate::health::{Fleet, get_or_default};
 use crate::limiter::{InFlight, RateBucket, Refusal, admit};
@@ -28,21 +28,32 @@ pub struct Limits {
     pub attempt_timeout: Duration,
 }
 
-/// One tenant's admission state on this router.
+/// One tenant's admission state on this router, and its share of retries.
 #[derive(Debug, Default)]
 pub struct TenantGate {
     in_flight: InFlight,
     bucket: Mutex<RateBucket>,
+    pub retries: TenantRetries,
 }
 
-/// Holds one of a tenant's in-flight slots until dropped.
+/// A tenant's admission: holds one of its in-flight slots (when it has limits) until
+/// dropped, and its gate (for its retries).
 #[derive(Debug)]
-pub struct TenantPermit(Option<Arc<TenantGate>>);
+pub struct TenantPermit {
+    gate: Arc<TenantGate>,
+    entered: bool,
+}
+
+impl TenantPermit {
+    pub fn gate(&self) -> &TenantGate {
+        &self.gate
+    }
+}
 
 impl Drop for TenantPermit {
     fn drop(&mut self) {
-        if let Some(gate) = self.0.take() {
-            gate.in_flight.leave();
+        if self.entered {
+            self.gate.in_flight.leave();
         }
     }
 }
@@ -91,10 +102,13 @@ impl<U> AppState<U> {
         limits: TenantLimits,
         now: Instant,
     ) -> Result<TenantPermit, RouterError> {
-        if limits.max_in_flight == 0 && limits.rate_per_sec == 0 {
-            return Ok(TenantPermit(None));
-        }
         let gate = self.gate(tenant);
+        if limits.max_in_flight == 0 && limits.rate_per_sec == 0 {
+            return Ok(TenantPermit {
+                gate,
+                entered: false,
+            });
+        }
         let admitted = admit(
             &gate.in_flight,
             &mut gate.bucket.lock().unwrap_or_else(PoisonError::into_inner),
@@ -102,7 +116,10 @@ impl<U> AppState<U> {
             limits,
         );
         match admitted {
-            Ok(()) => Ok(TenantPermit(Some(gate))),
+            Ok(()) => Ok(TenantPermit {
+                gate,
+                entered: true,
+            }),
             Err(r) => {
                 let (label, message, retry_after) = match r {
                     Refusal::InFlight { limit } => (

@@ -18,6 +18,8 @@ pub const ROUTER_RETRIES_TOTAL: &str = "shardline_router_retries_total";
 pub const ROUTER_UPSTREAM_DURATION_SECONDS: &str = "shardline_router_upstream_duration_seconds";
 pub const ROUTER_UPSTREAM_REQUESTS_TOTAL: &str = "shardline_router_upstream_requests_total";
 pub const ROUTER_RETRIES_REFUSED_TOTAL: &str = "shardline_router_retries_refused_total";
+pub const ROUTER_CLIENT_DEADLINE_TIMEOUTS_TOTAL: &str =
+    "shardline_router_client_deadline_timeouts_total";
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
 pub const ROUTER_SERVING_THREADS_ACTIVE: &str = "shardline_router_serving_threads_active";

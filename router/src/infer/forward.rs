@@ -1,7 +1,10 @@
 //! Forwarding one validated inference: the attempt loop over the chosen shard members
 //! — per-attempt timeout within the request's deadline, failover to the next member on
-//! a failure or a 502/503/504 answer, each retry paid from the retry budget — and the
-//! per-worker health, metrics and in-flight counts each attempt updates.
+//! a failure or a 502/503/504 answer, each retry paid from the tenant's share and from
+//! the router's retry budget — and the per-worker health, metrics and in-flight counts
+//! each attempt updates. A timeout that the client's own deadline cut short is not held
+//! against the worker: a tenant sending 50 ms deadlines to a model that needs 100 ms
+//! must not eject its workers for everyone.
 
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
@@ -17,21 +20,36 @@ use super::relay::Relay;
 use crate::error::RouterError;
 use crate::health::Fleet;
 use crate::select;
-use crate::state::AppState;
-use crate::upstream::{Answer, Attempt, Outcome, Upstream};
+use crate::state::{AppState, TenantGate};
+use crate::upstream::{Answer, Attempt, Failure, Outcome, Upstream};
+
+/// What is forwarded, for whom, and by when.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub key: &'a ModelKey,
+    pub manifest: &'a Manifest,
+    /// The tenant's gate on this router (its share of retries).
+    pub tenant: &'a TenantGate,
+    pub deadline: Duration,
+    pub started: Instant,
+}
 
 /// Forwards the validated `body` to a member of the model's shard, failing over to the
-/// next member (as [`select::order`] orders them) while the retry budget and the
-/// deadline allow.
+/// next member (as [`select::order`] orders them) while the tenant's share of retries,
+/// the router's retry budget and the deadline allow.
 pub async fn forward<U: Upstream>(
     state: &AppState<U>,
     snap: &Snapshot,
-    key: &ModelKey,
-    manifest: &Manifest,
+    request: Request<'_>,
     body: Bytes,
-    deadline: Duration,
-    started: Instant,
 ) -> Result<Relay, RouterError> {
+    let Request {
+        key,
+        manifest,
+        tenant,
+        deadline,
+        started,
+    } = request;
     let (members, cands) = candidates(snap, &state.fleet, key, manifest, started);
     let order = select::order(&cands, &mut fastrand::Rng::new());
     if order.is_empty() {
@@ -51,11 +69,12 @@ pub async fn forward<U: Upstream>(
     ]
     .concat();
     let end = started + deadline;
-    state
-        .budget
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .deposit(started);
+    let ratio = {
+        let mut budget = state.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        budget.deposit(started);
+        budget.ratio_permille()
+    };
+    tenant.retries.deposit(ratio);
     // The last attempt's answer when it was a retryable one (502/503/504): passed on if
     // no later attempt is made or succeeds. A failed attempt (no answer) clears it.
     let mut last: Option<(Option<HeaderValue>, Answer)> = None;
@@ -66,11 +85,14 @@ pub async fn forward<U: Upstream>(
             return Err(RouterError::DeadlineExceeded(deadline));
         }
         if attempt > 0 {
-            let allowed = state
-                .budget
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .try_withdraw(now);
+            // The tenant's own share first: a tenant out of retries leaves the router's
+            // budget to the others.
+            let allowed = tenant.retries.try_withdraw()
+                && state
+                    .budget
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .try_withdraw(now);
             if !allowed {
                 state.metrics.retries_refused.inc();
                 break;
@@ -84,6 +106,8 @@ pub async fn forward<U: Upstream>(
         } else {
             remaining.min(state.limits.attempt_timeout)
         };
+        // The client's deadline, not the router's attempt timeout, limits this attempt.
+        let cut_by_client = timeout < state.limits.attempt_timeout;
         let health = state.fleet.get(member.id);
         let outcome = {
             let _in_flight = Fleet::enter(&health);
@@ -112,6 +136,9 @@ pub async fn forward<U: Upstream>(
         state.metrics.upstream_result(outcome.label()).inc();
         match &outcome {
             Outcome::Answered(_) => state.fleet.answered(&health),
+            Outcome::Failed(Failure::Timeout) if cut_by_client => {
+                state.metrics.client_deadline_timeouts.inc();
+            }
             Outcome::Failed(f) => {
                 tracing::debug!(worker = %member.id, model = %key, failure = ?f, "attempt failed");
                 state.fleet.failed(&health, Instant::now());

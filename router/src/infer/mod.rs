@@ -69,11 +69,18 @@ pub async fn handle<U: Upstream>(
             .get(&tenant)
             .map(|t| t.value.limits)
             .unwrap_or_default();
-        let _permit = state.admit(&tenant, limits, started)?;
+        let permit = state.admit(&tenant, limits, started)?;
         let bytes = body.await?;
         let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
         validate_infer(&bytes, &spec)?;
-        forward::forward(state, &snap, &key, manifest, bytes, deadline, started).await
+        let request = forward::Request {
+            key: &key,
+            manifest,
+            tenant: permit.gate(),
+            deadline,
+            started,
+        };
+        forward::forward(state, &snap, request, bytes).await
     }
     .await;
     let status = match &result {

@@ -136,3 +136,96 @@ async fn an_expired_deadline_answers_504() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].timeout <= Duration::from_millis(40), "{sent:?}");
 }
+
+#[tokio::test]
+async fn a_timeout_cut_short_by_the_clients_deadline_does_not_eject_the_worker() {
+    let state = World::new()
+        .worker("w1", true)
+        .worker("w2", true)
+        .assign(&["w1", "w2"], &[])
+        .limits(|l| l.attempt_timeout = Duration::from_millis(200))
+        .state(FakeUpstream::new(&[
+            ("w1", Reply::Stall),
+            ("w2", Reply::Stall),
+        ]));
+    // The client allows 40 ms, less than the router's 200 ms attempt timeout: the
+    // worker that ran out of it is not at fault.
+    let short = Call {
+        deadline: Some("40"),
+        ..Call::default()
+    };
+    let refusal = call(&state, short).await.unwrap_err();
+    assert_eq!(refusal.status(), StatusCode::GATEWAY_TIMEOUT);
+    let first = state.upstream.workers()[0].clone();
+    let id = shardline_shared::ids::WorkerId::new(&first).unwrap();
+    let now = std::time::Instant::now();
+    assert!(!state.fleet.is_ejected(&state.fleet.get(&id), now));
+    assert_eq!(state.metrics.client_deadline_timeouts.get(), 1);
+
+    // With a deadline longer than the attempt timeout, the same stall is the worker's.
+    let long = Call {
+        deadline: Some("1000"),
+        ..Call::default()
+    };
+    let _ = call(&state, long).await;
+    let now = std::time::Instant::now();
+    let tried = state.upstream.workers();
+    let id = shardline_shared::ids::WorkerId::new(tried.last().unwrap()).unwrap();
+    assert!(
+        state.fleet.is_ejected(&state.fleet.get(&id), now),
+        "{tried:?}"
+    );
+    assert_eq!(state.metrics.client_deadline_timeouts.get(), 1);
+}
+
+#[tokio::test]
+async fn one_tenants_failures_do_not_spend_the_retries_of_the_others() {
+    use crate::budget::TENANT_RETRY_RESERVE;
+    // The router's budget: 20 % of requests plus a reserve of 50 retries. acme's shard
+    // answers 503 everywhere, so every acme request wants three retries.
+    let state = World::new()
+        .worker("w1", true)
+        .worker("w2", true)
+        .worker("w3", true)
+        .worker("w4", true)
+        .worker("g1", false)
+        .worker("g2", false)
+        .assign(&["w1", "w2", "w3", "w4"], &[])
+        .put(
+            "/shardline/assignments/globex/secret",
+            serde_json::json!({"workers": ["g1", "g2"], "epoch": 1}),
+        )
+        .budget(RetryBudget::new(200, 5, Duration::from_secs(10)))
+        .state(FakeUpstream::new(&[
+            ("w1", Reply::Status(503)),
+            ("w2", Reply::Status(503)),
+            ("w3", Reply::Status(503)),
+            ("w4", Reply::Status(503)),
+            ("g1", Reply::Status(503)),
+            ("g2", Reply::Status(503)),
+        ]));
+    let requests = 100u64;
+    for _ in 0..requests {
+        call(&state, Call::default()).await.unwrap();
+    }
+    let acme_retries = state.metrics.retries.get();
+    let share = u64::from(TENANT_RETRY_RESERVE) + requests * 200 / 1000;
+    assert!(
+        acme_retries <= share,
+        "acme retried {acme_retries} times, its share is {share}"
+    );
+    // The router's budget still has retries for globex: its request fails over.
+    let globex = Call {
+        name: "secret",
+        authorization: Some("Bearer globex-key"),
+        ..Call::default()
+    };
+    call(&state, globex).await.unwrap();
+    let to_globex = state
+        .upstream
+        .workers()
+        .iter()
+        .filter(|w| w.starts_with('g'))
+        .count();
+    assert_eq!(to_globex, 2, "globex's request was not allowed its retry");
+}
