@@ -56,6 +56,8 @@ pub const WORKER_CAPACITY_BYTES: &str = "shardline_worker_capacity_bytes";
 pub const WORKER_EVICTIONS_TOTAL: &str = "shardline_worker_evictions_total";
 pub const WORKER_INFERENCE_DURATION_SECONDS: &str = "shardline_worker_inference_duration_seconds";
 pub const WORKER_IN_FLIGHT: &str = "shardline_worker_in_flight";
+pub const WORKER_ACTIVATION_BYTES: &str = "shardline_worker_activation_bytes";
+pub const WORKER_ACTIVATION_REFUSALS_TOTAL: &str = "shardline_worker_activation_refusals_total";
 
 /// Every component.
 pub const BUILD_INFO: &str = "shardline_build_info";

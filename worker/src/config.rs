@@ -59,6 +59,11 @@ pub struct WorkerArgs {
     /// Largest batch (rows) per request.
     #[arg(long, env = "SHARDLINE_MAX_BATCH_ROWS", default_value_t = 4096)]
     pub max_batch_rows: usize,
+    /// Memory for activations of forward passes in progress (every layer's output for
+    /// a request's rows, reserved before scoring): past it, 413 for a request that can
+    /// never fit, 503 while others hold it.
+    #[arg(long, env = "SHARDLINE_INFERENCE_MEMORY", value_parser = parse_bytes, default_value = "512MiB")]
+    pub inference_memory: u64,
     /// Lease TTL of the worker's registration.
     #[arg(long, env = "SHARDLINE_LEASE_TTL", value_parser = parse_duration, default_value = "10s")]
     pub lease_ttl: Duration,
@@ -110,6 +115,9 @@ impl WorkerArgs {
         }
         if self.memory_budget < 1 << 20 {
             errors.push("--memory-budget must be at least 1MiB".into());
+        }
+        if self.inference_memory < 1 << 20 {
+            errors.push("--inference-memory must be at least 1MiB".into());
         }
         if self.internal_token.len() < 16 {
             errors.push("--internal-token must be at least 16 characters".into());

@@ -10,10 +10,12 @@
 //!
 //! I/O and serving:
 //! - [`cache`]: single-flight, memory-budgeted, idle-evicting model cache;
+//! - [`activations`]: the inference memory budget forward passes reserve from;
 //! - [`state`], [`routes`], [`error`]: the HTTP API and its error mapping;
 //! - [`serve`]: etcd membership, resident-list publishing, `/metrics`, graceful shutdown;
 //! - [`config`], [`metrics`]: flags and Prometheus metrics.
 
+pub mod activations;
 pub mod cache;
 pub mod config;
 pub use shardline_shared::decode;

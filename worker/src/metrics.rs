@@ -41,6 +41,8 @@ pub struct WorkerMetrics {
     pub evictions: IntCounterVec,
     pub inference_duration: HistogramVec,
     pub in_flight: IntGaugeVec,
+    pub activation_bytes: IntGauge,
+    pub activation_refusals: IntCounterVec,
     pub build_info: IntGaugeVec,
     per_model: bool,
 }
@@ -103,6 +105,17 @@ impl WorkerMetrics {
                 Opts::new(names::WORKER_IN_FLIGHT, "Inference requests being served"),
                 model_labels,
             )?,
+            activation_bytes: IntGauge::new(
+                names::WORKER_ACTIVATION_BYTES,
+                "Inference memory reserved by forward passes in progress (--inference-memory)",
+            )?,
+            activation_refusals: IntCounterVec::new(
+                Opts::new(
+                    names::WORKER_ACTIVATION_REFUSALS_TOTAL,
+                    "Requests refused for inference memory, by reason (too_large: 413, busy: 503)",
+                ),
+                &["reason"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(names::BUILD_INFO, "Build of this process; always 1"),
                 &["component", "version"],
@@ -118,6 +131,8 @@ impl WorkerMetrics {
         registry.register(Box::new(m.evictions.clone()))?;
         registry.register(Box::new(m.inference_duration.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.activation_bytes.clone()))?;
+        registry.register(Box::new(m.activation_refusals.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info
             .with_label_values(&["worker", env!("CARGO_PKG_VERSION")])
@@ -129,6 +144,9 @@ impl WorkerMetrics {
         }
         for reason in EVICTION_REASONS {
             m.evictions.with_label_values(&[reason]);
+        }
+        for reason in ["too_large", "busy"] {
+            m.activation_refusals.with_label_values(&[reason]);
         }
         Ok(m)
     }

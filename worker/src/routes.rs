@@ -17,6 +17,7 @@ use shardline_service::http::BodyError;
 use shardline_shared::manifest::Manifest;
 use subtle::ConstantTimeEq;
 
+use crate::activations::{Refusal, bytes_needed};
 use crate::decode::{InputSpec, decode_infer, encode_infer_response};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -183,6 +184,60 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         })
 }
 
+/// Reserves the activations of a forward pass over `rows` rows (see [`crate::activations`]).
+async fn reserve_activations(
+    state: &AppState,
+    rows: usize,
+    dims: &[usize],
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let need = bytes_needed(rows, dims);
+    let refused = match state
+        .activations
+        .reserve(need, state.limits.room_wait)
+        .await
+    {
+        Ok(permit) => {
+            state
+                .metrics
+                .activation_bytes
+                .set(i64::try_from(state.activations.in_use()).unwrap_or(i64::MAX));
+            return Ok(permit);
+        }
+        Err(r) => r,
+    };
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let (reason, error) = match refused {
+        Refusal::TooLarge { need, budget } => (
+            "too_large",
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "scoring {rows} rows needs {} MiB of activations, more than this worker's \
+                     inference memory ({} MiB); send fewer rows per request",
+                    mib(need),
+                    mib(budget)
+                ),
+            ),
+        ),
+        Refusal::Busy { need, .. } => (
+            "busy",
+            ApiError::unavailable(
+                format!(
+                    "no inference memory free for {} MiB of activations; retry shortly",
+                    mib(need)
+                ),
+                std::time::Duration::from_secs(1),
+            ),
+        ),
+    };
+    state
+        .metrics
+        .activation_refusals
+        .with_label_values(&[reason])
+        .inc();
+    Err(error)
+}
+
 /// Rows × params above which scoring moves off the async runtime.
 const BLOCKING_WORK: usize = 1 << 18;
 
@@ -201,13 +256,22 @@ async fn score(
     let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
     let batch = decode_infer(&bytes, &spec)?;
     drop(bytes);
+    let rows = batch.rows;
+    // Before the load too: a request that can never fit must not evict anyone.
+    let activations = reserve_activations(&state, rows, &manifest.dims).await?;
     let lease = state.lease(manifest.clone()).await?;
     let started = Instant::now();
-    let rows = batch.rows;
-    let work = rows * manifest.config.parameter_count(&manifest.dims);
+    let work = rows.saturating_mul(manifest.config.parameter_count(&manifest.dims));
     let scores = if work > BLOCKING_WORK {
+        let (gauge, budget) = (
+            state.metrics.activation_bytes.clone(),
+            state.activations.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let out = lease.model.forward(&batch.data, rows);
+            // Given back when the pass has ended, whether or not anyone still waits.
+            drop(activations);
+            gauge.set(i64::try_from(budget.in_use()).unwrap_or(i64::MAX));
             (out, batch)
         })
         .await
@@ -216,8 +280,13 @@ async fn score(
     } else {
         let out = lease.model.forward(&batch.data, rows);
         drop(lease);
+        drop(activations);
         Ok((out?, batch))
     };
+    state
+        .metrics
+        .activation_bytes
+        .set(i64::try_from(state.activations.in_use()).unwrap_or(i64::MAX));
     let (scores, batch) = scores?;
     state
         .metrics

@@ -76,6 +76,7 @@ pub async fn serve(
         max_rows: args.max_batch_rows,
         max_in_flight_per_model: args.max_in_flight_per_model,
         room_wait: Duration::from_secs(5),
+        inference_memory: args.inference_memory,
     };
     let state = Arc::new(AppState::new(
         watcher.subscribe(),

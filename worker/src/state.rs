@@ -12,6 +12,7 @@ use shardline_shared::manifest::{Manifest, ModelConfig};
 use shardline_shared::snapshot::Snapshot;
 use tokio::sync::{Notify, watch};
 
+use crate::activations::Activations;
 use crate::cache::{CacheEvents, EvictReason, Lease, LoadSize, ModelCache, Weighted};
 use crate::error::{ApiError, LoadError};
 use crate::metrics::WorkerMetrics;
@@ -56,8 +57,11 @@ pub struct Limits {
     pub max_body: usize,
     pub max_rows: usize,
     pub max_in_flight_per_model: u32,
-    /// How long a cold request waits for memory held by in-flight requests.
+    /// How long a cold request waits for memory held by in-flight requests (and a
+    /// request for inference memory held by others).
     pub room_wait: Duration,
+    /// Bytes of activations forward passes may hold at once (`--inference-memory`).
+    pub inference_memory: u64,
 }
 
 /// Shared by all handlers.
@@ -70,6 +74,8 @@ pub struct AppState {
     /// Compared in constant time with `x-shardline-token`.
     pub token: String,
     pub limits: Limits,
+    /// Inference memory: activations of forward passes in progress.
+    pub activations: Activations,
     /// True once registered in etcd with a snapshot loaded.
     pub ready: AtomicBool,
     /// Signalled when the resident set may have changed (to republish it).
@@ -94,6 +100,7 @@ impl AppState {
             metrics,
             token,
             limits,
+            activations: Activations::new(limits.inference_memory),
             ready: AtomicBool::new(false),
             resident_changed,
             in_flight: Mutex::default(),
