@@ -170,11 +170,20 @@ impl AppState {
     }
 
     /// Leases the model, loading it (once, whatever the concurrency) if needed.
+    ///
+    /// A load runs in its own task: a request that gives up (its client left, or its
+    /// deadline passed) stops waiting, but the load it started goes on to the end with
+    /// its memory reserved, so it is never abandoned half-way (its bytes still in use
+    /// while a second load of the same model reserves them again), and a model slower to
+    /// load than its clients' deadlines still becomes resident.
     pub async fn lease(&self, manifest: Arc<Manifest>) -> Result<Lease<LoadedModel>, ApiError> {
         let key = LoadedKey {
             model: manifest.key(),
             version: manifest.version.clone(),
         };
+        if let Some(lease) = self.cache.try_lease(&key) {
+            return Ok(lease);
+        }
         let resident = manifest.weight_bytes();
         // The fetched file and the built tensors coexist while building.
         let size = LoadSize {
@@ -182,12 +191,16 @@ impl AppState {
             resident,
         };
         let deadline = tokio::time::Instant::now() + self.limits.room_wait;
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        let lease = self
-            .cache
-            .get_or_load(key, size, deadline, move || load(store, manifest, metrics))
-            .await?;
+        let (cache, store, metrics) =
+            (self.cache.clone(), self.store.clone(), self.metrics.clone());
+        let loading = tokio::spawn(async move {
+            cache
+                .get_or_load(key, size, deadline, move || load(store, manifest, metrics))
+                .await
+        });
+        let lease = loading.await.map_err(|e| {
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        })??;
         Ok(lease)
     }
 }

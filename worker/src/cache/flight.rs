@@ -222,7 +222,7 @@ where
     }
 
     /// A lease on `key`, which the caller has just pinned.
-    fn lease(&self, key: K, value: Arc<V>) -> Lease<V> {
+    pub(super) fn lease(&self, key: K, value: Arc<V>) -> Lease<V> {
         let cache = self.clone();
         Lease::new(value, Box::new(move || cache.release(&key)))
     }

@@ -294,6 +294,21 @@ where
         result
     }
 
+    /// Leases `key`'s model if it is resident (and not draining), without waiting.
+    pub fn try_lease(&self, key: &K) -> Option<Lease<V>> {
+        let now = Instant::now().into_std();
+        let value = {
+            let mut guard = self.inner.lock();
+            let state = &mut *guard;
+            let (value, _) = state.values.get(key)?;
+            if !state.policy.pin(key, now) {
+                return None;
+            }
+            Arc::clone(value)
+        };
+        Some(self.lease(key.clone(), value))
+    }
+
     /// The resident models, least recently used first.
     pub fn resident(&self) -> Vec<ResidentInfo<K>> {
         let now = Instant::now().into_std();
