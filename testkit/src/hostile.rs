@@ -188,35 +188,40 @@ pub async fn exchange(addr: &str, bytes: &[u8], quiet: Duration) -> Exchange {
     }
 }
 
-/// Request smuggling probes, by name: each is a request whose framing a front end and
-/// a back end might read differently, carrying a second complete request
-/// (`{smuggled}`) where a confused reader would find one. Fill in `{path}`, `{auth}`,
-/// `{body}` and `{len}` (the body's length) with [`probe`].
+/// Request smuggling probes, by name: each is one request whose framing a front end
+/// and a back end might read differently, carrying a second complete request
+/// (`{smuggled}`) where only a confused reader finds one. Read correctly, each is one
+/// request (one answer, or a 400 for the ambiguous framing) and never two; fill in the
+/// holes with [`probe`].
 pub const SMUGGLING_PROBES: &[(&str, &str)] = &[
+    // Chunked says the body ends at `0`; a reader of the length sees 4 bytes.
     (
         "content-length and transfer-encoding",
         "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
     ),
+    // The first length covers the smuggled request, the second none of it.
     (
         "two different content-lengths",
-        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {len}\r\ncontent-length: 0\r\n\r\n{body}{smuggled}",
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {smuggled_len}\r\ncontent-length: 0\r\n\r\n{smuggled}",
     ),
     (
         "content-length: 5, 5",
-        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {len}, {len}\r\n\r\n{body}{smuggled}",
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {smuggled_len}, {smuggled_len}\r\n\r\n{smuggled}",
     ),
+    // A reader that does not end lines at a bare LF sees no length (an empty body).
     (
         "bare LF line endings",
-        "POST {path} HTTP/1.1\nhost: x\n{auth_lf}content-length: {len}\n\n{body}{smuggled}",
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}x-a: b\ncontent-length: {smuggled_len}\r\n\r\n{smuggled}",
     ),
+    // A reader that unfolds continuation lines sees the length as part of `x-fold`.
     (
         "obs-fold header continuation",
-        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}x-fold: a\r\n content-length: 0\r\ncontent-length: {len}\r\n\r\n{body}{smuggled}",
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nx-fold: a\r\n content-length: {smuggled_len}\r\n\r\n{smuggled}",
     ),
 ];
 
-/// The bytes of smuggling probe `template` for an inference of `body` at `path` with
-/// bearer `key`; the smuggled second request is the same inference.
+/// The bytes of smuggling probe `template` for path `path` with bearer `key`; the
+/// smuggled second request is an inference of `body`.
 pub fn probe(template: &str, path: &str, key: &str, body: &str) -> Vec<u8> {
     let auth = format!("authorization: Bearer {key}\r\n");
     let smuggled = format!(
@@ -225,10 +230,8 @@ pub fn probe(template: &str, path: &str, key: &str, body: &str) -> Vec<u8> {
     );
     template
         .replace("{path}", path)
-        .replace("{auth_lf}", &format!("authorization: Bearer {key}\n"))
         .replace("{auth}", &auth)
-        .replace("{len}", &body.len().to_string())
-        .replace("{body}", body)
+        .replace("{smuggled_len}", &smuggled.len().to_string())
         .replace("{smuggled}", &smuggled)
         .into_bytes()
 }
