@@ -212,3 +212,30 @@ impl Head {
         Ok(head)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::local_exhaustion;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_the_routers_own_shortages_count_as_exhaustion() {
+        for errno in [23, 24] {
+            assert!(
+                local_exhaustion(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        assert!(local_exhaustion(&Error::from(ErrorKind::AddrNotAvailable)));
+        for other in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionReset,
+        ] {
+            assert!(!local_exhaustion(&Error::from(other)), "{other:?}");
+        }
+        // ECONNREFUSED and EHOSTUNREACH are the worker's side.
+        assert!(!local_exhaustion(&Error::from_raw_os_error(111)));
+        assert!(!local_exhaustion(&Error::from_raw_os_error(113)));
+    }
+}
