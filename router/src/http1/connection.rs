@@ -12,7 +12,6 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::response::IntoResponse as _;
@@ -25,8 +24,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::body::{Body, discard, linger, read_body};
 use super::deadline::Deadline;
-use super::hand_over;
+use super::hand_over::{self, Handed};
 use crate::codec;
 use crate::error::RouterError;
 use crate::infer::{self, InferRequest, KeyMemo};
@@ -40,13 +40,6 @@ const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 8 << 10;
 /// Answer bodies up to this size are copied behind their head and sent in one write.
 const COALESCE: usize = 16 << 10;
-/// After answering a request whose body it did not read, the connection is closed; for
-/// at most this long (and [`LINGER_BYTES`]) what the client still sends is read and
-/// dropped first, so that closing does not reset the connection before the client has
-/// read the answer.
-const LINGER_TIME: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 1 << 20;
-
 /// One accepted connection and what serving it needs.
 pub(super) struct Connection {
     pub(super) state: Arc<AppState>,
@@ -94,17 +87,6 @@ enum Next {
     Move(usize),
 }
 
-/// What became of a fast-path request's body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    /// Not read: the request was answered before (refused).
-    Unread,
-    Read,
-    TimedOut,
-    /// The client went away.
-    Broken,
-}
-
 impl Connection {
     /// The gate counting this connection.
     pub(super) fn gate(&self) -> Arc<ConnGate> {
@@ -133,7 +115,16 @@ impl Connection {
                     return None;
                 }
                 Next::Other(since) => {
-                    hand_over::to_hyper(self, stream, buf, since).await;
+                    hand_over::to_hyper(Handed {
+                        hyper: self.hyper,
+                        app: self.app,
+                        slot: self.slot,
+                        watcher: self.watcher,
+                        stream,
+                        read: buf,
+                        since,
+                    })
+                    .await;
                     return None;
                 }
                 Next::Move(target) => {
@@ -371,81 +362,6 @@ impl Connection {
                 });
                 body
             }
-        }
-    }
-}
-
-/// Reads a body of `len` bytes into `buf` (some may be there already) and splits it
-/// off, within the body deadline; says in `outcome` what happened.
-async fn read_body(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    len: usize,
-    limits: &ConnLimits,
-    timer: &mut Deadline,
-    outcome: &mut Body,
-) -> Result<Bytes, RouterError> {
-    let started = Instant::now();
-    let mut received = 0u64;
-    while buf.len() < len {
-        buf.reserve(len - buf.len());
-        let at = started + limits.body_allowance(received);
-        match timer.run(at, stream.read_buf(buf)).await {
-            Some(Ok(n)) if n > 0 => received += n as u64,
-            Some(_) => {
-                *outcome = Body::Broken;
-                return Err(RouterError::BadRequest(
-                    "the client closed the connection mid-body".into(),
-                ));
-            }
-            None => {
-                *outcome = Body::TimedOut;
-                return Err(RouterError::BodyTimeout);
-            }
-        }
-    }
-    *outcome = Body::Read;
-    Ok(buf.split_to(len).freeze())
-}
-
-/// Reads and drops a body of `len` bytes (some may be in `buf` already) within the body
-/// deadline, holding no more than a read's worth of it; whether it all came.
-async fn discard(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    len: usize,
-    limits: &ConnLimits,
-    timer: &mut Deadline,
-) -> bool {
-    let started = Instant::now();
-    let mut left = len;
-    let mut received = 0u64;
-    loop {
-        let n = buf.len().min(left);
-        buf.advance(n);
-        left -= n;
-        if left == 0 {
-            return true;
-        }
-        buf.reserve(left.min(READ_CHUNK));
-        let at = started + limits.body_allowance(received);
-        match timer.run(at, stream.read_buf(buf)).await {
-            Some(Ok(n)) if n > 0 => received += n as u64,
-            _ => return false,
-        }
-    }
-}
-
-/// Reads and drops what the client still sends, for at most [`LINGER_TIME`] and
-/// [`LINGER_BYTES`] (or until it closes), before the connection is closed.
-async fn linger(stream: &mut TcpStream, timer: &mut Deadline) {
-    let at = Instant::now() + LINGER_TIME;
-    let mut scratch = [0u8; 8 << 10];
-    let mut dropped = 0;
-    while dropped < LINGER_BYTES {
-        match timer.run(at, stream.read(&mut scratch)).await {
-            Some(Ok(n)) if n > 0 => dropped += n,
-            _ => return,
         }
     }
 }

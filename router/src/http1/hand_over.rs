@@ -7,25 +7,42 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use axum::Router;
 use bytes::{Buf as _, Bytes, BytesMut};
-use shardline_service::conn::serve_connection;
+use hyper_util::server::graceful::Watcher;
+use shardline_service::conn::{ConnSlot, HyperConn, serve_connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::connection::Connection;
+/// A connection the fast path hands over: what hyper serves it with, and what it
+/// already holds.
+pub(super) struct Handed {
+    pub(super) hyper: HyperConn,
+    pub(super) app: Router,
+    /// Its place under `--max-connections`.
+    pub(super) slot: ConnSlot,
+    /// Held until it ends: graceful shutdown waits for it.
+    pub(super) watcher: Watcher,
+    pub(super) stream: TcpStream,
+    /// The bytes already read.
+    pub(super) read: BytesMut,
+    /// When the request in `read` began.
+    pub(super) since: Instant,
+}
 
-/// Serves the rest of `conn` with hyper and axum, starting with the bytes already
-/// `read` of a request begun at `since`; held open until then by the connection's
-/// watcher (graceful shutdown waits for it).
-pub(super) async fn to_hyper(conn: Connection, stream: TcpStream, read: BytesMut, since: Instant) {
-    let Connection {
-        app,
+/// Serves the rest of a connection with hyper and axum, starting with the bytes already
+/// read.
+pub(super) async fn to_hyper(handed: Handed) {
+    let Handed {
         hyper,
+        app,
         slot,
         watcher,
-        ..
-    } = conn;
+        stream,
+        read,
+        since,
+    } = handed;
     let io = Rewind {
         read: read.freeze(),
         stream,

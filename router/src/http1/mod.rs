@@ -1,11 +1,14 @@
-//! Serving the public API over HTTP/1.1: the accept loop, which hands each connection
-//! to one of the router's single-threaded serving runtimes (moved between them as
-//! [`crate::threads`] decides, between two requests), and graceful shutdown — stop
-//! accepting, close idle connections, let in-flight requests finish. One connection's
-//! life is `connection`'s: the hot request — a plain inference `POST` — read, handed
-//! to the inference service and answered right on the connection; the first request it
-//! does not take goes, with the rest of the connection, to hyper and axum
-//! (`hand_over`).
+//! Serving the public API over HTTP/1.1: the accept loop, which admits at most
+//! `--max-connections` (one more is accepted and closed at once) and hands each
+//! connection to one of the router's single-threaded serving runtimes (moved between
+//! them as [`crate::threads`] decides, between two requests), and graceful shutdown —
+//! stop accepting, close idle connections, let in-flight requests finish, close what is
+//! still busy after `--shutdown-grace`. One connection's life is `connection`'s: the hot
+//! request — a plain inference `POST` — read, handed to the inference service (its body,
+//! `body`, read only once the request is authenticated and admitted) and answered right
+//! on the connection, every wait on the client under a deadline (`deadline`); the first
+//! request it does not take goes, with the rest of the connection, to hyper and axum
+//! under the same limits (`hand_over`).
 //!
 //! Why not hyper for every request: on two cores every microsecond the router spends
 //! comes out of the workers' share, and hyper's server and axum's router cost more per
@@ -17,6 +20,7 @@
 //! the connection, with the bytes already read, to hyper for the rest of its life, so the
 //! fast path never has to answer what it does not fully understand.
 
+mod body;
 mod connection;
 mod deadline;
 mod hand_over;

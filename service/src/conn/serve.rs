@@ -28,7 +28,25 @@ use super::{ConnGate, ConnLimits, ConnSlot, Guarded, Phase, Reason};
 /// What a connection over the limit is told before it is closed (best effort: written
 /// only if the socket takes it at once).
 pub const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-retry-after: 1\r\nconnection: close\r\ncontent-length: 34\r\n\r\n{\"error\":\"too many connections\"}\n\n";
+retry-after: 1\r\nconnection: close\r\ncontent-length: 32\r\n\r\n{\"error\":\"too many connections\"}";
+
+#[cfg(test)]
+#[test]
+fn busy_is_one_whole_answer() {
+    let mut headers = [httparse::EMPTY_HEADER; 8];
+    let mut answer = httparse::Response::new(&mut headers);
+    let head = answer.parse(BUSY).unwrap().unwrap();
+    assert_eq!(answer.code, Some(503));
+    let length = answer
+        .headers
+        .iter()
+        .find(|h| h.name == "content-length")
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(length.value).unwrap(),
+        (BUSY.len() - head).to_string()
+    );
+}
 
 /// A hyper HTTP/1.1 server configured with the limits' head size and count.
 #[derive(Debug, Clone)]
