@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use shardline_service::conn::{ConnArgs, ConnLimits};
 use shardline_shared::keys::Prefix;
 use shardline_shared::units::{parse_bytes, parse_duration};
 
@@ -91,6 +92,9 @@ pub struct RouterArgs {
     /// Label request metrics per tenant model (bounded cardinality is then your choice).
     #[arg(long, env = "SHARDLINE_PER_MODEL_METRICS")]
     pub per_model_metrics: bool,
+    /// Client connection limits (timeouts, head size, open connections, shutdown grace).
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Validated configuration.
@@ -99,6 +103,7 @@ pub struct RouterConfig {
     pub args: RouterArgs,
     pub id: String,
     pub prefix: Prefix,
+    pub conn: ConnLimits,
 }
 
 impl RouterArgs {
@@ -147,11 +152,13 @@ impl RouterArgs {
         {
             errors.push(format!("--min-threads {min} exceeds --threads {max}"));
         }
-        match prefix {
-            Ok(prefix) if errors.is_empty() => Ok(RouterConfig {
+        let conn = self.conn.validate(&mut errors);
+        match (prefix, conn) {
+            (Ok(prefix), Some(conn)) if errors.is_empty() => Ok(RouterConfig {
                 args: self,
                 id,
                 prefix,
+                conn,
             }),
             _ => Err(errors),
         }
@@ -193,6 +200,8 @@ mod tests {
         assert_eq!(c.id, "r-1");
         assert_eq!(c.prefix.root(), "/shardline/");
         assert_eq!(c.args.max_balance_moves_per_minute, 60);
+        assert_eq!(c.conn.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.conn.max_connections, 10_000);
     }
 
     #[test]
@@ -203,6 +212,7 @@ mod tests {
             ("--max-deadline", "1s"),
             ("--threads", "0"),
             ("--min-threads", "0"),
+            ("--header-timeout", "0s"),
         ])
         .unwrap()
         .validate()
@@ -214,6 +224,7 @@ mod tests {
             "--max-deadline",
             "--threads must be positive",
             "--min-threads must be positive",
+            "--header-timeout",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

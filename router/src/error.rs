@@ -23,6 +23,9 @@ pub enum RouterError {
     Decode(#[from] DecodeError),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body came slower than `--body-timeout` and `--body-min-rate` allow.
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -45,6 +48,7 @@ impl RouterError {
             RouterError::NotFound(_) | RouterError::NoRoute => StatusCode::NOT_FOUND,
             RouterError::BadRequest(_) | RouterError::Decode(_) => StatusCode::BAD_REQUEST,
             RouterError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RouterError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             RouterError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             RouterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RouterError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,

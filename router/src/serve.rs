@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
+use shardline_service::conn::{ConnGate, ConnMetrics, HyperConn, max_connections_for, nofile_soft};
 use shardline_service::metrics::spawn_metrics_server;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::budget::RetryBudget;
 use crate::config::RouterConfig;
+use crate::http1::Serving;
 use crate::metrics::RouterMetrics;
 use crate::routes::app;
 use crate::state::{AppState, Limits};
@@ -86,7 +88,8 @@ pub async fn serve_on(
         args.retry_min_per_sec,
         args.retry_window,
     );
-    let upstream = WorkerClient::new(&args.internal_token)?;
+    let serving = serving(&config, &registry)?;
+    let upstream = WorkerClient::new(&args.internal_token)?.with_idle_limit(serving.gate.max());
     let state = Arc::new(AppState::new(
         watcher.subscribe(),
         upstream,
@@ -118,7 +121,7 @@ pub async fn serve_on(
 
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");
     let app = app(state.clone());
-    crate::http1::serve(listener, state, app, shutdown, pool).await;
+    crate::http1::serve(listener, state, app, shutdown, pool, serving).await;
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
     if let Some(s) = sizing {
@@ -129,6 +132,33 @@ pub async fn serve_on(
     }
     drop(watcher);
     Ok(())
+}
+
+/// Descriptors the router keeps for itself beyond client connections and their
+/// connections to workers: listeners, etcd, `/metrics`, logs, the runtimes' own.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The connection limits, with `--max-connections` lowered to what the descriptor
+/// limit allows: each client connection may hold one connection to a worker, and as
+/// many again may wait idle in the pool to workers (capped at the same number).
+fn serving(config: &RouterConfig, registry: &Registry) -> anyhow::Result<Serving> {
+    let mut limits = config.conn;
+    let nofile = nofile_soft();
+    let fit = max_connections_for(limits.max_connections, nofile, RESERVED_DESCRIPTORS);
+    if fit < limits.max_connections {
+        warn!(
+            requested = limits.max_connections,
+            allowed = fit,
+            nofile = ?nofile,
+            "--max-connections lowered to fit the descriptor limit (raise ulimit -n)"
+        );
+        limits.max_connections = fit;
+    }
+    let metrics = ConnMetrics::register(registry)?;
+    Ok(Serving {
+        hyper: HyperConn::new(limits),
+        gate: ConnGate::new(limits.max_connections, metrics),
+    })
 }
 
 /// Keeps per-worker and per-tenant maps (and idle connections) bounded as workers and tenants come and go.

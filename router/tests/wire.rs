@@ -186,14 +186,20 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
     let answer = wire.answer().await;
     assert_eq!(answer.scores(), expected);
 
-    // Refusals on the fast path are the router's JSON errors, and the connection stays
-    // usable after them.
-    wire.send(&infer_request(path, "wrong-key", &body, ""))
+    // Refusals on the fast path are the router's JSON errors. A request without a
+    // valid key is refused from its head alone, and its connection is closed rather than
+    // its body waited for.
+    let unauthenticated = infer_request(path, "wrong-key", &body, "");
+    wire.send(&unauthenticated[..unauthenticated.len() - body.len()])
         .await;
     let refused = wire.answer().await;
     assert_eq!(refused.status, 401);
     assert!(refused.header("www-authenticate").is_some());
     assert!(refused.json()["error"].is_string());
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert!(wire.closed().await);
+    // A tenant's refused requests keep the connection usable.
+    let mut wire = Wire::connect(&url).await;
     wire.send(&infer_request("/v2/models/nope/infer", &key, &body, ""))
         .await;
     assert_eq!(wire.answer().await.status, 404);

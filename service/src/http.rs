@@ -1,5 +1,6 @@
 //! HTTP plumbing every Shardline server shares: reading a request body under a size
-//! limit (refused from `Content-Length` before reading when it is announced).
+//! limit (refused from `Content-Length` before reading when it is announced), and telling
+//! a body that came too slowly from one that broke.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
@@ -13,6 +14,10 @@ pub enum BodyError {
     /// The client's stream failed (HTTP 400).
     #[error("could not read request body: {0}")]
     Unreadable(String),
+    /// The body came slower than the connection limits allow (HTTP 408; the
+    /// connection is closed).
+    #[error("request body not received in time")]
+    TimedOut,
 }
 
 /// Reads the whole body, refusing more than `limit` bytes: up front when
@@ -28,8 +33,24 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.to_string().contains("length limit") {
             BodyError::TooLarge(limit)
+        } else if timed_out(&e) {
+            BodyError::TimedOut
         } else {
             BodyError::Unreadable(e.to_string())
         }
     })
+}
+
+/// Whether an I/O timeout (the connection's body deadline, `conn::Guarded`) caused `e`.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }

@@ -59,5 +59,13 @@ pub const WORKER_IN_FLIGHT: &str = "shardline_worker_in_flight";
 pub const WORKER_ACTIVATION_BYTES: &str = "shardline_worker_activation_bytes";
 pub const WORKER_ACTIVATION_REFUSALS_TOTAL: &str = "shardline_worker_activation_refusals_total";
 
+/// Client connections of a router or worker (`shardline_service::conn`).
+pub const CONNECTIONS_OPEN: &str = "shardline_connections_open";
+pub const CONNECTIONS_MAX: &str = "shardline_connections_max";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "shardline_connections_refused_total";
+/// Label `reason`: header_timeout, body_timeout, idle_timeout, write_timeout,
+/// body_unread, shutdown.
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "shardline_connections_closed_total";
+
 /// Every component.
 pub const BUILD_INFO: &str = "shardline_build_info";

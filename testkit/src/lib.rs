@@ -12,7 +12,9 @@
 //!   be paused to simulate an outage without losing objects;
 //! - [`metric_sum`] reads Prometheus text; [`post_head_only`] sends a head without its
 //!   body; [`eventually!`] / [`wait::eventually`] poll a condition; [`TOKEN`] is the
-//!   internal router ↔ worker token every test fleet uses.
+//!   internal router ↔ worker token every test fleet uses;
+//! - [`hostile`]: hostile clients (held connections, partial heads, clients that never
+//!   read, trickled bodies, request smuggling probes) and the server's open descriptors.
 //!
 //! Feature `models`: [`models::MlpArtifact`], the MLP artifact writer (`config.json` +
 //! `model.safetensors`, with an `f64` reference forward pass; safetensors, not candle).
@@ -52,6 +54,7 @@
 
 mod bins;
 mod etcd;
+pub mod hostile;
 mod http;
 mod port;
 mod process;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use shardline_service::conn::{ConnArgs, ConnLimits};
 use shardline_shared::ids::WorkerId;
 use shardline_shared::keys::Prefix;
 
@@ -70,6 +71,9 @@ pub struct WorkerArgs {
     /// Label metrics per tenant model (bounded by the number of resident models).
     #[arg(long, env = "SHARDLINE_PER_MODEL_METRICS")]
     pub per_model_metrics: bool,
+    /// Connection limits (timeouts, head size, open connections, shutdown grace).
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Validated configuration.
@@ -79,6 +83,7 @@ pub struct WorkerConfig {
     pub id: WorkerId,
     pub advertise: String,
     pub prefix: Prefix,
+    pub conn: ConnLimits,
 }
 
 impl WorkerArgs {
@@ -131,13 +136,17 @@ impl WorkerArgs {
                     .into(),
             );
         }
-        match (id, prefix, advertise) {
-            (Ok(id), Ok(prefix), Ok(advertise)) if errors.is_empty() => Ok(WorkerConfig {
-                args: self,
-                id,
-                advertise,
-                prefix,
-            }),
+        let conn = self.conn.validate(&mut errors);
+        match (id, prefix, advertise, conn) {
+            (Ok(id), Ok(prefix), Ok(advertise), Some(conn)) if errors.is_empty() => {
+                Ok(WorkerConfig {
+                    args: self,
+                    id,
+                    advertise,
+                    prefix,
+                    conn,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -190,12 +199,19 @@ mod tests {
             ("--id", "W_1"),
             ("--prefix", "nope"),
             ("--internal-token", "short"),
+            ("--max-connections", "0"),
         ])
         .unwrap()
         .validate()
         .unwrap_err();
         let all = errs.join("\n");
-        for needle in ["--id", "--prefix", "--advertise", "--internal-token"] {
+        for needle in [
+            "--id",
+            "--prefix",
+            "--advertise",
+            "--internal-token",
+            "--max-connections",
+        ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
     }

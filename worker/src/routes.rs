@@ -179,6 +179,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             let status = match e {
                 BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+                BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
             };
             ApiError::new(status, e.to_string())
         })

@@ -12,6 +12,9 @@ use shardline_control::{
     ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, ResidentSet,
     SnapshotWatcher,
 };
+use shardline_service::conn::{
+    ConnGate, ConnMetrics, HyperConn, max_connections_for, nofile_soft, serve_app,
+};
 use shardline_shared::records::WorkerRecord;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -127,12 +130,27 @@ pub async fn serve(
         // Routers stop choosing this worker once the lease is revoked.
         let _ = tokio::time::timeout(Duration::from_secs(5), membership).await;
     };
+    let mut limits = config.conn;
+    let nofile = nofile_soft();
+    let fit = max_connections_for(limits.max_connections, nofile, RESERVED_DESCRIPTORS);
+    if fit < limits.max_connections {
+        warn!(
+            requested = limits.max_connections,
+            allowed = fit,
+            nofile = ?nofile,
+            "--max-connections lowered to fit the descriptor limit (raise ulimit -n)"
+        );
+        limits.max_connections = fit;
+    }
+    let gate = ConnGate::new(limits.max_connections, ConnMetrics::register(&registry)?);
     info!(address = %config.advertise, id = %config.id, "worker serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(graceful)
-        .await?;
+    serve_app(listener, app(state), HyperConn::new(limits), gate, graceful).await;
     Ok(())
 }
+
+/// Descriptors the worker keeps for itself beyond client connections: listeners, etcd,
+/// `/metrics`, logs; the other half of the rest is for its store and model files.
+const RESERVED_DESCRIPTORS: u64 = 128;
 
 fn sweep_interval(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))

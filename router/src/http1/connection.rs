@@ -1,9 +1,13 @@
 //! One client connection on the fast path: read a request head, serve a plain inference
-//! `POST` right here (its body a slice of the read buffer, handed to
-//! [`crate::infer::handle`], its answer head written by [`crate::codec::write_head`]),
-//! move to another serving thread between requests when the pool says so, and close
-//! between requests at shutdown. Anything else goes to hyper (`hand_over`).
+//! `POST` right here (authenticated and admitted by [`crate::infer::handle`] before its
+//! body is read; the body a slice of the read buffer; the answer head written by
+//! [`crate::codec::write_head`]), move to another serving thread between requests when
+//! the pool says so, and close between requests at shutdown. Every wait on the client
+//! has a deadline (`deadline`): the head (`--header-timeout`), the body (`--body-timeout`
+//! and `--body-min-rate`), the next request (`--idle-timeout`), a write it does not read
+//! (`--write-timeout`). Anything else goes to hyper (`hand_over`).
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -11,45 +15,55 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::response::IntoResponse as _;
-use bytes::{Bytes, BytesMut};
-use hyper::server::conn::http1;
+use bytes::{Buf as _, Bytes, BytesMut};
 use hyper_util::server::graceful::Watcher;
+use shardline_service::conn::{ConnGate, ConnLimits, ConnSlot, HyperConn, Reason};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::debug;
 
-use super::hand_over;
+use super::body::{Body, discard, linger, read_body};
+use super::deadline::Deadline;
+use super::hand_over::{self, Handed};
 use crate::codec;
+use crate::error::RouterError;
 use crate::infer::{self, InferRequest, KeyMemo};
 use crate::state::AppState;
 use crate::threads::{self, ServingPool};
 
-/// Largest request head the fast path waits for before leaving the connection to hyper.
-const MAX_HEAD: usize = 64 << 10;
-/// Headers the fast path reads; a request with more is hyper's.
+/// Headers the fast path reads (on the stack); a request with more is hyper's, which
+/// applies `--max-headers`.
 const MAX_HEADERS: usize = 64;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 8 << 10;
 /// Answer bodies up to this size are copied behind their head and sent in one write.
 const COALESCE: usize = 16 << 10;
-
 /// One accepted connection and what serving it needs.
 pub(super) struct Connection {
     pub(super) state: Arc<AppState>,
     pub(super) app: Router,
-    pub(super) builder: http1::Builder,
+    pub(super) hyper: HyperConn,
+    pub(super) limits: ConnLimits,
+    /// Its place under `--max-connections`, given back when the connection ends.
+    pub(super) slot: ConnSlot,
     /// Held while the connection is open: graceful shutdown waits for it.
     pub(super) watcher: Watcher,
     /// Becomes `true` when the router stops accepting.
     pub(super) stopping: watch::Receiver<bool>,
+    /// Becomes `true` when the shutdown grace period is over.
+    pub(super) aborted: watch::Receiver<bool>,
     pub(super) peer: SocketAddr,
     /// Accept order: which of the pool's active threads the connection belongs on.
     pub(super) id: usize,
+    /// When it was accepted, until its first request head is read (the header timeout
+    /// counts from there).
+    pub(super) accepted: Option<Instant>,
     pub(super) pool: Option<Arc<ServingPool>>,
 }
 
-/// Where a fast-path request's parts lie in the read buffer.
+/// Where a fast-path request's parts lie in its head.
 struct Spans {
     head_len: usize,
     content_length: usize,
@@ -64,14 +78,21 @@ struct Spans {
 enum Next {
     /// The connection ended (closed, broken, or idle at shutdown).
     Closed,
-    /// A request hyper serves (see [`codec::classify`]).
-    Other,
+    /// The client took too long.
+    TimedOut(Reason),
+    /// A request hyper serves (see [`codec::classify`]), begun at this instant.
+    Other(Instant),
     Infer(Spans),
     /// Between requests, on the wrong serving thread: move to this one.
     Move(usize),
 }
 
 impl Connection {
+    /// The gate counting this connection.
+    pub(super) fn gate(&self) -> Arc<ConnGate> {
+        self.slot.gate_arc()
+    }
+
     /// Serves the connection until it ends, or returns it, its socket released by this
     /// thread's reactor, when it is to move to the serving thread returned with it.
     pub(super) async fn run(
@@ -81,18 +102,28 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(1024);
         let mut keys = KeyMemo::default();
+        let mut timer = Deadline::new();
+        let mut idle_since = Instant::now();
         loop {
-            let spans = match self.next_request(&mut stream, &mut buf).await {
+            let spans = match self
+                .next_request(&mut stream, &mut buf, &mut timer, idle_since)
+                .await
+            {
                 Next::Closed => return None,
-                Next::Other => {
-                    hand_over::to_hyper(
-                        self.app,
-                        &self.builder,
-                        self.watcher,
-                        self.peer,
+                Next::TimedOut(reason) => {
+                    self.slot.gate().closed(reason);
+                    return None;
+                }
+                Next::Other(since) => {
+                    hand_over::to_hyper(Handed {
+                        hyper: self.hyper,
+                        app: self.app,
+                        slot: self.slot,
+                        watcher: self.watcher,
                         stream,
-                        buf,
-                    )
+                        read: buf,
+                        since,
+                    })
                     .await;
                     return None;
                 }
@@ -107,76 +138,153 @@ impl Connection {
                 }
                 Next::Infer(spans) => spans,
             };
-            let total = spans.head_len + spans.content_length;
-            while buf.len() < total {
-                buf.reserve(total - buf.len());
-                if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            let head = buf.split_to(spans.head_len).freeze();
+            let content_length = spans.content_length;
+            let mut body = Body::Unread;
+            let result = {
+                let read = read_body(
+                    &mut stream,
+                    &mut buf,
+                    content_length,
+                    &self.limits,
+                    &mut timer,
+                    &mut body,
+                );
+                self.handle(&head, &spans, read, &mut keys).await
+            };
+            let unread_body = match body {
+                Body::Read => false,
+                // Refused before its body was needed: if the body is here already, it is
+                // skipped and the connection kept.
+                Body::Unread if buf.len() >= content_length => {
+                    buf.advance(content_length);
+                    false
+                }
+                // An unauthenticated request costs no more than its head: the rest of
+                // its body is not waited for, and the connection is closed.
+                Body::Unread if matches!(result, Err(RouterError::Unauthorized)) => true,
+                // A tenant's refused request (404, 429, …): its body is read and dropped
+                // so that the connection stays usable.
+                Body::Unread => {
+                    let limits = self.limits;
+                    !discard(&mut stream, &mut buf, content_length, &limits, &mut timer).await
+                }
+                Body::TimedOut => {
+                    self.slot.gate().closed(Reason::BodyTimeout);
+                    true
+                }
+                Body::Broken => return None,
+            };
+            let linger_after = unread_body && body == Body::Unread;
+            if linger_after {
+                self.slot.gate().closed(Reason::BodyUnread);
+            }
+            let close = spans.close || unread_body || *self.stopping.borrow();
+            let answer = self.write_answer(result, close, &mut out).await;
+            let at = Instant::now() + self.limits.write_timeout;
+            let written = timer.run(at, async {
+                if answer.len() <= COALESCE {
+                    out.extend_from_slice(&answer);
+                    stream.write_all(&out).await
+                } else {
+                    match stream.write_all(&out).await {
+                        Ok(()) => stream.write_all(&answer).await,
+                        e => e,
+                    }
+                }
+            });
+            match written.await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return None,
+                None => {
+                    self.slot.gate().closed(Reason::WriteTimeout);
                     return None;
                 }
             }
-            let request = buf.split_to(total).freeze();
-            let (body, close) = self.answer_fast(&request, spans, &mut keys, &mut out).await;
-            let written = if body.len() <= COALESCE {
-                out.extend_from_slice(&body);
-                stream.write_all(&out).await
-            } else {
-                match stream.write_all(&out).await {
-                    Ok(()) => stream.write_all(&body).await,
-                    e => e,
-                }
-            };
-            if written.is_err() {
-                return None;
-            }
             if close {
                 let _ = stream.shutdown().await;
+                if linger_after {
+                    linger(&mut stream, &mut timer).await;
+                }
                 return None;
             }
+            idle_since = Instant::now();
         }
     }
 
-    /// Reads until `buf` holds a complete request head and says what it is.
-    async fn next_request(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) -> Next {
+    /// Reads until `buf` holds a complete request head and says what it is. Waiting
+    /// for a request with nothing read is bounded by the idle timeout from
+    /// `idle_since` (by the header timeout from the accept, for a connection's first
+    /// request); once a request's first bytes are here, its head by the header timeout.
+    async fn next_request(
+        &mut self,
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+        timer: &mut Deadline,
+        idle_since: Instant,
+    ) -> Next {
+        let limits = self.limits;
+        let mut began = match self.accepted {
+            Some(accepted) => Some(accepted),
+            None if buf.is_empty() => None,
+            None => Some(Instant::now()),
+        };
         loop {
             if !buf.is_empty() {
+                let began = *began.get_or_insert_with(Instant::now);
                 // Uninitialised: filling 64 empty headers per request costs more than
                 // parsing a typical head.
                 let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
                 let mut req = httparse::Request::new(&mut []);
                 match req.parse_with_uninit_headers(buf, &mut headers) {
                     Ok(httparse::Status::Complete(head_len)) => {
+                        self.accepted = None;
+                        if req.headers.len() > limits.max_headers {
+                            return Next::Other(began);
+                        }
                         return match codec::classify(&req, self.state.limits.max_body) {
                             Some(head) => Next::Infer(spans(buf, head_len, &head)),
-                            None => Next::Other,
+                            None => Next::Other(began),
                         };
                     }
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) if buf.len() < limits.max_header_bytes => {}
                     // Malformed or oversized: hyper gives the answer it gives.
-                    _ => return Next::Other,
+                    _ => return Next::Other(began),
                 }
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            let read = if buf.is_empty() {
-                // Between requests is the only point where shutdown closes a connection.
-                if *self.stopping.borrow() {
-                    return Next::Closed;
-                }
-                if let Some(target) = self.elsewhere() {
-                    return Next::Move(target);
-                }
-                tokio::select! {
-                    read = stream.read_buf(buf) => read,
-                    changed = self.stopping.changed() => {
-                        if changed.is_err() {
-                            return Next::Closed;
-                        }
-                        continue;
+            let read = match began {
+                Some(began) => {
+                    let at = began + limits.header_timeout;
+                    match timer.run(at, stream.read_buf(buf)).await {
+                        Some(read) => read,
+                        None => return Next::TimedOut(Reason::HeaderTimeout),
                     }
                 }
-            } else {
-                stream.read_buf(buf).await
+                None => {
+                    // Between requests is the only point where shutdown closes a connection.
+                    if *self.stopping.borrow() {
+                        return Next::Closed;
+                    }
+                    if let Some(target) = self.elsewhere() {
+                        return Next::Move(target);
+                    }
+                    let at = idle_since + limits.idle_timeout;
+                    let waited = timer.run(at, async {
+                        tokio::select! {
+                            read = stream.read_buf(buf) => Some(read),
+                            changed = self.stopping.changed() => changed.ok().map(|()| Ok(0)),
+                        }
+                    });
+                    match waited.await {
+                        // Read, or shutdown began (`Ok(0)`: closed between requests).
+                        Some(Some(read)) => read,
+                        Some(None) => return Next::Closed,
+                        None => return Next::TimedOut(Reason::IdleTimeout),
+                    }
+                }
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return Next::Closed;
@@ -190,35 +298,36 @@ impl Connection {
         (threads::current()? != home).then_some(home)
     }
 
-    /// Answers one fast-path request through the inference service: writes the answer's
-    /// head into `out` and returns its body, and whether the connection closes after it (the client asked, or the
-    /// router is shutting down; the head says so).
-    async fn answer_fast(
+    /// Runs one fast-path request through the inference service; `body` reads its body
+    /// when the service gets that far.
+    async fn handle(
         &self,
-        request: &Bytes,
-        spans: Spans,
+        head: &Bytes,
+        spans: &Spans,
+        body: impl Future<Output = Result<Bytes, RouterError>>,
         keys: &mut KeyMemo,
-        out: &mut Vec<u8>,
-    ) -> (Bytes, bool) {
-        let text = |r: &Range<usize>| std::str::from_utf8(&request[r.clone()]).unwrap_or("");
-        let bytes = |r: &Range<usize>| &request[r.clone()];
-        let request_parts = InferRequest {
+    ) -> Result<infer::Relay, RouterError> {
+        let text = |r: &Range<usize>| std::str::from_utf8(&head[r.clone()]).unwrap_or("");
+        let bytes = |r: &Range<usize>| &head[r.clone()];
+        let parts = InferRequest {
             name: text(&spans.model),
             version: spans.version.as_ref().map(text),
             authorization: spans.authorization.as_ref().map(bytes),
             deadline: spans.deadline.as_ref().map(bytes),
         };
-        let body = request.slice(spans.head_len..);
-        let result = infer::handle(
-            &self.state,
-            request_parts,
-            std::future::ready(Ok(body)),
-            keys,
-        )
-        .await;
-        let close = spans.close || *self.stopping.borrow();
+        infer::handle(&self.state, parts, body, keys).await
+    }
+
+    /// Writes an answer's head into `out` (saying `connection: close` when `close`) and
+    /// returns its body.
+    async fn write_answer(
+        &self,
+        result: Result<infer::Relay, RouterError>,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> Bytes {
         out.clear();
-        let body = match result {
+        match result {
             Ok(relay) => {
                 codec::with_date(|date| {
                     codec::write_head(
@@ -253,8 +362,7 @@ impl Connection {
                 });
                 body
             }
-        };
-        (body, close)
+        }
     }
 }
 

@@ -1,46 +1,53 @@
 //! Handing a connection to hyper and axum for the rest of its life, starting with the
-//! bytes the fast path already read ([`Rewind`]), and axum's router as hyper's service.
+//! bytes the fast path already read ([`Rewind`]), under the same connection limits
+//! (`shardline_service::conn::serve_connection`: timeouts, head size and count, its
+//! slot under `--max-connections`).
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::body::Body;
-use axum::response::Response;
 use bytes::{Buf as _, Bytes, BytesMut};
-use hyper::Request;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use shardline_service::conn::{ConnSlot, HyperConn, serve_connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tower::ServiceExt as _;
-use tracing::debug;
+use tokio::time::Instant;
 
-/// Serves the rest of a connection with hyper (`builder`) and axum (`app`), starting
-/// with the bytes already `read`; held open until then by `watcher` (graceful shutdown
-/// waits for it).
-pub(super) async fn to_hyper(
-    app: Router,
-    builder: &http1::Builder,
-    watcher: Watcher,
-    peer: SocketAddr,
-    stream: TcpStream,
-    read: BytesMut,
-) {
-    let io = TokioIo::new(Rewind {
+/// A connection the fast path hands over: what hyper serves it with, and what it
+/// already holds.
+pub(super) struct Handed {
+    pub(super) hyper: HyperConn,
+    pub(super) app: Router,
+    /// Its place under `--max-connections`.
+    pub(super) slot: ConnSlot,
+    /// Held until it ends: graceful shutdown waits for it.
+    pub(super) watcher: Watcher,
+    pub(super) stream: TcpStream,
+    /// The bytes already read.
+    pub(super) read: BytesMut,
+    /// When the request in `read` began.
+    pub(super) since: Instant,
+}
+
+/// Serves the rest of a connection with hyper and axum, starting with the bytes already
+/// read.
+pub(super) async fn to_hyper(handed: Handed) {
+    let Handed {
+        hyper,
+        app,
+        slot,
+        watcher,
+        stream,
+        read,
+        since,
+    } = handed;
+    let io = Rewind {
         read: read.freeze(),
         stream,
-    });
-    let connection = builder.serve_connection(io, Axum(app));
-    if let Err(e) = watcher.watch(connection).await {
-        debug!(%peer, error = %e, "connection ended with an error");
-    }
+    };
+    serve_connection(&hyper, io, app, Some(slot), since, watcher).await;
 }
 
 /// A connection whose first bytes were already read: they are read again first.
@@ -93,22 +100,5 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// axum's router as a hyper service.
-#[derive(Clone)]
-struct Axum(Router);
-
-type AxumFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl hyper::service::Service<Request<Incoming>> for Axum {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = AxumFuture;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let app = self.0.clone();
-        Box::pin(async move { app.oneshot(request.map(Body::new)).await })
     }
 }

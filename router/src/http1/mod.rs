@@ -1,11 +1,14 @@
-//! Serving the public API over HTTP/1.1: the accept loop, which hands each connection
-//! to one of the router's single-threaded serving runtimes (moved between them as
-//! [`crate::threads`] decides, between two requests), and graceful shutdown — stop
-//! accepting, close idle connections, let in-flight requests finish. One connection's
-//! life is `connection`'s: the hot request — a plain inference `POST` — read, handed
-//! to the inference service and answered right on the connection; the first request it
-//! does not take goes, with the rest of the connection, to hyper and axum
-//! (`hand_over`).
+//! Serving the public API over HTTP/1.1: the accept loop, which admits at most
+//! `--max-connections` (one more is accepted and closed at once) and hands each
+//! connection to one of the router's single-threaded serving runtimes (moved between
+//! them as [`crate::threads`] decides, between two requests), and graceful shutdown —
+//! stop accepting, close idle connections, let in-flight requests finish, close what is
+//! still busy after `--shutdown-grace`. One connection's life is `connection`'s: the hot
+//! request — a plain inference `POST` — read, handed to the inference service (its body,
+//! `body`, read only once the request is authenticated and admitted) and answered right
+//! on the connection, every wait on the client under a deadline (`deadline`); the first
+//! request it does not take goes, with the rest of the connection, to hyper and axum
+//! under the same limits (`hand_over`).
 //!
 //! Why not hyper for every request: on two cores every microsecond the router spends
 //! comes out of the workers' share, and hyper's server and axum's router cost more per
@@ -17,17 +20,20 @@
 //! the connection, with the bytes already read, to hyper for the rest of its life, so the
 //! fast path never has to answer what it does not fully understand.
 
+mod body;
 mod connection;
+mod deadline;
 mod hand_over;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use hyper::server::conn::http1;
 use hyper_util::server::graceful::GracefulShutdown;
+use shardline_service::conn::{ConnGate, HyperConn, Reason, close_after_grace};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::debug;
 
 use self::connection::Connection;
@@ -35,23 +41,37 @@ use self::connection::Connection;
 use crate::state::AppState;
 use crate::threads::ServingPool;
 
+/// What a connection over the limit is told before it is closed.
+pub use shardline_service::conn::BUSY;
+
+/// How connections are served: hyper configured with the connection limits (for the
+/// requests the fast path hands over; the fast path reads the same limits from it) and
+/// the gate counting open connections against `--max-connections`.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub hyper: HyperConn,
+    pub gate: Arc<ConnGate>,
+}
+
 /// Serves `listener` until `shutdown` completes, then waits for open connections to
-/// finish their current request. Accepted connections go to the threads of `pool` that
-/// take connections (each a single-threaded runtime, like nginx's worker processes: no
-/// work stealing, no cross-thread wake-ups within a connection); without a pool they
-/// run on the caller's runtime.
+/// finish their current request, closing those still busy after the shutdown grace
+/// period. At most the gate's limit of connections are open at once: one more is
+/// accepted and closed at once (told [`BUSY`] if its socket takes it), so descriptors
+/// stay for the connections to workers. Accepted connections go to the threads of
+/// `pool` that take connections (each a single-threaded runtime, like nginx's worker
+/// processes: no work stealing, no cross-thread wake-ups within a connection); without
+/// a pool they run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     app: Router,
     shutdown: impl Future<Output = ()>,
     pool: Option<Arc<ServingPool>>,
+    serving: Serving,
 ) {
     let graceful = GracefulShutdown::new();
     let (stop, stopping) = watch::channel(false);
-    let mut builder = http1::Builder::new();
-    // One write per answer: head and (small) body copied into one buffer.
-    builder.writev(false);
+    let (abort, aborted) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0usize;
     loop {
@@ -67,22 +87,28 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = serving.gate.try_enter() else {
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
             state: state.clone(),
             app: app.clone(),
-            builder: builder.clone(),
+            hyper: serving.hyper.clone(),
+            limits: *serving.hyper.limits(),
+            slot,
             watcher: graceful.watcher(),
             stopping: stopping.clone(),
+            aborted: aborted.clone(),
             peer,
             id: next,
+            accepted: Some(Instant::now()),
             pool: pool.clone(),
         };
         next = next.wrapping_add(1);
         let Some(pool) = &pool else {
-            tokio::spawn(async move {
-                conn.run(stream).await;
-            });
+            tokio::spawn(run_until_aborted(conn, stream, serving.gate.clone()));
             continue;
         };
         // A socket belongs to one runtime's reactor: move it over as a std socket and
@@ -95,7 +121,26 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     // Waits for every connection (each holds a watcher) to end.
-    graceful.shutdown().await;
+    close_after_grace(graceful, serving.hyper.limits().shutdown_grace, abort).await;
+}
+
+/// Serves `conn` until it ends or moves (returned with its socket and the thread it
+/// moves to), or until the shutdown grace period ends.
+async fn run_until_aborted(
+    conn: Connection,
+    stream: TcpStream,
+    gate: Arc<ConnGate>,
+) -> Option<(Connection, std::net::TcpStream, usize)> {
+    let mut aborted = conn.aborted.clone();
+    let peer = conn.peer;
+    tokio::select! {
+        moved = conn.run(stream) => moved,
+        _ = aborted.wait_for(|a| *a) => {
+            debug!(%peer, "closed at the end of the shutdown grace period");
+            gate.closed(Reason::Shutdown);
+            None
+        }
+    }
 }
 
 /// Serves `conn` on serving thread `target` of `pool`, and on the next one it moves to
@@ -108,7 +153,8 @@ fn start_on(pool: Arc<ServingPool>, target: usize, conn: Connection, stream: std
             Ok(s) => s,
             Err(e) => return debug!(%peer, error = %e, "cannot register the connection"),
         };
-        if let Some((conn, stream, next)) = conn.run(stream).await {
+        let gate = conn.gate();
+        if let Some((conn, stream, next)) = run_until_aborted(conn, stream, gate).await {
             pool.moved();
             start_on(pool, next, conn, stream);
         }
@@ -126,6 +172,8 @@ mod moves {
     use shardline_shared::snapshot::Snapshot;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::{TcpListener, TcpStream};
+
+    use shardline_service::conn::{ConnLimits, ConnMetrics};
 
     use super::*;
     use crate::budget::RetryBudget;
@@ -204,6 +252,10 @@ mod moves {
                 let _ = stopped.await;
             },
             Some(pool.clone()),
+            Serving {
+                hyper: HyperConn::new(ConnLimits::for_tests()),
+                gate: ConnGate::new(100, ConnMetrics::unregistered()),
+            },
         ));
         // Accept order 0 and 1: both on thread 0 while one thread is active.
         let mut a = TcpStream::connect(addr).await.unwrap();

@@ -136,6 +136,13 @@ pub async fn forward<U: Upstream>(
         state.metrics.upstream_result(outcome.label()).inc();
         match &outcome {
             Outcome::Answered(_) => state.fleet.answered(&health),
+            // The router's own shortage: the worker is not ejected, nothing is retried.
+            Outcome::Failed(Failure::Exhausted(e)) => {
+                tracing::warn!(worker = %member.id, error = %e, "out of resources to reach a worker");
+                return Err(RouterError::Unavailable(
+                    "the router is out of connections; try again shortly".into(),
+                ));
+            }
             Outcome::Failed(Failure::Timeout) if cut_by_client => {
                 state.metrics.client_deadline_timeouts.inc();
             }

@@ -105,6 +105,7 @@ pub async fn read_body(
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(limit) => RouterError::TooLarge(limit),
+            BodyError::TimedOut => RouterError::BodyTimeout,
             BodyError::Unreadable(_) => RouterError::BadRequest(e.to_string()),
         })
 }

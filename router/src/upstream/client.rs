@@ -4,6 +4,7 @@
 //! and the whole exchange bounded by the attempt's timeout.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread::ThreadId;
 
@@ -26,6 +27,11 @@ pub struct WorkerClient {
     /// the runtime (reactor) of the thread that opened it, so each of the router's
     /// single-threaded serving runtimes reuses only its own.
     idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Conn>>>>,
+    /// Idle connections in `idle`, all threads and workers together, and their limit:
+    /// with at most one connection in use per client connection, the router never holds
+    /// more than twice `--max-connections` descriptors to workers.
+    idle_count: AtomicUsize,
+    idle_limit: usize,
 }
 
 impl Upstream for WorkerClient {
@@ -48,7 +54,21 @@ impl WorkerClient {
         Ok(Self {
             token: token.to_owned(),
             idle: Mutex::default(),
+            idle_count: AtomicUsize::new(0),
+            idle_limit: usize::MAX,
         })
+    }
+
+    /// Keeps at most `limit` idle connections in all (beyond it, a connection is closed
+    /// after its answer).
+    pub fn with_idle_limit(mut self, limit: usize) -> Self {
+        self.idle_limit = limit;
+        self
+    }
+
+    /// Idle connections kept now.
+    pub fn idle(&self) -> usize {
+        self.idle_count.load(Ordering::Relaxed)
     }
 
     async fn exchange(&self, a: &Attempt<'_>) -> Result<Answer, Failure> {
@@ -118,33 +138,50 @@ impl WorkerClient {
     }
 
     fn checkout(&self, address: &str) -> Option<Conn> {
-        self.idle
+        let conn = self
+            .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&this_thread())?
             .get_mut(address)?
-            .pop()
+            .pop()?;
+        self.idle_count.fetch_sub(1, Ordering::Relaxed);
+        Some(conn)
     }
 
     fn checkin(&self, address: &str, conn: Conn) {
+        if self.idle_count.load(Ordering::Relaxed) >= self.idle_limit {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let idle = idle.entry(this_thread()).or_default();
         match idle.get_mut(address) {
             Some(list) if list.len() < MAX_IDLE_PER_WORKER => list.push(conn),
-            Some(_) => {}
+            Some(_) => return,
             None => {
                 idle.insert(address.to_owned(), vec![conn]);
             }
         }
+        self.idle_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Closes idle connections to workers that are gone (keeps the pool bounded).
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        let mut dropped = 0;
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values_mut()
-            .for_each(|by_address| by_address.retain(|address, _| live(address)));
+            .for_each(|by_address| {
+                by_address.retain(|address, conns| {
+                    let keep = live(address);
+                    if !keep {
+                        dropped += conns.len();
+                    }
+                    keep
+                })
+            });
+        self.idle_count.fetch_sub(dropped, Ordering::Relaxed);
     }
 }
 

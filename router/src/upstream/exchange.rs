@@ -33,13 +33,34 @@ pub(super) async fn connect(address: &str) -> Result<Conn, Failure> {
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| Failure::Connect(format!("connect to {address} timed out")))?
-        .map_err(|e| Failure::Connect(format!("connect to {address}: {e}")))?;
+        .map_err(|e| {
+            let message = format!("connect to {address}: {e}");
+            if local_exhaustion(&e) {
+                Failure::Exhausted(message)
+            } else {
+                Failure::Connect(message)
+            }
+        })?;
     conn.set_nodelay(true)
         .map_err(|e| Failure::Connect(e.to_string()))?;
     Ok(Conn {
         stream: conn,
         buf: BytesMut::with_capacity(READ_CHUNK),
     })
+}
+
+/// Whether a connect failed for want of something on the router's side: descriptors
+/// (`EMFILE`, `ENFILE`: 24 and 23 on Linux and the BSDs), buffers (`ENOBUFS`), memory or
+/// local ports.
+pub(super) fn local_exhaustion(e: &std::io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = if cfg!(target_os = "linux") { 105 } else { 55 };
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE | ENOBUFS))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::AddrNotAvailable
+        )
 }
 
 pub(super) enum Exchange {
@@ -189,5 +210,32 @@ impl Head {
             }
         }
         Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_exhaustion;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_the_routers_own_shortages_count_as_exhaustion() {
+        for errno in [23, 24] {
+            assert!(
+                local_exhaustion(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        assert!(local_exhaustion(&Error::from(ErrorKind::AddrNotAvailable)));
+        for other in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionReset,
+        ] {
+            assert!(!local_exhaustion(&Error::from(other)), "{other:?}");
+        }
+        // ECONNREFUSED and EHOSTUNREACH are the worker's side.
+        assert!(!local_exhaustion(&Error::from_raw_os_error(111)));
+        assert!(!local_exhaustion(&Error::from_raw_os_error(113)));
     }
 }

@@ -40,9 +40,11 @@ pub enum Outcome {
 
 impl Outcome {
     /// Connection failures, timeouts and 502/503/504 may succeed on another member;
-    /// every other answer (success or 4xx) is final.
+    /// every other answer (success or 4xx) is final, and so is the router running out
+    /// of descriptors (no member would fare better).
     pub fn retryable(&self) -> bool {
         match self {
+            Outcome::Failed(Failure::Exhausted(_)) => false,
             Outcome::Failed(_) => true,
             Outcome::Answered(a) => matches!(
                 a.status,
@@ -62,6 +64,7 @@ impl Outcome {
             Outcome::Failed(Failure::Connect(_)) => "connect_error",
             Outcome::Failed(Failure::Timeout) => "timeout",
             Outcome::Failed(Failure::Broken(_)) => "broken",
+            Outcome::Failed(Failure::Exhausted(_)) => "router_exhausted",
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct Answer {
 pub enum Failure {
     /// The connection could not be made (worker down, refused).
     Connect(String),
+    /// The router itself could not open a connection (out of descriptors, memory or
+    /// local ports): not the worker's fault, so it is not held against it.
+    Exhausted(String),
     /// The attempt's time ran out.
     Timeout,
     /// The connection broke while the request or response was in flight, or the

@@ -58,6 +58,8 @@ pub struct Spec {
     extra: Vec<String>,
     /// Environment of a process (the store's `AWS_*`); handed to a launcher as is.
     pub env: Vec<(String, String)>,
+    /// The process's descriptor limit (`ulimit -n`), set with `prlimit` (processes only).
+    pub nofile: Option<u64>,
 }
 
 impl Spec {
@@ -87,7 +89,15 @@ impl Spec {
             ],
             extra: vec![],
             env: vec![],
+            nofile: None,
         }
+    }
+
+    /// Runs the process with at most `n` open descriptors (soft and hard `ulimit -n`,
+    /// through `prlimit`; an in-process node ignores it).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
     }
 
     /// Sets `flag` to `value`, replacing an earlier value.
@@ -138,8 +148,16 @@ impl Spec {
         let addr = loopback(free_port());
         let metrics = loopback(free_port());
         let program = program.unwrap_or_else(|| crate::binary(self.role.binary_name()));
-        let mut process = ManagedProcess::new(self.id.clone(), program)?
-            .args(self.command_line(addr, metrics).into_iter().skip(1));
+        let args = self.command_line(addr, metrics).into_iter().skip(1);
+        // `prlimit` sets the limit and then executes the program in its place (same pid).
+        let mut process = match self.nofile {
+            Some(n) => ManagedProcess::new(self.id.clone(), "prlimit")?
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(program)
+                .args(args),
+            None => ManagedProcess::new(self.id.clone(), program)?.args(args),
+        };
         for (k, v) in &self.env {
             process = process.env(k, v);
         }

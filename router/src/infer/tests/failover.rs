@@ -229,3 +229,25 @@ async fn one_tenants_failures_do_not_spend_the_retries_of_the_others() {
         .count();
     assert_eq!(to_globex, 2, "globex's request was not allowed its retry");
 }
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_not_held_against_the_worker() {
+    let state = World::new()
+        .worker("w1", true)
+        .worker("w2", true)
+        .assign(&["w1", "w2"], &[])
+        .state(FakeUpstream::new(&[
+            ("w1", Reply::Exhausted),
+            ("w2", Reply::Exhausted),
+        ]));
+    let refused = call(&state, Call::default()).await.unwrap_err();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // One attempt, no retry spent, and neither worker ejected.
+    assert_eq!(state.upstream.sent().len(), 1);
+    assert_eq!(state.metrics.retries.get(), 0);
+    let now = std::time::Instant::now();
+    for w in ["w1", "w2"] {
+        let health = state.fleet.get(&w.parse().unwrap());
+        assert!(!state.fleet.is_ejected(&health, now), "{w} ejected");
+    }
+}

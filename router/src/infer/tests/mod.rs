@@ -40,6 +40,8 @@ enum Reply {
     Stall,
     /// Never answers (the caller drops the request).
     Hang,
+    /// The router has no descriptor left to connect with.
+    Exhausted,
 }
 
 /// One attempt as the fake upstream received it.
@@ -116,6 +118,9 @@ impl Upstream for FakeUpstream {
                 Outcome::Failed(Failure::Timeout)
             }
             Some(Reply::Hang) => std::future::pending().await,
+            Some(Reply::Exhausted) => Outcome::Failed(Failure::Exhausted(format!(
+                "connect to {worker}: too many open files"
+            ))),
         }
     }
 }
