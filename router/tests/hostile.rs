@@ -203,8 +203,8 @@ async fn idle_and_partial_connections_to_a_worker_are_closed() {
         b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n",
     )
     .await;
-    assert_eq!(partial.wait_closed(Duration::from_secs(5)).await, 200);
-    assert_eq!(idle.wait_closed(Duration::from_secs(5)).await, 200);
+    assert_eq!(partial.wait_closed(Duration::from_secs(15)).await, 200);
+    assert_eq!(idle.wait_closed(Duration::from_secs(15)).await, 200);
     assert!(
         fleet.workers[0]
             .metric("shardline_connections_closed_total{reason=\"header_timeout\"}")
