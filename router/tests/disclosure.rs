@@ -42,9 +42,16 @@ async fn register_copy(fleet: &TestFleet, version: &str, location: &str) {
 }
 
 fn assert_discloses_nothing(what: &str, status: u16, body: &str, secrets: &[String]) {
-    assert!(body.len() <= MAX_ERROR_BODY, "{what}: {status} with {} bytes", body.len());
+    assert!(
+        body.len() <= MAX_ERROR_BODY,
+        "{what}: {status} with {} bytes",
+        body.len()
+    );
     for secret in secrets {
-        assert!(!body.contains(secret.as_str()), "{what}: {body} reveals {secret}");
+        assert!(
+            !body.contains(secret.as_str()),
+            "{what}: {body} reveals {secret}"
+        );
     }
 }
 
@@ -63,7 +70,13 @@ async fn error_answers_reveal_no_store_details_and_echo_little() {
         // Names are echoed up to 64 characters, library messages up to 200 bytes.
         "x".repeat(200),
     ];
-    let ok = post(&fleet, &key, "/v2/models/risk/infer", &infer_body(&rows(1, 0))).await;
+    let ok = post(
+        &fleet,
+        &key,
+        "/v2/models/risk/infer",
+        &infer_body(&rows(1, 0)),
+    )
+    .await;
     assert_eq!(ok.0, 200, "{}", ok.1);
 
     // Names a client sent, 16 KiB long: in the path (model, version) and in the body.
@@ -71,12 +84,19 @@ async fn error_answers_reveal_no_store_details_and_echo_little() {
     let body = infer_body(&rows(1, 0));
     for (what, path, want) in [
         ("long model name", format!("/v2/models/{long}/infer"), 404),
-        ("long version", format!("/v2/models/risk/versions/{long}/infer"), 404),
+        (
+            "long version",
+            format!("/v2/models/risk/versions/{long}/infer"),
+            404,
+        ),
     ] {
         let (status, text) = post(&fleet, &key, &path, &body).await;
         assert_eq!(status, want, "{what}: {text}");
         assert_discloses_nothing(what, status, &text, &secrets);
-        assert!(text.contains("xxxx"), "{what}: the start is still shown: {text}");
+        assert!(
+            text.contains("xxxx"),
+            "{what}: the start is still shown: {text}"
+        );
         assert!(!text.contains(&"x".repeat(65)), "{what}: {text}");
     }
     let ready = fleet
@@ -114,7 +134,10 @@ async fn error_answers_reveal_no_store_details_and_echo_little() {
     let reply = Reply::read(
         fleet
             .http
-            .post(format!("{}/v2/models/risk/versions/4/infer", fleet.routers[0].url))
+            .post(format!(
+                "{}/v2/models/risk/versions/4/infer",
+                fleet.routers[0].url
+            ))
             .bearer_auth(&key)
             .json(&body)
             .send()

@@ -119,7 +119,10 @@ async fn values_from_a_newer_release_are_served_normally() {
         "tenants",
         "workers",
     ] {
-        assert!(kinds.iter().any(|k| k == kind), "no {kind} key in {kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} key in {kinds:?}"
+        );
     }
     // Plus values only a newer release can write: an admin state it added (on a member
     // of the shard) and a version whose activation it added.
@@ -164,7 +167,10 @@ async fn values_from_a_newer_release_are_served_normally() {
     .await;
     assert_eq!(v2_reply.status, 502, "{:?}", v2_reply.body);
     let message = v2_reply.body["error"].as_str().unwrap();
-    assert!(message.contains("cannot build") && message.contains("activation"), "{message}");
+    assert!(
+        message.contains("cannot build") && message.contains("activation"),
+        "{message}"
+    );
 
     // The key authenticates, the model scores the same, members of the shard answer.
     let members: Vec<String> = assignment["workers"]
@@ -177,7 +183,10 @@ async fn values_from_a_newer_release_are_served_normally() {
         let after = fleet.infer(0, &key, "risk", &batch).await;
         assert_eq!(after.status, 200, "{:?}", after.body);
         assert_eq!(after.scores(), before.scores());
-        assert!(members.contains(after.worker.as_ref().unwrap()), "{members:?}");
+        assert!(
+            members.contains(after.worker.as_ref().unwrap()),
+            "{members:?}"
+        );
     }
     // With the other member gone, the one in the unknown admin state serves alone:
     // it kept its shard and is still routed to.
@@ -192,8 +201,19 @@ async fn values_from_a_newer_release_are_served_normally() {
 
     // Nothing was dropped as invalid; what was ignored is counted on router and workers.
     let router_metrics = fleet.routers[0].metrics_text().await;
-    assert_eq!(metric_sum(&router_metrics, CONTROL_INVALID_VALUES_TOTAL, None), 0.0);
-    for kind in ["tenant", "model", "assignment", "placement", "worker", "worker_admin", "resident"] {
+    assert_eq!(
+        metric_sum(&router_metrics, CONTROL_INVALID_VALUES_TOTAL, None),
+        0.0
+    );
+    for kind in [
+        "tenant",
+        "model",
+        "assignment",
+        "placement",
+        "worker",
+        "worker_admin",
+        "resident",
+    ] {
         let ignored = metric_sum(
             &router_metrics,
             CONTROL_IGNORED_FIELDS_TOTAL,
@@ -201,7 +221,11 @@ async fn values_from_a_newer_release_are_served_normally() {
         );
         assert!(ignored >= 1.0, "{kind}: {ignored}");
     }
-    for w in fleet.workers.iter().filter(|w| w.id != fleet.workers[other].id) {
+    for w in fleet
+        .workers
+        .iter()
+        .filter(|w| w.id != fleet.workers[other].id)
+    {
         let text = w.metrics_text().await;
         assert_eq!(metric_sum(&text, CONTROL_INVALID_VALUES_TOTAL, None), 0.0);
         assert!(metric_sum(&text, CONTROL_IGNORED_FIELDS_TOTAL, None) >= 6.0);
@@ -211,7 +235,11 @@ async fn values_from_a_newer_release_are_served_normally() {
     // two more reconcile passes (it woke on every write above) change nothing.
     let passes = || async {
         let text = fleet.routers[0].metrics_text().await;
-        metric_sum(&text, "shardline_placement_reconcile_duration_seconds_count", None)
+        metric_sum(
+            &text,
+            "shardline_placement_reconcile_duration_seconds_count",
+            None,
+        )
     };
     let seen = passes().await;
     eventually!(Duration::from_secs(20), "two more reconcile passes", {
@@ -219,7 +247,11 @@ async fn values_from_a_newer_release_are_served_normally() {
     });
     let (now, _) = stored(&fleet, &Key::Assignment(model)).await;
     assert!(
-        now["workers"].as_array().unwrap().iter().any(|w| w == member.as_str()),
+        now["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == member.as_str()),
         "{now}"
     );
 }

@@ -272,7 +272,11 @@ mod tests {
             r#"{"address":"a:1","capacity_bytes":1,"build_version":"x"}"#,
             &["zone"],
         );
-        check::<ResidentRecord>(r#"{"bytes":5,"pinned":true}"#, r#"{"bytes":5}"#, &["pinned"]);
+        check::<ResidentRecord>(
+            r#"{"bytes":5,"pinned":true}"#,
+            r#"{"bytes":5}"#,
+            &["pinned"],
+        );
         check::<WorkerAdmin>(
             r#"{"state":"draining","reason":{"ticket":"ops-1"}}"#,
             r#"{"state":"draining"}"#,

@@ -155,7 +155,10 @@ fn what_stays_invalid_is_still_dropped() {
     for (key, value) in [
         ("/s/tenants/acme", json!({"limits": "none"})),
         ("/s/models/acme/risk", json!({"updated_at": 1})),
-        ("/s/assignments/acme/risk", json!({"workers": ["Not A Name"], "epoch": 1})),
+        (
+            "/s/assignments/acme/risk",
+            json!({"workers": ["Not A Name"], "epoch": 1}),
+        ),
     ] {
         let bytes = value.to_string();
         let change = Change::Put {
@@ -173,10 +176,17 @@ fn a_config_json_file_is_read_strictly() {
     let mut with_typo: Value = serde_json::from_str(CONFIG).unwrap();
     with_typo["layers"][0]["activaton"] = json!("relu");
     let err = ModelConfig::from_json(with_typo.to_string().as_bytes()).unwrap_err();
-    assert!(err.to_string().contains("unknown field `layers.0.activaton`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown field `layers.0.activaton`"),
+        "{err}"
+    );
     let mut unknown: Value = serde_json::from_str(CONFIG).unwrap();
     unknown["layers"][0]["activation"] = json!("swish");
     let err = ModelConfig::from_json(unknown.to_string().as_bytes()).unwrap_err();
-    assert!(err.to_string().contains("unknown activation in layer 0"), "{err}");
+    assert!(
+        err.to_string().contains("unknown activation in layer 0"),
+        "{err}"
+    );
     assert!(ModelConfig::from_json(CONFIG.as_bytes()).is_ok());
 }

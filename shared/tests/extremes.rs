@@ -52,7 +52,11 @@ fn a_huge_exponent_is_a_clear_400_both_ways() {
     // Tiny ones are zero, and fine.
     for n in ["1e-99999999999999999999", "0e99999999999999999999"] {
         let b = body(1, "FP32", n);
-        assert_eq!(decode_infer(b.as_bytes(), &spec(1)).unwrap().data, [0.0], "{n}");
+        assert_eq!(
+            decode_infer(b.as_bytes(), &spec(1)).unwrap().data,
+            [0.0],
+            "{n}"
+        );
         assert_eq!(validate_infer(b.as_bytes(), &spec(1)), Ok(()));
     }
 }
@@ -78,7 +82,11 @@ fn shapes_at_the_integer_limits_are_refused_not_multiplied() {
         for input in [wide, spec(1)] {
             let decoded = decode_infer(b.as_bytes(), &input);
             assert!(decoded.is_err(), "{shape}");
-            assert_eq!(validate_infer(b.as_bytes(), &input), decoded.map(drop), "{shape}");
+            assert_eq!(
+                validate_infer(b.as_bytes(), &input),
+                decoded.map(drop),
+                "{shape}"
+            );
         }
     }
 }

@@ -13,7 +13,11 @@ use shardline_testkit::models::MlpArtifact;
 use support::{Workers, assert_close};
 
 /// Registers version `version` of acme/risk: version 1's manifest with `edit` applied.
-async fn register(fleet: &shardline_testkit::fleet::TestFleet, version: &str, edit: fn(&mut Value)) {
+async fn register(
+    fleet: &shardline_testkit::fleet::TestFleet,
+    version: &str,
+    edit: fn(&mut Value),
+) {
     let model = ModelKey::parse_shard_key("acme/risk").unwrap();
     let v1 = Key::ModelVersion(model.clone(), "1".parse().unwrap());
     let mut m = fleet.cp.read::<Value>(&v1).await.unwrap().unwrap().value;
@@ -37,7 +41,8 @@ async fn sizes_near_u64_max_are_refused_and_huge_exponents_are_400() {
     .await;
     let worker = fleet.worker("w-1", 16 << 20, "10m").await;
 
-    let body = r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let body =
+        r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
     for version in ["2", "3"] {
         let resp = worker
             .http
@@ -55,7 +60,10 @@ async fn sizes_near_u64_max_are_refused_and_huge_exponents_are_400() {
     let got = worker.score("acme.risk", &[0.5; 4], 1).await;
     assert_close(&got, &model.reference(&[0.5; 4], 1));
 
-    for number in ["1e99999999999999999999", "-7.5E+000000000000000000000000000000000400"] {
+    for number in [
+        "1e99999999999999999999",
+        "-7.5E+000000000000000000000000000000000400",
+    ] {
         let body = format!(
             r#"{{"inputs":[{{"name":"features","shape":[1,4],"datatype":"FP32","data":[1,2,3,{number}]}}]}}"#
         );

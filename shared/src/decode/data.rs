@@ -8,8 +8,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use super::error::DecodeError;
-use crate::echo::echo;
 use super::scan;
+use crate::echo::echo;
 
 /// 2^24: every integer of at most this magnitude is exact in `f32`.
 const MAX_EXACT_INT: u64 = 1 << 24;

@@ -220,7 +220,11 @@ impl ModelConfig {
         if self.architecture == Architecture::Unknown {
             found.push(pick("architecture", "config.architecture"));
         }
-        if self.layers.iter().any(|l| l.activation == Activation::Unknown) {
+        if self
+            .layers
+            .iter()
+            .any(|l| l.activation == Activation::Unknown)
+        {
             found.push(pick("layers.activation", "config.layers.activation"));
         }
         if self.format != FORMAT_V1 {

@@ -63,9 +63,7 @@ impl Manifest {
 
     /// Resident size of the weights once loaded, in bytes (f32 parameters).
     pub fn weight_bytes(&self) -> u64 {
-        self.config
-            .parameter_count(&self.dims)
-            .saturating_mul(4)
+        self.config.parameter_count(&self.dims).saturating_mul(4)
     }
 
     /// Checks internal consistency (the ids are validated when deserialised). A config
