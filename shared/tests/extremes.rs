@@ -155,6 +155,38 @@ proptest! {
         }
     }
 
+    /// Any widths, however large: the parameter count is exact when it fits in u64
+    /// and saturates otherwise, never wraps.
+    #[test]
+    fn parameter_counts_saturate(
+        dims in prop::collection::vec(
+            prop_oneof![Just(usize::MAX), Just(1usize << 32), 1usize..(1 << 21), any::<usize>()],
+            2..6,
+        ),
+        bias in any::<bool>(),
+    ) {
+        let layers = (0..dims.len() - 1)
+            .map(|i| LayerSpec {
+                weight: format!("w{i}"),
+                bias: bias.then(|| format!("b{i}")),
+                activation: Activation::Relu,
+            })
+            .collect();
+        let config = ModelConfig {
+            format: "shardline/v1".into(),
+            architecture: Architecture::Mlp,
+            input: TensorSpec { name: "x".into(), dim: dims[0] },
+            layers,
+            output: TensorSpec { name: "y".into(), dim: *dims.last().unwrap() },
+        };
+        let exact: u128 = dims
+            .windows(2)
+            .map(|w| (w[0] as u128 * w[1] as u128).saturating_add(if bias { w[1] as u128 } else { 0 }))
+            .fold(0, u128::saturating_add);
+        let want = u64::try_from(exact).unwrap_or(u64::MAX);
+        prop_assert_eq!(config.parameter_count(&dims), want);
+    }
+
     /// Shapes and widths anywhere in the integer range never panic, and both passes
     /// give the same answer.
     #[test]
