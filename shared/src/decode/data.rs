@@ -164,7 +164,7 @@ pub(super) fn decode_data(
         return Err(sink
             .error
             .take()
-            .unwrap_or_else(|| DecodeError::Data(super::request::bounded_reason(&e))));
+            .unwrap_or_else(|| DecodeError::Data(super::error::bounded_reason(&e))));
     }
     if sink.seen != expected {
         return Err(DecodeError::DataLength {

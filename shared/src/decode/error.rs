@@ -52,3 +52,12 @@ pub enum DecodeError {
     #[error("unknown output {got} (this model's output is {expected:?})")]
     OutputName { got: String, expected: String },
 }
+
+/// Longest library error message quoted to a client: serde's messages quote the
+/// offending value whole (`invalid type: string "…64 KiB…"`).
+pub(super) const MAX_REASON_BYTES: usize = 200;
+
+/// A serde_json error about the client's body, bounded.
+pub(super) fn bounded_reason(e: &serde_json::Error) -> String {
+    crate::echo::bounded(&e.to_string(), MAX_REASON_BYTES)
+}

@@ -13,9 +13,10 @@ use serde_json::{Map, Value};
 
 use super::data::{DataType, decode_data};
 use super::error::DecodeError;
+use super::error::bounded_reason;
 use super::scan;
 use super::spec::{InferBatch, InputSpec, check_shape};
-use crate::echo::{bounded, echo};
+use crate::echo::echo;
 
 #[derive(Deserialize)]
 struct RawRequest<'a> {
@@ -130,13 +131,4 @@ fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, 
         requested_outputs,
         parameters: request.parameters,
     })
-}
-
-/// Longest library error message quoted to a client: serde's messages quote the
-/// offending value whole (`invalid type: string "…64 KiB…"`).
-pub(super) const MAX_REASON_BYTES: usize = 200;
-
-/// A serde_json error about the client's body, bounded.
-pub(super) fn bounded_reason(e: &serde_json::Error) -> String {
-    bounded(&e.to_string(), MAX_REASON_BYTES)
 }
