@@ -3,9 +3,11 @@
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use shardline_shared::metrics as names;
 
-/// Values of `invalid_values_total{kind}` (see `watch::invalid_kind`).
-const INVALID_KINDS: [&str; 8] = [
+/// Values of `invalid_values_total{kind}` and `ignored_fields_total{kind}` (see
+/// `watch::invalid_kind`).
+const INVALID_KINDS: [&str; 9] = [
     "worker",
+    "resident",
     "worker_admin",
     "tenant",
     "model",
@@ -23,6 +25,7 @@ pub struct ControlMetrics {
     pub watch_connected: IntGauge,
     pub resyncs: IntCounter,
     pub invalid_values: IntCounterVec,
+    pub ignored_fields: IntCounterVec,
     pub lease_registrations: IntCounter,
 }
 
@@ -35,11 +38,13 @@ impl ControlMetrics {
         registry.register(Box::new(m.watch_connected.clone()))?;
         registry.register(Box::new(m.resyncs.clone()))?;
         registry.register(Box::new(m.invalid_values.clone()))?;
+        registry.register(Box::new(m.ignored_fields.clone()))?;
         registry.register(Box::new(m.lease_registrations.clone()))?;
         // Every kind exists from the start (at 0), so the first invalid value shows in
         // `rate` and dashboards show 0 rather than no data.
         for kind in INVALID_KINDS {
             m.invalid_values.with_label_values(&[kind]);
+            m.ignored_fields.with_label_values(&[kind]);
         }
         Ok(m)
     }
@@ -67,6 +72,14 @@ impl ControlMetrics {
                 Opts::new(
                     names::CONTROL_INVALID_VALUES_TOTAL,
                     "etcd values refused by the snapshot (treated as absent), by key kind",
+                ),
+                &["kind"],
+            )?,
+            ignored_fields: IntCounterVec::new(
+                Opts::new(
+                    names::CONTROL_IGNORED_FIELDS_TOTAL,
+                    "etcd values used without fields or enum values this release does not know \
+                     (written by a newer release), by key kind",
                 ),
                 &["kind"],
             )?,

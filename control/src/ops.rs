@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shardline_shared::auth::{ApiKey, RandomError};
+use shardline_shared::compat::{self, Evolving};
 use shardline_shared::ids::{ModelKey, TenantId, VersionId, WorkerId};
 use shardline_shared::keys::{Key, Prefix, Section};
 use shardline_shared::manifest::Manifest;
@@ -86,8 +87,10 @@ impl ControlPlane {
         self.prefix.key(key)
     }
 
-    /// Reads and parses one record straight from etcd.
-    pub async fn read<T: DeserializeOwned>(
+    /// Reads and parses one record straight from etcd, leniently like the snapshot: a
+    /// field a newer release added is logged and left out (a rewrite of the value by
+    /// this release drops it; see the schema evolution rule in `docs/etcd-layout.md`).
+    pub async fn read<T: DeserializeOwned + Evolving>(
         &self,
         key: &Key,
     ) -> Result<Option<Versioned<T>>, OpError> {
@@ -95,10 +98,13 @@ impl ControlPlane {
         let Some(kv) = self.store.get(&full).await? else {
             return Ok(None);
         };
-        let value = serde_json::from_slice(&kv.value).map_err(|e| OpError::Corrupt {
-            key: full,
+        let (value, ignored) = compat::from_json(&kv.value).map_err(|e| OpError::Corrupt {
+            key: full.clone(),
             reason: e.to_string(),
         })?;
+        if !ignored.is_empty() {
+            tracing::warn!(key = %full, ignored = %ignored, "read a value with fields this release does not know");
+        }
         Ok(Some(Versioned {
             value,
             mod_revision: kv.mod_revision,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use shardline_shared::compat::Ignored;
 use shardline_shared::keys::Prefix;
 use shardline_shared::snapshot::{Change, Invalid, Snapshot};
 use tokio::sync::watch;
@@ -143,6 +144,24 @@ fn invalid_kind(prefix: &Prefix, key: &str) -> &'static str {
     }
 }
 
+/// Counts a value read without what this release does not know; logs the first of each
+/// key kind (the counter at 0 is the memory of "not logged yet"), so an upgrade that adds
+/// a field to every tenant logs one line, not one per tenant.
+fn note_ignored(prefix: &Prefix, metrics: &ControlMetrics, key: &str, ignored: &Ignored) {
+    let kind = invalid_kind(prefix, key);
+    let counter = metrics.ignored_fields.with_label_values(&[kind]);
+    if counter.get() == 0 {
+        warn!(
+            key,
+            kind,
+            ignored = %ignored,
+            "using a control-plane value without what this release does not know \
+             (written by a newer release?); logged once per key kind"
+        );
+    }
+    counter.inc();
+}
+
 fn report(prefix: &Prefix, metrics: &ControlMetrics, invalid: &Invalid) {
     metrics
         .invalid_values
@@ -180,7 +199,7 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
     loop {
         let current = match snap.take() {
             Some(s) => s,
-            None => match listed(&*store, &prefix).await {
+            None => match listed(&*store, &prefix, &metrics).await {
                 Ok((at, s, invalid)) => {
                     cluster = at;
                     invalid.iter().for_each(|i| report(&prefix, &metrics, i));
@@ -214,6 +233,7 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
 async fn listed(
     store: &dyn KvStore,
     prefix: &Prefix,
+    metrics: &ControlMetrics,
 ) -> Result<(u64, Snapshot, Vec<Invalid>), StoreError> {
     let at = store.position().await?;
     let mut snap = Snapshot::empty(prefix.clone());
@@ -226,8 +246,10 @@ async fn listed(
                     value: &kv.value,
                     mod_revision: kv.mod_revision,
                 };
-                if let Err(e) = snap.apply(change) {
-                    invalid.push(e);
+                match snap.apply_noting(change) {
+                    Ok(None) => {}
+                    Ok(Some(ignored)) => note_ignored(prefix, metrics, &kv.key, &ignored),
+                    Err(e) => invalid.push(e),
                 }
             }
         })
@@ -290,8 +312,12 @@ async fn follow(
                         },
                         Event::Delete { key, .. } => Change::Delete { key },
                     };
-                    if let Err(invalid) = snap.apply(change) {
-                        report(prefix, &out.metrics, &invalid);
+                    match snap.apply_noting(change) {
+                        Ok(None) => {}
+                        Ok(Some(ignored)) => {
+                            note_ignored(prefix, &out.metrics, e.key(), &ignored);
+                        }
+                        Err(invalid) => report(prefix, &out.metrics, &invalid),
                     }
                 }
                 let last_event = events.iter().map(Event::mod_revision).max().unwrap_or(0);

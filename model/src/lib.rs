@@ -83,7 +83,7 @@ pub struct MlpModel {
     /// Widths `[input, layer0_out, ...]`, as returned by `check_tensors`.
     dims: Vec<usize>,
     /// Number of `f32` parameters held (weights and biases).
-    parameters: usize,
+    parameters: u64,
 }
 
 impl MlpModel {
@@ -132,7 +132,7 @@ impl MlpModel {
     /// Bytes of weights and biases held in memory (4 per `f32` parameter); what the
     /// worker's memory budget counts.
     pub fn resident_bytes(&self) -> u64 {
-        (self.parameters as u64) * 4
+        self.parameters.saturating_mul(4)
     }
 
     /// Scores `rows` input rows laid out row-major in `input` (`rows × input_dim`
@@ -169,6 +169,10 @@ fn activate(x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
         Activation::Sigmoid => candle_nn::ops::sigmoid(x),
         Activation::Softmax => candle_nn::ops::softmax_last_dim(x),
         Activation::None => Ok(x.clone()),
+        // `check_tensors` refuses a config with one before any layer is built.
+        Activation::Unknown => Err(candle_core::Error::Msg(
+            "unknown activation (written by a newer release)".into(),
+        )),
     }
 }
 

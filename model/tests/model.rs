@@ -143,6 +143,7 @@ fn reference(layers: &[RefLayer], input: &[f32], rows: usize) -> Vec<f64> {
                     row.iter_mut().for_each(|v| *v /= sum);
                 }
                 Activation::None => {}
+                Activation::Unknown => unreachable!("the runtime refuses to build it"),
             }
         }
         x = y;
@@ -317,6 +318,17 @@ fn two_layer() -> Vec<RefLayer> {
 
 fn load_err(config: &ModelConfig, bytes: &[u8]) -> ModelError {
     MlpModel::from_safetensors(config, bytes).expect_err("the model should be refused")
+}
+
+/// A config from a newer release (an activation this one does not compute) is refused
+/// before any weight is read, with a message that says so.
+#[test]
+fn unknown_activation_is_refused() {
+    let layers = two_layer();
+    let mut config = config_for(&layers);
+    config.layers[1].activation = Activation::Unknown;
+    let err = load_err(&config, &weights_for(&layers)).to_string();
+    assert!(err.contains("unknown activation in layer 1"), "{err}");
 }
 
 #[test]

@@ -146,7 +146,8 @@ fn model_ready<U>(
         Ok(StatusCode::OK)
     } else {
         Err(RouterError::Unavailable(format!(
-            "no live worker serves model {name:?}"
+            "no live worker serves model {}",
+            shardline_shared::echo::Echo(name)
         )))
     }
 }

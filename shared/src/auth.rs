@@ -62,7 +62,6 @@ pub fn digest_bytes(presented: &str) -> [u8; 32] {
 
 /// What is stored for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyDigest {
     /// Short public fingerprint for listings (first 4 bytes of the digest).
     pub id: String,

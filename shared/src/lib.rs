@@ -5,7 +5,9 @@
 //! - [`intern`]: one shared copy of each name the snapshot keeps;
 //! - [`manifest`]: `config.json`, the registry manifest and their validation;
 //! - [`auth`]: API key generation, digests and constant-time checks;
+//! - [`compat`]: reading values another release wrote (unknown fields noted, not refused);
 //! - [`digest`]: SHA-256 digests as bytes, hex in JSON;
+//! - [`echo`]: client-supplied words quoted in errors, bounded;
 //! - [`decode`]: Open Inference Protocol v2 infer request decoding and validation
 //!   (the worker scores what it decodes; the router validates before forwarding);
 //! - [`keys`]: the etcd key layout (build and parse);
@@ -17,8 +19,10 @@
 //! - [`wire`]: header names of the internal router ↔ worker API.
 
 pub mod auth;
+pub mod compat;
 pub mod decode;
 pub mod digest;
+pub mod echo;
 pub mod ids;
 pub mod intern;
 pub mod keys;

@@ -9,6 +9,9 @@ pub const CONTROL_SNAPSHOT_AGE_SECONDS: &str = "shardline_control_snapshot_age_s
 pub const CONTROL_WATCH_CONNECTED: &str = "shardline_control_watch_connected";
 pub const CONTROL_RESYNCS_TOTAL: &str = "shardline_control_resyncs_total";
 pub const CONTROL_INVALID_VALUES_TOTAL: &str = "shardline_control_invalid_values_total";
+/// Values read with fields (or enum values) this release does not know: written by a
+/// newer release, used without them (`docs/etcd-layout.md`, schema evolution).
+pub const CONTROL_IGNORED_FIELDS_TOTAL: &str = "shardline_control_ignored_fields_total";
 pub const CONTROL_LEASE_REGISTRATIONS_TOTAL: &str = "shardline_control_lease_registrations_total";
 
 /// Router.

@@ -1,17 +1,20 @@
 //! The JSON values stored in etcd, one type per key kind of [`crate::keys::Key`].
 //!
-//! Every record rejects unknown fields on read (so a typo in a hand-edited value is a
-//! loud warning, not a silently ignored setting) and is written as plain, readable JSON
-//! so that `etcdctl get --prefix /shardline` is useful to an operator.
+//! Records are read with [`crate::compat::from_json`]: a field a newer release added is
+//! ignored and noted (counted and logged once per key kind by the watcher), never a
+//! reason to drop the value, and an enum value this release does not know parses into
+//! the enum's `Unknown` variant, whose handling is written beside it. They are written
+//! as plain, readable JSON so that `etcdctl get --prefix /shardline` is useful to an
+//! operator. The evolution rule is in `docs/etcd-layout.md`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::KeyDigest;
+use crate::compat::Evolving;
 use crate::ids::{ModelKey, VersionId, WorkerId};
 
 /// `workers/<id>`: written by a worker under its lease; gone when the lease expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerRecord {
     /// `host:port` routers use to reach the worker.
     pub address: String,
@@ -37,7 +40,6 @@ pub struct WorkerRecord {
 
 /// A model version resident on a worker.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResidentModel {
     #[serde(flatten)]
     pub model: ModelKey,
@@ -48,7 +50,6 @@ pub struct ResidentModel {
 /// `resident/<worker>/<tenant>/<model>/<version>`: one model version loaded on a
 /// worker, under the worker's lease (so it disappears with the worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResidentRecord {
     /// Bytes the worker accounts to this model version.
     pub bytes: u64,
@@ -60,7 +61,6 @@ fn is_zero(n: &u64) -> bool {
 
 /// `worker-admin/<id>`: operator intent for a worker; absent means active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerAdmin {
     pub state: AdminState,
 }
@@ -76,6 +76,12 @@ pub enum AdminState {
     Cordoned,
     /// Its shards are being moved away; takes no new ones.
     Draining,
+    /// A state written by a newer release. Treated like [`AdminState::Cordoned`], the
+    /// one choice that changes nothing by itself: the worker keeps serving its shards
+    /// (nothing moves, no tenant loses a member) and takes no new ones until a release
+    /// that knows the state reads it. Noted by the watcher like an unknown field.
+    #[serde(other)]
+    Unknown,
 }
 
 impl AdminState {
@@ -84,13 +90,28 @@ impl AdminState {
             AdminState::Active => "active",
             AdminState::Cordoned => "cordoned",
             AdminState::Draining => "draining",
+            AdminState::Unknown => "unknown",
+        }
+    }
+}
+
+impl Evolving for WorkerRecord {}
+impl Evolving for ResidentRecord {}
+impl Evolving for TenantRecord {}
+impl Evolving for LiveVersion {}
+impl Evolving for Assignment {}
+impl Evolving for PlacementConfig {}
+
+impl Evolving for WorkerAdmin {
+    fn unknown_values(&self, found: &mut Vec<&'static str>) {
+        if self.state == AdminState::Unknown {
+            found.push("state");
         }
     }
 }
 
 /// `tenants/<tenant>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantRecord {
     /// Workers per shard for this tenant's models; `None` uses the placement default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +128,6 @@ pub struct TenantRecord {
 
 /// Per-tenant admission limits enforced by each router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     /// Concurrent requests per router; `0` means unlimited.
     pub max_in_flight: u32,
@@ -126,7 +146,6 @@ impl Default for TenantLimits {
 
 /// `models/<tenant>/<model>`: the version served when none is named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LiveVersion {
     pub version: VersionId,
     /// Unix seconds of the last switch.
@@ -136,7 +155,6 @@ pub struct LiveVersion {
 
 /// `assignments/<tenant>/<model>`: the shard of workers serving a model.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Assignment {
     /// Current members, in the placement's preference order.
     pub workers: Vec<WorkerId>,
@@ -149,7 +167,6 @@ pub struct Assignment {
 
 /// `placement`: parameters every placement run must agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PlacementConfig {
     /// Algorithm identifier; a change of algorithm is a deliberate migration.
     pub algorithm: String,
@@ -216,9 +233,10 @@ impl PlacementConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compat;
 
     #[test]
-    fn records_read_back_and_reject_unknown_fields() {
+    fn records_read_back() {
         let w: WorkerRecord = serde_json::from_str(
             r#"{"address":"127.0.0.1:9000","capacity_bytes":1024,"build_version":"0.1.0",
                 "resident":[{"tenant":"acme","model":"risk","version":"1","bytes":10}]}"#,
@@ -227,16 +245,80 @@ mod tests {
         assert_eq!(w.resident[0].model.tenant.as_str(), "acme");
         let json = serde_json::to_string(&w).unwrap();
         assert!(json.contains(r#""tenant":"acme","model":"risk""#), "{json}");
-        assert!(
-            serde_json::from_str::<WorkerRecord>(
-                r#"{"address":"a","capacity_bytes":1,"build_version":"x","typo":1}"#
-            )
-            .is_err()
-        );
-        assert!(serde_json::from_str::<WorkerAdmin>(r#"{"state":"paused"}"#).is_err());
         let a: Assignment = serde_json::from_str(r#"{"workers":["w1","w2"],"epoch":3}"#).unwrap();
         assert!(a.previous.is_empty());
+        // Invalid values stay invalid: a bad id, a missing field, a wrong type.
         assert!(serde_json::from_str::<Assignment>(r#"{"workers":["W1"],"epoch":3}"#).is_err());
+        assert!(serde_json::from_str::<Assignment>(r#"{"workers":[]}"#).is_err());
+        assert!(serde_json::from_str::<WorkerAdmin>(r#"{"state":3}"#).is_err());
+    }
+
+    /// Each record with a field a newer release added, at the top and nested: the same
+    /// value as without it, and the note names every path.
+    #[test]
+    fn records_from_a_newer_release_are_read_without_the_new_fields() {
+        fn check<T>(with: &str, without: &str, paths: &[&str])
+        where
+            T: serde::de::DeserializeOwned + Evolving + PartialEq + std::fmt::Debug,
+        {
+            let (value, ignored) = compat::from_json::<T>(with.as_bytes()).unwrap();
+            let (plain, none) = compat::from_json::<T>(without.as_bytes()).unwrap();
+            assert_eq!(value, plain, "{with}");
+            assert!(none.is_empty(), "{without}: {none}");
+            assert_eq!(ignored.fields, paths, "{with}");
+        }
+        check::<WorkerRecord>(
+            r#"{"address":"a:1","capacity_bytes":1,"build_version":"x","zone":{"name":"eu"}}"#,
+            r#"{"address":"a:1","capacity_bytes":1,"build_version":"x"}"#,
+            &["zone"],
+        );
+        check::<ResidentRecord>(
+            r#"{"bytes":5,"pinned":true}"#,
+            r#"{"bytes":5}"#,
+            &["pinned"],
+        );
+        check::<WorkerAdmin>(
+            r#"{"state":"draining","reason":{"ticket":"ops-1"}}"#,
+            r#"{"state":"draining"}"#,
+            &["reason"],
+        );
+        let digest = "ab".repeat(32);
+        check::<TenantRecord>(
+            &format!(
+                r#"{{"limits":{{"max_in_flight":2,"rate_per_sec":0,"burst":9}},"tier":"gold",
+                    "keys":[{{"id":"abababab","sha256":"{digest}","created_at":1,"scope":"read"}}]}}"#
+            ),
+            &format!(
+                r#"{{"limits":{{"max_in_flight":2,"rate_per_sec":0}},
+                    "keys":[{{"id":"abababab","sha256":"{digest}","created_at":1}}]}}"#
+            ),
+            &["limits.burst", "tier", "keys.0.scope"],
+        );
+        check::<LiveVersion>(
+            r#"{"version":"3","updated_at":1,"rollout":{"percent":10}}"#,
+            r#"{"version":"3","updated_at":1}"#,
+            &["rollout"],
+        );
+        check::<Assignment>(
+            r#"{"workers":["w1"],"epoch":2,"zones":["a"]}"#,
+            r#"{"workers":["w1"],"epoch":2}"#,
+            &["zones"],
+        );
+        let p = serde_json::to_value(PlacementConfig::default()).unwrap();
+        let mut extra = p.clone();
+        extra["spread"] = serde_json::json!({"by": "zone"});
+        check::<PlacementConfig>(&extra.to_string(), &p.to_string(), &["spread"]);
+    }
+
+    #[test]
+    fn an_unknown_admin_state_is_cordoned_and_noted() {
+        let (admin, ignored) =
+            compat::from_json::<WorkerAdmin>(br#"{"state":"hibernating"}"#).unwrap();
+        assert_eq!(admin.state, AdminState::Unknown);
+        assert_eq!(ignored.values, ["state"]);
+        // What readers test: it keeps its shards and takes no new ones, like cordoned.
+        assert_ne!(admin.state, AdminState::Active);
+        assert_ne!(admin.state, AdminState::Draining);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The one place where every failure the worker can answer with gets its HTTP status.
 //!
 //! Bodies are `{"error": "<lowercase message>"}`; 503 answers carry `Retry-After`.
+//! What the client reads never names the object store's paths, endpoints or bucket
+//! ([`LoadError::client_message`]): those go to the worker's log, with the model.
 
 use std::time::Duration;
 
@@ -27,6 +29,28 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// What a client may read about this failure: the kind of fault and what the
+    /// publisher can act on (a bad digest, a tensor shape), never where the store is or
+    /// what its paths are. The full error is logged where the load fails.
+    pub fn client_message(&self) -> String {
+        match self {
+            LoadError::Fetch(FetchError::NotFound { .. }) => {
+                "model artifact not found in the model store".into()
+            }
+            LoadError::Fetch(FetchError::Corrupt { .. }) => {
+                "model artifact is corrupt (its size or sha256 differs from the manifest)".into()
+            }
+            LoadError::Fetch(FetchError::Unavailable { .. }) => "model store unavailable".into(),
+            LoadError::Fetch(FetchError::TooLarge { size, limit, .. }) => {
+                format!("model artifact is {size} bytes, more than the limit of {limit} bytes")
+            }
+            LoadError::Fetch(FetchError::Other { .. }) => "model store error".into(),
+            LoadError::Model(e) => format!("model artifact is invalid: {e}"),
+            LoadError::ConfigMismatch => self.to_string(),
+            LoadError::Join(_) => "model build failed".into(),
+        }
+    }
+
     /// Label for `shardline_worker_model_loads_total{result}`.
     pub fn result_label(&self) -> &'static str {
         match self {
@@ -102,14 +126,14 @@ impl From<CacheError<LoadError>> for ApiError {
                 let retry = (*retry_after).max(Duration::from_secs(1));
                 match &**error {
                     LoadError::Fetch(f) if f.is_retryable() => {
-                        Self::unavailable(format!("model store unavailable: {f}"), retry)
+                        Self::unavailable(error.client_message(), retry)
                     }
                     // A broken artifact is the store's or the publisher's fault, not the
                     // caller's: a bad gateway answer tells the router not to blame the
                     // request, and the message says what is wrong.
                     other => Self {
                         status: StatusCode::BAD_GATEWAY,
-                        message: format!("model could not be loaded: {other}"),
+                        message: format!("model could not be loaded: {}", other.client_message()),
                         retry_after: Some(retry),
                     },
                 }

@@ -240,7 +240,7 @@ async fn reserve_activations(
 }
 
 /// Rows × params above which scoring moves off the async runtime.
-const BLOCKING_WORK: usize = 1 << 18;
+const BLOCKING_WORK: u64 = 1 << 18;
 
 async fn score(
     state: Arc<AppState>,
@@ -262,7 +262,7 @@ async fn score(
     let activations = reserve_activations(&state, rows, &manifest.dims).await?;
     let lease = state.lease(manifest.clone()).await?;
     let started = Instant::now();
-    let work = rows.saturating_mul(manifest.config.parameter_count(&manifest.dims));
+    let work = (rows as u64).saturating_mul(manifest.config.parameter_count(&manifest.dims));
     let scores = if work > BLOCKING_WORK {
         let (gauge, budget) = (
             state.metrics.activation_bytes.clone(),

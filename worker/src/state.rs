@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use shardline_shared::echo::Echo;
 use shardline_shared::ids::{ModelKey, VersionId};
 use shardline_shared::manifest::{Manifest, ModelConfig};
 use shardline_shared::snapshot::Snapshot;
@@ -114,7 +115,9 @@ impl AppState {
     /// Finds the manifest for `name` (`tenant.model`) and an optional version (else the
     /// live one) in the current snapshot.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Arc<Manifest>, ApiError> {
-        let unknown = || ApiError::not_found(format!("model {name:?} not found"));
+        // Names come from the path: echoed bounded (a path may be 64 KiB long).
+        let shown = Echo(name);
+        let unknown = || ApiError::not_found(format!("model {shown} not found"));
         let (tenant, model) = name.split_once('.').ok_or_else(unknown)?;
         let key = ModelKey::parse_shard_key(&format!("{tenant}/{model}")).map_err(|_| unknown())?;
         let snap = self.snapshot.borrow().clone();
@@ -123,7 +126,7 @@ impl AppState {
             Some(v) => {
                 let v = VersionId::new(v).map_err(|_| unknown())?;
                 entry.versions.get(&v).map(|m| &m.value).ok_or_else(|| {
-                    ApiError::not_found(format!("model {name:?} has no version {v:?}"))
+                    ApiError::not_found(format!("model {shown} has no version {v:?}"))
                 })?
             }
             None => entry.live_manifest().ok_or_else(unknown)?,
@@ -177,6 +180,16 @@ impl AppState {
     /// while a second load of the same model reserves them again), and a model slower to
     /// load than its clients' deadlines still becomes resident.
     pub async fn lease(&self, manifest: Arc<Manifest>) -> Result<Lease<LoadedModel>, ApiError> {
+        // A version a newer release published (an activation this release does not
+        // compute): known, but not built here. 502 is final for this worker and not a
+        // fault of the worker's health: the router tries the next member, which may
+        // run the newer release.
+        if let Err(e) = manifest.config.check_supported() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("this worker's release cannot build this model version: {e}"),
+            ));
+        }
         let key = LoadedKey {
             model: manifest.key(),
             version: manifest.version.clone(),
@@ -187,7 +200,11 @@ impl AppState {
         let resident = manifest.weight_bytes();
         // The fetched file and the built tensors coexist while building.
         let size = LoadSize {
-            transient: resident + manifest.weights_file.size + manifest.config_file.size,
+            // Sizes come from etcd: a hostile or broken value saturates (and is then
+            // refused as larger than the budget) instead of wrapping past the check.
+            transient: resident
+                .saturating_add(manifest.weights_file.size)
+                .saturating_add(manifest.config_file.size),
             resident,
         };
         let deadline = tokio::time::Instant::now() + self.limits.room_wait;

@@ -2,6 +2,7 @@
 //! version, or its live version. Another tenant's model answers exactly like a missing
 //! one (404), since the lookup only ever looks under the caller's own tenant.
 
+use shardline_shared::echo::Echo;
 use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
@@ -15,14 +16,16 @@ pub fn resolve<'s>(
     name: &str,
     version: Option<&str>,
 ) -> Result<(ModelKey, &'s Manifest), RouterError> {
-    let unknown = || RouterError::NotFound(format!("model {name:?} not found"));
+    // Names come from the path: echoed bounded (a path may be 64 KiB long).
+    let shown = Echo(name);
+    let unknown = || RouterError::NotFound(format!("model {shown} not found"));
     let model = ModelName::new(name).map_err(|_| unknown())?;
     let key = ModelKey::new(tenant.clone(), model);
     let entry = snap.model(&key).ok_or_else(unknown)?;
     let manifest = match version {
         Some(v) => {
             let no_version =
-                || RouterError::NotFound(format!("model {name:?} has no version {v:?}"));
+                || RouterError::NotFound(format!("model {shown} has no version {}", Echo(v)));
             let v = VersionId::new(v).map_err(|_| no_version())?;
             entry
                 .versions
@@ -32,7 +35,7 @@ pub fn resolve<'s>(
         }
         None => entry
             .live_manifest()
-            .ok_or_else(|| RouterError::NotFound(format!("model {name:?} has no live version")))?,
+            .ok_or_else(|| RouterError::NotFound(format!("model {shown} has no live version")))?,
     };
     Ok((key, manifest))
 }

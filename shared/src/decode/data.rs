@@ -9,6 +9,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use super::error::DecodeError;
 use super::scan;
+use crate::echo::echo;
 
 /// 2^24: every integer of at most this magnitude is exact in `f32`.
 const MAX_EXACT_INT: u64 = 1 << 24;
@@ -41,7 +42,7 @@ impl DataType {
             "UINT32" => int("UINT32", 0, u32::MAX.into()),
             "UINT64" => int("UINT64", 0, u64::MAX),
             "BOOL" | "BYTES" => return Err(DecodeError::UnsupportedDatatype(s.to_owned())),
-            _ => return Err(DecodeError::UnknownDatatype(s.to_owned())),
+            _ => return Err(DecodeError::UnknownDatatype(echo(s))),
         })
     }
 
@@ -163,7 +164,7 @@ pub(super) fn decode_data(
         return Err(sink
             .error
             .take()
-            .unwrap_or_else(|| DecodeError::Data(e.to_string())));
+            .unwrap_or_else(|| DecodeError::Data(super::error::bounded_reason(&e))));
     }
     if sink.seen != expected {
         return Err(DecodeError::DataLength {

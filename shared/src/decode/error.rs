@@ -9,11 +9,13 @@ pub enum DecodeError {
     NoInputs,
     #[error("this model takes exactly one input ({expected:?}), the request has {got}")]
     InputCount { expected: String, got: usize },
-    #[error("unknown input {got:?} (this model's input is {expected:?})")]
+    /// `got` is the client's name, quoted and bounded ([`crate::echo`]).
+    #[error("unknown input {got} (this model's input is {expected:?})")]
     InputName { got: String, expected: String },
     #[error("datatype {0} is not supported (this model takes numeric tensors, e.g. FP32)")]
     UnsupportedDatatype(String),
-    #[error("unknown datatype {0:?}")]
+    /// Quoted and bounded ([`crate::echo`]).
+    #[error("unknown datatype {0}")]
     UnknownDatatype(String),
     #[error("input shape {shape:?} does not fit this model (expected [rows, {dim}] or [{dim}])")]
     Shape { shape: Vec<i64>, dim: usize },
@@ -46,6 +48,16 @@ pub enum DecodeError {
     },
     #[error("input data is not valid: {0}")]
     Data(String),
-    #[error("unknown output {got:?} (this model's output is {expected:?})")]
+    /// `got` is the client's name, quoted and bounded ([`crate::echo`]).
+    #[error("unknown output {got} (this model's output is {expected:?})")]
     OutputName { got: String, expected: String },
+}
+
+/// Longest library error message quoted to a client: serde's messages quote the
+/// offending value whole (`invalid type: string "…64 KiB…"`).
+pub(super) const MAX_REASON_BYTES: usize = 200;
+
+/// A serde_json error about the client's body, bounded.
+pub(super) fn bounded_reason(e: &serde_json::Error) -> String {
+    crate::echo::bounded(&e.to_string(), MAX_REASON_BYTES)
 }

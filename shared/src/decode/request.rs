@@ -13,8 +13,10 @@ use serde_json::{Map, Value};
 
 use super::data::{DataType, decode_data};
 use super::error::DecodeError;
+use super::error::bounded_reason;
 use super::scan;
 use super::spec::{InferBatch, InputSpec, check_shape};
+use crate::echo::echo;
 
 #[derive(Deserialize)]
 struct RawRequest<'a> {
@@ -74,7 +76,7 @@ pub fn validate_infer(body: &[u8], input: &InputSpec<'_>) -> Result<(), DecodeEr
 /// [`decode_infer`]; with `keep` false the batch's `data` stays empty.
 fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, DecodeError> {
     let request: RawRequest<'_> =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(bounded_reason(&e)))?;
     let tensor = match request.inputs.as_slice() {
         [] => return Err(DecodeError::NoInputs),
         [one] => one,
@@ -87,7 +89,7 @@ fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, 
     };
     if tensor.name != input.name {
         return Err(DecodeError::InputName {
-            got: tensor.name.clone().into_owned(),
+            got: echo(&tensor.name),
             expected: input.name.to_owned(),
         });
     }
@@ -110,7 +112,7 @@ fn decode(body: &[u8], input: &InputSpec<'_>, keep: bool) -> Result<InferBatch, 
                         Ok(o.name.into_owned())
                     } else {
                         Err(DecodeError::OutputName {
-                            got: o.name.into_owned(),
+                            got: echo(&o.name),
                             expected: input.output_name.to_owned(),
                         })
                     }

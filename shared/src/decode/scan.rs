@@ -248,7 +248,13 @@ fn finite_number(s: &[u8]) -> Option<&[u8]> {
         }
         s = &rest[n..];
     }
-    (int as i64 + exponent <= 38).then_some(s)
+    // Saturating: an exponent of any length saturates above, and `int + i64::MAX` must
+    // not wrap to a small number that would pass for finite.
+    (i64::try_from(int)
+        .unwrap_or(i64::MAX)
+        .saturating_add(exponent)
+        <= 38)
+        .then_some(s)
 }
 
 fn leading_digits(s: &[u8]) -> usize {
@@ -328,8 +334,26 @@ mod tests {
             Some(2)
         );
         for odd in [
-            "[1,]", "[,1]", "[-]", "[1e400]", "[[1]]", "[\"1\"]", "[00]", "[1.e2]", "[1", "[]x",
-            "[1] 2", "[1e39]", "[10e38]", "[1E+]", "[.5]", "[-01]",
+            "[1,]",
+            "[,1]",
+            "[-]",
+            "[1e400]",
+            "[[1]]",
+            "[\"1\"]",
+            "[00]",
+            "[1.e2]",
+            "[1",
+            "[]x",
+            "[1] 2",
+            "[1e39]",
+            "[10e38]",
+            "[1E+]",
+            "[.5]",
+            "[-01]",
+            // Exponents past i64: saturated, never wrapped round to a small one.
+            "[1e99999999999999999999]",
+            "[12e9223372036854775807]",
+            "[1e+999999999999999999999999999999999999999]",
         ] {
             assert_eq!(flat_finite_count(odd.as_bytes()), None, "{odd}");
         }

@@ -1,12 +1,20 @@
 //! `config.json`: how to build a model from its weights. The schema, its validation,
 //! and [`ModelConfig::check_tensors`], which compares a config with the tensor table of
 //! a safetensors file without touching the weights themselves.
+//!
+//! Two readings: the copy inside a stored manifest is read leniently (a field or an enum
+//! value a newer release added is noted, and the model stays known: metadata and
+//! validation work, only building it is refused), while a `config.json` file is read
+//! strictly by [`ModelConfig::from_json`] (`shardctl publish`, and the worker before it
+//! builds): an unknown field there is either an operator's typo or something a newer
+//! release computes with, and serving the model without it would give wrong scores.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{ManifestError, invalid};
+use crate::compat::{self, Evolving};
 
 /// The only `format` value this release understands.
 pub const FORMAT_V1: &str = "shardline/v1";
@@ -21,6 +29,9 @@ pub const MAX_LAYERS: usize = 256;
 pub enum Architecture {
     /// A stack of dense layers (`x · Wᵀ + b`, then an activation).
     Mlp,
+    /// One a newer release added: such a model is known but not built here.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The activation applied after a layer's affine map.
@@ -33,11 +44,16 @@ pub enum Activation {
     Sigmoid,
     Softmax,
     None,
+    /// One a newer release added: such a model is known but not built here.
+    #[serde(other)]
+    Unknown,
 }
+
+/// The activations this release computes, for error messages.
+const ACTIVATIONS: &str = "relu, gelu, tanh, sigmoid, softmax, none";
 
 /// A named input or output with its width.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TensorSpec {
     pub name: String,
     pub dim: usize,
@@ -45,7 +61,6 @@ pub struct TensorSpec {
 
 /// One dense layer: tensor names in the safetensors file, and the activation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// `[out, in]`, as in PyTorch/candle-nn `Linear`.
     pub weight: String,
@@ -57,7 +72,6 @@ pub struct LayerSpec {
 
 /// `config.json`: how to build a model from its weights.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub format: String,
     pub architecture: Architecture,
@@ -75,19 +89,46 @@ pub struct TensorInfo {
 }
 
 impl ModelConfig {
-    /// Parses and validates `config.json` bytes.
+    /// Parses and validates `config.json` bytes strictly: unknown fields and values
+    /// are refused (see the module's introduction).
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let config: Self =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let (config, ignored) =
+            compat::from_json::<Self>(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        config.check_supported()?;
+        if let Some(field) = ignored.fields.first() {
+            return Err(ManifestError::Json(format!("unknown field `{field}`")));
+        }
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks everything that can be checked without the weights.
-    pub fn validate(&self) -> Result<(), ManifestError> {
+    /// Whether this release can build the model: the format, the architecture and every
+    /// activation are ones it knows. A stored manifest may fail this (written by a
+    /// newer release) and still be valid.
+    pub fn check_supported(&self) -> Result<(), ManifestError> {
         if self.format != FORMAT_V1 {
             return Err(ManifestError::Format(self.format.clone()));
         }
+        if self.architecture == Architecture::Unknown {
+            return Err(ManifestError::Unsupported(
+                "unknown architecture (this release supports: mlp)".into(),
+            ));
+        }
+        if let Some(i) = self
+            .layers
+            .iter()
+            .position(|l| l.activation == Activation::Unknown)
+        {
+            return Err(ManifestError::Unsupported(format!(
+                "unknown activation in layer {i} (this release supports: {ACTIVATIONS})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the structure: everything that can be checked without the weights and
+    /// without knowing every enum value ([`Self::check_supported`] does that).
+    pub fn validate(&self) -> Result<(), ManifestError> {
         for (what, spec) in [("input", &self.input), ("output", &self.output)] {
             if spec.name.is_empty() || spec.name.len() > 128 {
                 return Err(invalid(format!("{what} name must be 1-128 characters")));
@@ -128,6 +169,7 @@ impl ModelConfig {
         &self,
         tensors: &BTreeMap<String, TensorInfo>,
     ) -> Result<Vec<usize>, ManifestError> {
+        self.check_supported()?;
         self.validate()?;
         let mut dims = vec![self.input.dim];
         for layer in &self.layers {
@@ -158,11 +200,43 @@ impl ModelConfig {
     }
 
     /// Number of f32 parameters the layers hold, given the widths from `check_tensors`.
-    pub fn parameter_count(&self, dims: &[usize]) -> usize {
+    /// Saturates rather than wraps: widths come from stored manifests.
+    pub fn parameter_count(&self, dims: &[usize]) -> u64 {
         dims.windows(2)
             .zip(&self.layers)
-            .map(|(w, l)| w[0] * w[1] + if l.bias.is_some() { w[1] } else { 0 })
-            .sum()
+            .map(|(w, l)| {
+                let (fan_in, out) = (w[0] as u64, w[1] as u64);
+                let bias = if l.bias.is_some() { out } else { 0 };
+                fan_in.saturating_mul(out).saturating_add(bias)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Paths of the enum values in this config a newer release added, under `prefix`
+    /// (`""` for a `config.json`, `"config."` inside a manifest).
+    pub(super) fn unknown_paths(&self, inside_manifest: bool) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        let pick = |bare, nested| if inside_manifest { nested } else { bare };
+        if self.architecture == Architecture::Unknown {
+            found.push(pick("architecture", "config.architecture"));
+        }
+        if self
+            .layers
+            .iter()
+            .any(|l| l.activation == Activation::Unknown)
+        {
+            found.push(pick("layers.activation", "config.layers.activation"));
+        }
+        if self.format != FORMAT_V1 {
+            found.push(pick("format", "config.format"));
+        }
+        found
+    }
+}
+
+impl Evolving for ModelConfig {
+    fn unknown_values(&self, found: &mut Vec<&'static str>) {
+        found.extend(self.unknown_paths(false));
     }
 }
 

@@ -9,6 +9,10 @@ pub enum ManifestError {
     Format(String),
     #[error("{0}")]
     Invalid(String),
+    /// An architecture or activation this release does not know: a typo in a file
+    /// being published, or something a newer release added to a stored manifest.
+    #[error("config.json: {0}")]
+    Unsupported(String),
     #[error("missing tensor {0:?}")]
     MissingTensor(String),
     #[error("tensor {name:?} has dtype {dtype}, expected F32")]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{MAX_DIM, ModelConfig};
 use super::error::{ManifestError, invalid};
+use crate::compat::Evolving;
 use crate::digest::Sha256Sum;
 use crate::ids::{ModelKey, ModelName, TenantId, VersionId};
 
@@ -16,7 +17,6 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// Size and digest of one stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileDigest {
     /// SHA-256 of the whole file (lowercase hex in JSON).
     pub sha256: Sha256Sum,
@@ -25,7 +25,6 @@ pub struct FileDigest {
 
 /// The registry entry for one model version (`models/<tenant>/<model>/<version>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub tenant: TenantId,
     pub model: ModelName,
@@ -64,10 +63,11 @@ impl Manifest {
 
     /// Resident size of the weights once loaded, in bytes (f32 parameters).
     pub fn weight_bytes(&self) -> u64 {
-        (self.config.parameter_count(&self.dims) * 4) as u64
+        self.config.parameter_count(&self.dims).saturating_mul(4)
     }
 
-    /// Checks internal consistency (the ids are validated when deserialised).
+    /// Checks internal consistency (the ids are validated when deserialised). A config
+    /// this release cannot build (see [`ModelConfig::check_supported`]) is still valid.
     pub fn validate(&self) -> Result<(), ManifestError> {
         self.config.validate()?;
         validate_location(&self.location)?;
@@ -81,6 +81,12 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+}
+
+impl Evolving for Manifest {
+    fn unknown_values(&self, found: &mut Vec<&'static str>) {
+        found.extend(self.config.unknown_paths(true));
     }
 }
 

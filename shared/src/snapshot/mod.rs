@@ -12,7 +12,9 @@
 //!
 //! A value that does not parse, or a key that does not fit the layout, is *treated as
 //! absent* and reported as an [`Invalid`] entry: the view then depends only on what etcd
-//! holds, so every router computes the same answer from the same revision.
+//! holds, so every router computes the same answer from the same revision. Values are
+//! parsed leniently ([`crate::compat`]): fields and enum values a newer release added
+//! are noted ([`Snapshot::apply_noting`]), never a reason to drop the value.
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ pub use imbl::OrdMap;
 use serde::de::DeserializeOwned;
 
 use crate::auth;
+use crate::compat::{self, Evolving, Ignored};
 use crate::ids::{ModelKey, TenantId, VersionId, WorkerId};
 use crate::keys::{Key, Prefix};
 use crate::manifest::Manifest;
@@ -137,12 +140,19 @@ impl Snapshot {
     /// Applies one change. A refused value removes what the key held before and is
     /// reported; keys outside the prefix are ignored.
     pub fn apply(&mut self, change: Change<'_>) -> Result<(), Invalid> {
+        self.apply_noting(change).map(drop)
+    }
+
+    /// [`Self::apply`], also returning what a stored value held that this release does
+    /// not know (fields and enum values a newer release added): the value is used
+    /// without them, and the caller counts and logs the note.
+    pub fn apply_noting(&mut self, change: Change<'_>) -> Result<Option<Ignored>, Invalid> {
         let full = match change {
             Change::Put { key, .. } | Change::Delete { key } => key,
         };
         let key = match self.prefix.parse(full) {
             Ok(Some(k)) => k.interned(),
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => return Err(self.mark_invalid(full, e.to_string())),
         };
         let outcome = match change {
@@ -153,15 +163,15 @@ impl Snapshot {
             } => self.put(&key, value, mod_revision),
             Change::Delete { .. } => {
                 self.remove(&key);
-                Ok(())
+                Ok(None)
             }
         };
         match outcome {
-            Ok(()) => {
+            Ok(ignored) => {
                 if self.invalid.contains_key(full) {
                     self.invalid.remove(full);
                 }
-                Ok(())
+                Ok(ignored)
             }
             Err(reason) => {
                 self.remove(&key);
@@ -183,34 +193,36 @@ impl Snapshot {
         }
     }
 
-    fn put(&mut self, key: &Key, value: &[u8], rev: i64) -> Result<(), String> {
+    fn put(&mut self, key: &Key, value: &[u8], rev: i64) -> Result<Option<Ignored>, String> {
+        let mut ignored = Ignored::default();
+        let note = &mut ignored;
         match key {
             Key::Worker(id) => {
-                let v = parse::<WorkerRecord>(value, rev)?;
+                let v = parse::<WorkerRecord>(value, rev, note)?;
                 self.workers.insert(id.clone(), v);
             }
             Key::Resident(w, m, ver) => {
-                let v = parse::<ResidentRecord>(value, rev)?;
+                let v = parse::<ResidentRecord>(value, rev, note)?;
                 self.resident.insert(w, m, ver, v.value.bytes);
             }
             Key::WorkerAdmin(id) => {
-                let v = parse::<WorkerAdmin>(value, rev)?;
+                let v = parse::<WorkerAdmin>(value, rev, note)?;
                 self.admin.insert(id.clone(), v);
             }
             Key::Tenant(id) => {
-                let mut v = parse::<TenantRecord>(value, rev)?;
+                let mut v = parse::<TenantRecord>(value, rev, note)?;
                 compact::tenant(&mut v.value);
                 self.tenants.insert(id.clone(), v);
             }
             Key::LiveVersion(m) => {
-                let mut v = parse::<LiveVersion>(value, rev)?;
+                let mut v = parse::<LiveVersion>(value, rev, note)?;
                 v.value.version = v.value.version.interned();
                 let mut entry = self.models.get(m).cloned().unwrap_or_default();
                 entry.live = Some(v);
                 self.models.insert(m.clone(), entry);
             }
             Key::ModelVersion(m, ver) => {
-                let mut v = parse::<Manifest>(value, rev)?;
+                let mut v = parse::<Manifest>(value, rev, note)?;
                 if v.value.key() != *m || v.value.version != *ver {
                     return Err("manifest names a different tenant, model or version".into());
                 }
@@ -225,12 +237,12 @@ impl Snapshot {
                 self.models.insert(m.clone(), entry);
             }
             Key::Assignment(m) => {
-                let mut v = parse::<Assignment>(value, rev)?;
+                let mut v = parse::<Assignment>(value, rev, note)?;
                 compact::assignment(&mut v.value);
                 self.assignments.insert(m.clone(), v);
             }
             Key::Placement => {
-                let v = parse::<PlacementConfig>(value, rev)?;
+                let v = parse::<PlacementConfig>(value, rev, note)?;
                 v.value.validate()?;
                 self.placement = Some(v);
             }
@@ -245,7 +257,7 @@ impl Snapshot {
                 );
             }
         }
-        Ok(())
+        Ok((!ignored.is_empty()).then_some(ignored))
     }
 
     fn remove(&mut self, key: &Key) {
@@ -431,8 +443,14 @@ impl Snapshot {
     }
 }
 
-fn parse<T: DeserializeOwned>(value: &[u8], mod_revision: i64) -> Result<Versioned<T>, String> {
-    let value = serde_json::from_slice(value).map_err(|e| format!("invalid JSON value: {e}"))?;
+fn parse<T: DeserializeOwned + Evolving>(
+    value: &[u8],
+    mod_revision: i64,
+    note: &mut Ignored,
+) -> Result<Versioned<T>, String> {
+    let (value, ignored) =
+        compat::from_json(value).map_err(|e| format!("invalid JSON value: {e}"))?;
+    *note = ignored;
     Ok(Versioned {
         value,
         mod_revision,

@@ -203,7 +203,7 @@ impl MlpArtifact {
     /// Bytes of weights and biases once loaded (4 per `f32`): what a worker's memory
     /// budget counts for this model.
     pub fn resident_bytes(&self) -> u64 {
-        (self.config.parameter_count(&self.dims) * 4) as u64
+        self.config.parameter_count(&self.dims).saturating_mul(4)
     }
 
     /// Scores `rows` row-major input rows in plain `f64`: the oracle for the runtime.
@@ -286,6 +286,8 @@ fn activate(v: f64, activation: Activation) -> f64 {
         Activation::Gelu => v * 0.5 * (1.0 + erf(v / std::f64::consts::SQRT_2)),
         // Softmax is normalised per row once the whole row is known.
         Activation::Softmax | Activation::None => v,
+        // The runtime refuses to build such a model; the oracle has nothing to match.
+        Activation::Unknown => f64::NAN,
     }
 }
 

@@ -287,7 +287,8 @@ impl<K: Ord + Clone> Policy<K> {
     }
 
     fn free(&self) -> u64 {
-        self.budget.saturating_sub(self.resident + self.reserved)
+        self.budget
+            .saturating_sub(self.resident.saturating_add(self.reserved))
     }
 
     /// The least recently used unpinned entries that free at least `shortfall` bytes,

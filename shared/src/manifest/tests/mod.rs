@@ -57,12 +57,16 @@ fn rejects_bad_configs() {
             "unknown field `extra`",
         ),
         (
+            r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4,"typo":1},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
+            "unknown field `input.typo`",
+        ),
+        (
             r#"{"format":"shardline/v1","architecture":"cnn","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
-            "unknown variant `cnn`",
+            "unknown architecture",
         ),
         (
             r#"{"format":"shardline/v1","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"swish"}],"output":{"name":"y","dim":1}}"#,
-            "unknown variant `swish`",
+            "unknown activation in layer 0",
         ),
         (
             r#"{"format":"shardline/v2","architecture":"mlp","input":{"name":"x","dim":4},"layers":[{"weight":"w","activation":"relu"}],"output":{"name":"y","dim":1}}"#,
