@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shardline_control::{ControlMetrics, ControlPlane, EtcdStore, SnapshotWatcher};
-use shardline_service::conn::{ConnGate, ConnMetrics, HyperConn, max_connections_for, nofile_soft};
+use shardline_service::conn::{ConnGate, ConnMetrics, HyperConn};
 use shardline_service::metrics::spawn_metrics_server;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::budget::RetryBudget;
 use crate::config::RouterConfig;
@@ -142,18 +142,7 @@ const RESERVED_DESCRIPTORS: u64 = 128;
 /// limit allows: each client connection may hold one connection to a worker, and as
 /// many again may wait idle in the pool to workers (capped at the same number).
 fn serving(config: &RouterConfig, registry: &Registry) -> anyhow::Result<Serving> {
-    let mut limits = config.conn;
-    let nofile = nofile_soft();
-    let fit = max_connections_for(limits.max_connections, nofile, RESERVED_DESCRIPTORS);
-    if fit < limits.max_connections {
-        warn!(
-            requested = limits.max_connections,
-            allowed = fit,
-            nofile = ?nofile,
-            "--max-connections lowered to fit the descriptor limit (raise ulimit -n)"
-        );
-        limits.max_connections = fit;
-    }
+    let limits = config.conn.fit_to_descriptors(RESERVED_DESCRIPTORS);
     let metrics = ConnMetrics::register(registry)?;
     Ok(Serving {
         hyper: HyperConn::new(limits),

@@ -12,9 +12,7 @@ use shardline_control::{
     ControlMetrics, ControlPlane, EtcdStore, LeaseConfig, Registration, ResidentSet,
     SnapshotWatcher,
 };
-use shardline_service::conn::{
-    ConnGate, ConnMetrics, HyperConn, max_connections_for, nofile_soft, serve_app,
-};
+use shardline_service::conn::{ConnGate, ConnMetrics, HyperConn, serve_app};
 use shardline_shared::records::WorkerRecord;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -130,18 +128,7 @@ pub async fn serve(
         // Routers stop choosing this worker once the lease is revoked.
         let _ = tokio::time::timeout(Duration::from_secs(5), membership).await;
     };
-    let mut limits = config.conn;
-    let nofile = nofile_soft();
-    let fit = max_connections_for(limits.max_connections, nofile, RESERVED_DESCRIPTORS);
-    if fit < limits.max_connections {
-        warn!(
-            requested = limits.max_connections,
-            allowed = fit,
-            nofile = ?nofile,
-            "--max-connections lowered to fit the descriptor limit (raise ulimit -n)"
-        );
-        limits.max_connections = fit;
-    }
+    let limits = config.conn.fit_to_descriptors(RESERVED_DESCRIPTORS);
     let gate = ConnGate::new(limits.max_connections, ConnMetrics::register(&registry)?);
     info!(address = %config.advertise, id = %config.id, "worker serving");
     serve_app(listener, app(state), HyperConn::new(limits), gate, graceful).await;

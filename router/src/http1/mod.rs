@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use hyper_util::server::graceful::GracefulShutdown;
-use shardline_service::conn::{ConnGate, HyperConn, Reason, close_after_grace};
+use shardline_service::conn::{ConnGate, HyperConn, Reason, accept, close_after_grace};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -74,24 +74,8 @@ pub async fn serve(
     let (abort, aborted) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0usize;
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Some(slot) = serving.gate.try_enter() else {
-            let _ = stream.try_write(BUSY);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, slot)) = accept(&listener, &serving.gate, shutdown.as_mut()).await
+    {
         let conn = Connection {
             state: state.clone(),
             app: app.clone(),

@@ -24,7 +24,7 @@ pub use self::gate::{
     ConnGate, ConnMetrics, ConnSlot, Reason, descriptor_limit, max_connections_for, nofile_soft,
 };
 pub use self::io::{Guarded, Phase};
-pub use self::serve::{BUSY, HyperConn, close_after_grace, serve_app, serve_connection};
+pub use self::serve::{BUSY, HyperConn, accept, close_after_grace, serve_app, serve_connection};
 
 /// Connection limit flags, the same on the router and the worker (each with its
 /// `SHARDLINE_*` variable).
@@ -79,6 +79,26 @@ pub struct ConnLimits {
     pub max_headers: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+}
+
+impl ConnLimits {
+    /// These limits with `--max-connections` lowered to what this process's descriptor
+    /// limit allows once `reserve` descriptors are set aside ([`max_connections_for`]),
+    /// with a warning when it had to be lowered.
+    pub fn fit_to_descriptors(mut self, reserve: u64) -> Self {
+        let nofile = nofile_soft();
+        let fit = max_connections_for(self.max_connections, nofile, reserve);
+        if fit < self.max_connections {
+            tracing::warn!(
+                requested = self.max_connections,
+                allowed = fit,
+                nofile = ?nofile,
+                "--max-connections lowered to fit the descriptor limit (raise ulimit -n)"
+            );
+            self.max_connections = fit;
+        }
+        self
+    }
 }
 
 /// hyper reads heads into a buffer of at least this many bytes.

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -97,6 +98,36 @@ pub async fn serve_connection<S>(
     }
 }
 
+/// The next connection accepted on `listener` with its slot under `gate`, or `None`
+/// once `shutdown` completes. A connection past the limit is told [`BUSY`] and closed
+/// at once; a failed accept (out of descriptors and the like) backs off for 50 ms
+/// instead of spinning. Accepted connections have `TCP_NODELAY` set.
+pub async fn accept(
+    listener: &TcpListener,
+    gate: &Arc<ConnGate>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, SocketAddr, ConnSlot)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return None,
+        };
+        let Some(slot) = gate.try_enter() else {
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        return Some((stream, peer, slot));
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes: at most `gate`'s limit of
 /// connections at once (one more is accepted and closed at once, told [`BUSY`]), each
 /// under `conn`'s limits. Then stops accepting, lets requests in flight finish, and
@@ -111,24 +142,7 @@ pub async fn serve_app(
     let graceful = GracefulShutdown::new();
     let (abort, aborted) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Some(slot) = gate.try_enter() else {
-            let _ = stream.try_write(BUSY);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, slot)) = accept(&listener, &gate, shutdown.as_mut()).await {
         let (conn, app, watcher) = (conn.clone(), app.clone(), graceful.watcher());
         let mut aborted = aborted.clone();
         let gate = gate.clone();
