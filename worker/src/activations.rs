@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The budget is counted in KiB, so that a `u32` of permits covers 4 TiB.
@@ -37,30 +38,56 @@ pub enum Refusal {
     Busy { need: u64, budget: u64 },
 }
 
-/// The worker's inference memory.
+/// The worker's inference memory; `gauge` always shows the bytes reserved.
 #[derive(Debug, Clone)]
 pub struct Activations {
     permits: Arc<Semaphore>,
     budget: u64,
+    gauge: IntGauge,
+}
+
+/// Bytes reserved for one forward pass, given back (and the gauge updated) when dropped.
+#[derive(Debug)]
+pub struct Reserved {
+    permit: Option<OwnedSemaphorePermit>,
+    activations: Activations,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.activations.show();
+    }
 }
 
 impl Activations {
-    /// A budget of `bytes` (rounded down to whole KiB, at most 4 TiB).
-    pub fn new(bytes: u64) -> Self {
+    /// A budget of `bytes` (rounded down to whole KiB, at most 4 TiB), shown in `gauge`.
+    pub fn new(bytes: u64, gauge: IntGauge) -> Self {
         let units = (bytes / UNIT).min(u64::from(u32::MAX));
         Self {
             permits: Arc::new(Semaphore::new(units as usize)),
             budget: units * UNIT,
+            gauge,
         }
     }
 
-    /// Reserves `need` bytes, waiting up to `wait` for others to give theirs back. The
-    /// permit returns them when dropped.
-    pub async fn reserve(
-        &self,
-        need: u64,
-        wait: Duration,
-    ) -> Result<OwnedSemaphorePermit, Refusal> {
+    /// Reserves `need` bytes, waiting up to `wait` for others to give theirs back.
+    pub async fn reserve(&self, need: u64, wait: Duration) -> Result<Reserved, Refusal> {
+        let permit = self.acquire(need, wait).await?;
+        let reserved = Reserved {
+            permit: Some(permit),
+            activations: self.clone(),
+        };
+        self.show();
+        Ok(reserved)
+    }
+
+    fn show(&self) {
+        self.gauge
+            .set(i64::try_from(self.in_use()).unwrap_or(i64::MAX));
+    }
+
+    async fn acquire(&self, need: u64, wait: Duration) -> Result<OwnedSemaphorePermit, Refusal> {
         let units = need.div_ceil(UNIT).max(1);
         let refusal = Refusal::Busy {
             need,
@@ -101,11 +128,16 @@ mod tests {
 
     use super::*;
 
+    fn budget(bytes: u64) -> Activations {
+        Activations::new(bytes, IntGauge::new("activation_bytes", "test").unwrap())
+    }
+
     #[tokio::test]
     async fn reserves_within_the_budget_and_refuses_beyond_it() {
-        let a = Activations::new(1 << 20);
+        let a = budget(1 << 20);
         let big = a.reserve(768 << 10, Duration::ZERO).await.unwrap();
         assert_eq!(a.in_use(), 768 << 10);
+        assert_eq!(a.gauge.get(), 768 << 10);
         assert_eq!(
             a.reserve(512 << 10, Duration::from_millis(10))
                 .await
@@ -121,12 +153,13 @@ mod tests {
         ));
         drop(big);
         assert_eq!(a.in_use(), 0);
+        assert_eq!(a.gauge.get(), 0);
         let _ = a.reserve(1 << 20, Duration::ZERO).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_waiter_gets_the_memory_when_it_is_given_back() {
-        let a = Activations::new(1 << 20);
+        let a = budget(1 << 20);
         let held = a.reserve(1 << 20, Duration::ZERO).await.unwrap();
         let waiter = {
             let a = a.clone();

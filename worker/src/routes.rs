@@ -17,7 +17,7 @@ use shardline_service::http::BodyError;
 use shardline_shared::manifest::Manifest;
 use subtle::ConstantTimeEq;
 
-use crate::activations::{Refusal, bytes_needed};
+use crate::activations::{Refusal, Reserved, bytes_needed};
 use crate::decode::{InputSpec, decode_infer, encode_infer_response};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -190,20 +190,14 @@ async fn reserve_activations(
     state: &AppState,
     rows: usize,
     dims: &[usize],
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+) -> Result<Reserved, ApiError> {
     let need = bytes_needed(rows, dims);
     let refused = match state
         .activations
         .reserve(need, state.limits.room_wait)
         .await
     {
-        Ok(permit) => {
-            state
-                .metrics
-                .activation_bytes
-                .set(i64::try_from(state.activations.in_use()).unwrap_or(i64::MAX));
-            return Ok(permit);
-        }
+        Ok(reserved) => return Ok(reserved),
         Err(r) => r,
     };
     let mib = |b: u64| b.div_ceil(1 << 20);
@@ -264,15 +258,10 @@ async fn score(
     let started = Instant::now();
     let work = (rows as u64).saturating_mul(manifest.config.parameter_count(&manifest.dims));
     let scores = if work > BLOCKING_WORK {
-        let (gauge, budget) = (
-            state.metrics.activation_bytes.clone(),
-            state.activations.clone(),
-        );
         tokio::task::spawn_blocking(move || {
             let out = lease.model.forward(&batch.data, rows);
             // Given back when the pass has ended, whether or not anyone still waits.
             drop(activations);
-            gauge.set(i64::try_from(budget.in_use()).unwrap_or(i64::MAX));
             (out, batch)
         })
         .await
@@ -284,10 +273,6 @@ async fn score(
         drop(activations);
         Ok((out?, batch))
     };
-    state
-        .metrics
-        .activation_bytes
-        .set(i64::try_from(state.activations.in_use()).unwrap_or(i64::MAX));
     let (scores, batch) = scores?;
     state
         .metrics

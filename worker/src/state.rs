@@ -94,6 +94,7 @@ impl AppState {
         limits: Limits,
         resident_changed: Arc<Notify>,
     ) -> Self {
+        let activation_bytes = metrics.activation_bytes.clone();
         Self {
             snapshot,
             cache,
@@ -101,7 +102,7 @@ impl AppState {
             metrics,
             token,
             limits,
-            activations: Activations::new(limits.inference_memory),
+            activations: Activations::new(limits.inference_memory, activation_bytes),
             ready: AtomicBool::new(false),
             resident_changed,
             in_flight: Mutex::default(),
