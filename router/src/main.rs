@@ -49,9 +49,9 @@ fn main() {
 }
 
 async fn run(config: RouterConfig, pool: Arc<ServingPool>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.args.listen).await?;
+    let listener = shardline_service::conn::listen(config.args.listen)?;
     let metrics = match config.args.metrics_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(shardline_service::conn::listen(addr)?),
         None => None,
     };
     shardline_router::serve::serve_on(

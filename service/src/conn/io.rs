@@ -148,17 +148,21 @@ impl<S> Guarded<S> {
         io::Error::new(io::ErrorKind::TimedOut, reason.label())
     }
 
-    /// The outcome of a write-side poll: progress disarms the timer, no progress for
-    /// `--write-timeout` fails.
+    /// The outcome of a write-side poll: a completed poll disarms the timer, no progress
+    /// for `--write-timeout` fails. Only bytes written (`wrote`) count as activity for
+    /// the idle clock: hyper flushes on every wake-up of the connection, and counting a
+    /// flush with nothing to send would let each wake-up — the idle timer's own among
+    /// them — push the idle deadline away again.
     fn write_outcome<T>(
         &mut self,
         polled: Poll<io::Result<T>>,
+        wrote: impl FnOnce(&T) -> bool,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(result) => {
                 self.write_timer.disarm();
-                if result.is_ok() {
+                if matches!(&result, Ok(done) if wrote(done)) {
                     self.phase.wrote();
                 }
                 Poll::Ready(result)
@@ -207,7 +211,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.write_outcome(polled, cx)
+        this.write_outcome(polled, |n| *n > 0, cx)
     }
 
     fn poll_write_vectored(
@@ -217,7 +221,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.write_outcome(polled, cx)
+        this.write_outcome(polled, |n| *n > 0, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -227,13 +231,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.write_outcome(polled, cx)
+        this.write_outcome(polled, |()| false, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.write_outcome(polled, cx)
+        this.write_outcome(polled, |()| false, cx)
     }
 }
 
@@ -316,6 +320,29 @@ mod tests {
         let err = io.write_all(&[0u8; 64]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    /// hyper flushes whenever the connection's task wakes: an idle connection polled
+    /// for reads and flushes over and over still reaches its idle deadline.
+    #[tokio::test(start_paused = true)]
+    async fn flushes_with_nothing_to_send_do_not_keep_a_connection_idle_for_ever() {
+        let (_client, server) = duplex(64);
+        let phase = Phase::new(Instant::now());
+        phase.answered();
+        let mut io = Guarded::new(server, phase, limits(), None);
+        let started = Instant::now();
+        let err = loop {
+            io.flush().await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(500), io.read(&mut [0u8; 8])).await {
+                Ok(result) => break result.unwrap_err(),
+                Err(_) => assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "never timed out"
+                ),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,9 @@ pub use self::gate::{
     ConnGate, ConnMetrics, ConnSlot, Reason, descriptor_limit, max_connections_for, nofile_soft,
 };
 pub use self::io::{Guarded, Phase};
-pub use self::serve::{BUSY, HyperConn, accept, close_after_grace, serve_app, serve_connection};
+pub use self::serve::{
+    BUSY, HyperConn, LISTEN_BACKLOG, accept, close_after_grace, listen, serve_app, serve_connection,
+};
 
 /// Connection limit flags, the same on the router and the worker (each with its
 /// `SHARDLINE_*` variable).

@@ -98,6 +98,26 @@ pub async fn serve_connection<S>(
     }
 }
 
+/// Connections the kernel queues for a listener before they are accepted (capped by
+/// `net.core.somaxconn`). The usual default of 128 overflows in a burst of new
+/// connections — a flood, or clients reconnecting together after a restart — and an
+/// overflowed handshake is completed only when the client's retransmission comes, 1 to
+/// 15 s later, while the client already believes it is connected.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets it).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The next connection accepted on `listener` with its slot under `gate`, or `None`
 /// once `shutdown` completes. A connection past the limit is told [`BUSY`] and closed
 /// at once; a failed accept (out of descriptors and the like) backs off for 50 ms
