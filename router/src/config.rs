@@ -31,9 +31,18 @@ pub struct RouterArgs {
     /// Address to serve /metrics on.
     #[arg(long, env = "SHARDLINE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Shared secret sent to workers in `x-shardline-token`.
+    /// Shared secret sent to workers in `x-shardline-token`. A comma-separated list is
+    /// accepted, and its first token is sent (the rotation procedure in
+    /// docs/operations.md switches routers from `old` to `new,old`).
     #[arg(long, env = "SHARDLINE_INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: String,
+    /// PEM certificate chain for TLS on the public listener (with --tls-key; without
+    /// both, plain HTTP). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SHARDLINE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SHARDLINE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Router id (controller election, logs); default: the host name.
     #[arg(long, env = "SHARDLINE_ID")]
     pub id: Option<String>,
@@ -107,6 +116,14 @@ pub struct RouterConfig {
 }
 
 impl RouterArgs {
+    /// The token sent to workers: the first `--internal-token` lists.
+    pub fn sent_token(&self) -> String {
+        shardline_shared::wire::token_list(&self.internal_token)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
     /// Checks everything and reports every problem at once.
     pub fn validate(self) -> Result<RouterConfig, Vec<String>> {
         let mut errors = Vec::new();
@@ -118,8 +135,14 @@ impl RouterArgs {
         if self.etcd.iter().all(|e| e.trim().is_empty()) {
             errors.push("--etcd needs at least one endpoint".into());
         }
-        if self.internal_token.len() < 16 {
-            errors.push("--internal-token must be at least 16 characters".into());
+        if shardline_shared::wire::token_list(&self.internal_token)
+            .iter()
+            .any(|t| t.len() < 16)
+        {
+            errors.push("--internal-token: every token must be at least 16 characters".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            errors.push("--tls-cert and --tls-key go together".into());
         }
         if self.max_body < 1024 || self.max_batch_rows == 0 {
             errors.push("--max-body must be at least 1KiB and --max-batch-rows positive".into());

@@ -44,4 +44,5 @@ pub mod select;
 pub mod serve;
 pub mod state;
 pub mod threads;
+pub mod tls;
 pub mod upstream;

@@ -65,7 +65,7 @@ pub async fn serve_on(
             watcher.subscribe(),
             ControllerConfig {
                 id: config.id.clone(),
-                internal_token: args.internal_token.clone(),
+                internal_token: args.sent_token(),
                 lease_ttl: args.controller_lease_ttl,
                 prefetch_timeout: Duration::from_secs(30),
                 previous_grace: Duration::from_secs(10),
@@ -88,8 +88,16 @@ pub async fn serve_on(
         args.retry_min_per_sec,
         args.retry_window,
     );
-    let serving = serving(&config, &registry)?;
-    let upstream = WorkerClient::new(&args.internal_token)?.with_idle_limit(serving.gate.max());
+    let mut serving = serving(&config, &registry)?;
+    let certificates = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificates = crate::tls::Certificates::load(cert, key, &registry)?;
+            serving.tls = Some(certificates.acceptor()?);
+            Some(tokio::spawn(certificates.watch()))
+        }
+        _ => None,
+    };
+    let upstream = WorkerClient::new(&args.sent_token())?.with_idle_limit(serving.gate.max());
     let state = Arc::new(AppState::new(
         watcher.subscribe(),
         upstream,
@@ -127,6 +135,9 @@ pub async fn serve_on(
     if let Some(s) = sizing {
         s.abort();
     }
+    if let Some(c) = certificates {
+        c.abort();
+    }
     if let Some(c) = controller {
         c.shutdown().await;
     }
@@ -147,6 +158,7 @@ fn serving(config: &RouterConfig, registry: &Registry) -> anyhow::Result<Serving
     Ok(Serving {
         hyper: HyperConn::new(limits),
         gate: ConnGate::new(limits.max_connections, metrics),
+        tls: None,
     })
 }
 

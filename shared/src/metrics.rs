@@ -26,6 +26,7 @@ pub const ROUTER_CLIENT_DEADLINE_TIMEOUTS_TOTAL: &str =
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
 pub const ROUTER_SERVING_THREADS_ACTIVE: &str = "shardline_router_serving_threads_active";
+pub const ROUTER_TLS_RELOADS_TOTAL: &str = "shardline_router_tls_reloads_total";
 pub const ROUTER_CONNECTION_MOVES_TOTAL: &str = "shardline_router_connection_moves_total";
 
 /// Placement controller (the elected router replica).

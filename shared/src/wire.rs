@@ -4,6 +4,17 @@
 /// The router↔worker shared secret.
 pub const TOKEN_HEADER: &str = "x-shardline-token";
 
+/// The tokens of an `--internal-token` value: comma-separated, blanks around them
+/// trimmed, empty ones dropped (a single token is a list of one).
+pub fn token_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The model name as the client called it (the tenant's own model name); the infer
 /// response's `model_name` then echoes it instead of `<tenant>.<model>`, so the router
 /// can forward the response bytes unchanged.

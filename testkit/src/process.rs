@@ -155,7 +155,14 @@ impl ManagedProcess {
         timeout: Duration,
         accept: impl Fn(StatusCode, &str) -> bool,
     ) -> anyhow::Result<()> {
-        let client = http_client(Duration::from_secs(1))?;
+        // A TLS child's readiness: whether it serves, whatever its certificate.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(1))
+            .tls_danger_accept_invalid_certs(url.starts_with("https:"))
+            .build()
+            .context("build http client")?;
         let deadline = Instant::now() + timeout;
         loop {
             let Some(child) = self.child.as_mut() else {

@@ -48,7 +48,9 @@ pub struct WorkerArgs {
     /// Address to serve /metrics on.
     #[arg(long, env = "SHARDLINE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Shared secret routers present in `x-shardline-token`.
+    /// Shared secrets routers present in `x-shardline-token`, comma-separated: any of
+    /// them is accepted, so a token can be rotated without downtime (add the new one
+    /// here, switch the routers, then drop the old one; see docs/operations.md).
     #[arg(long, env = "SHARDLINE_INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: String,
     /// Largest accepted request body.
@@ -87,6 +89,11 @@ pub struct WorkerConfig {
 }
 
 impl WorkerArgs {
+    /// The tokens `--internal-token` lists (comma-separated), each accepted.
+    pub fn internal_tokens(&self) -> Vec<String> {
+        shardline_shared::wire::token_list(&self.internal_token)
+    }
+
     /// Checks everything and reports every problem at once.
     pub fn validate(self) -> Result<WorkerConfig, Vec<String>> {
         let mut errors = Vec::new();
@@ -124,8 +131,8 @@ impl WorkerArgs {
         if self.inference_memory < 1 << 20 {
             errors.push("--inference-memory must be at least 1MiB".into());
         }
-        if self.internal_token.len() < 16 {
-            errors.push("--internal-token must be at least 16 characters".into());
+        if self.internal_tokens().iter().any(|t| t.len() < 16) {
+            errors.push("--internal-token: every token must be at least 16 characters".into());
         }
         if self.idle_ttl.is_zero() || self.lease_ttl < Duration::from_secs(2) {
             errors.push("--idle-ttl must be positive and --lease-ttl at least 2s".into());

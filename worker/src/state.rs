@@ -72,8 +72,9 @@ pub struct AppState {
     pub cache: Cache,
     pub store: ArtifactStore,
     pub metrics: WorkerMetrics,
-    /// Compared in constant time with `x-shardline-token`.
-    pub token: String,
+    /// The internal tokens accepted (`--internal-token`, comma-separated), each compared
+    /// in constant time with `x-shardline-token`.
+    pub tokens: Vec<String>,
     pub limits: Limits,
     /// Inference memory: activations of forward passes in progress.
     pub activations: Activations,
@@ -100,7 +101,7 @@ impl AppState {
             cache,
             store,
             metrics,
-            token,
+            tokens: shardline_shared::wire::token_list(&token),
             limits,
             activations: Activations::new(limits.inference_memory, activation_bytes),
             ready: AtomicBool::new(false),

@@ -477,3 +477,41 @@ async fn model_larger_than_the_whole_budget_gets_507() {
     );
     worker.stop().await;
 }
+
+/// Token rotation: a worker given `--internal-token old,new` accepts either (each with
+/// its own metadata request), and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_internal_token_is_accepted_and_no_other() {
+    let fleet = support::fleet().await;
+    fleet
+        .publish_model("acme", "risk", "1", &MlpArtifact::random(&[4, 3, 1], 3))
+        .await;
+    const NEW: &str = "rotated-token-0123456789abcdef";
+    let spec = fleet
+        .worker_spec("w-rot")
+        .set("--internal-token", format!("{TOKEN},{NEW}"));
+    let worker = fleet.start_node(spec).await;
+    let status = |token: &'static str| {
+        let worker = &worker;
+        async move {
+            worker
+                .http
+                .get(worker.endpoint("/v2/models/acme.risk"))
+                .header("x-shardline-token", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(TOKEN).await, 200);
+    assert_eq!(status(NEW).await, 200);
+    assert_eq!(status("some-other-token-0123456789").await, 401);
+    assert_eq!(status("").await, 401);
+    // A comma list with a short token is refused at start-up.
+    let short = fleet
+        .worker_spec("w-short")
+        .set("--internal-token", format!("{TOKEN},short"));
+    assert!(short.spawn(None).await.is_err());
+    worker.stop().await;
+}

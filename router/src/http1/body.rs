@@ -6,8 +6,7 @@
 use bytes::{Buf as _, Bytes, BytesMut};
 use shardline_service::conn::ConnLimits;
 use std::time::Duration;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
 
 use super::deadline::Deadline;
@@ -35,8 +34,8 @@ pub(super) enum Body {
 
 /// Reads a body of `len` bytes into `buf` (some may be there already) and splits it
 /// off, within the body deadline; says in `outcome` what happened.
-pub(super) async fn read_body(
-    stream: &mut TcpStream,
+pub(super) async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     len: usize,
     limits: &ConnLimits,
@@ -68,8 +67,8 @@ pub(super) async fn read_body(
 
 /// Reads and drops a body of `len` bytes (some may be in `buf` already) within the body
 /// deadline, holding no more than a read's worth of it; whether it all came.
-pub(super) async fn discard(
-    stream: &mut TcpStream,
+pub(super) async fn discard<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     len: usize,
     limits: &ConnLimits,
@@ -96,7 +95,7 @@ pub(super) async fn discard(
 
 /// Reads and drops what the client still sends, for at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`] (or until it closes), before the connection is closed.
-pub(super) async fn linger(stream: &mut TcpStream, timer: &mut Deadline) {
+pub(super) async fn linger<S: AsyncRead + Unpin>(stream: &mut S, timer: &mut Deadline) {
     let at = Instant::now() + LINGER_TIME;
     let mut scratch = [0u8; 8 << 10];
     let mut dropped = 0;

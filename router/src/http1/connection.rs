@@ -19,7 +19,6 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use hyper_util::server::graceful::Watcher;
 use shardline_service::conn::{ConnGate, ConnLimits, ConnSlot, HyperConn, Reason};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
@@ -27,6 +26,7 @@ use tracing::debug;
 use super::body::{Body, discard, linger, read_body};
 use super::deadline::Deadline;
 use super::hand_over::{self, Handed};
+use super::transport::Transport;
 use crate::codec;
 use crate::error::RouterError;
 use crate::infer::{self, InferRequest, KeyMemo};
@@ -61,6 +61,9 @@ pub(super) struct Connection {
     /// counts from there).
     pub(super) accepted: Option<Instant>,
     pub(super) pool: Option<Arc<ServingPool>>,
+    /// Shakes hands first when the listener is TLS (taken at the first start: a moved
+    /// connection is plain TCP, a TLS one never moves).
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Where a fast-path request's parts lie in its head.
@@ -95,9 +98,9 @@ impl Connection {
 
     /// Serves the connection until it ends, or returns it, its socket released by this
     /// thread's reactor, when it is to move to the serving thread returned with it.
-    pub(super) async fn run(
+    pub(super) async fn run<S: Transport>(
         mut self,
-        mut stream: TcpStream,
+        mut stream: S,
     ) -> Option<(Self, std::net::TcpStream, usize)> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(1024);
@@ -128,12 +131,13 @@ impl Connection {
                     return None;
                 }
                 Next::Move(target) => {
-                    return match stream.into_std() {
-                        Ok(stream) => Some((self, stream, target)),
-                        Err(e) => {
+                    return match stream.into_movable() {
+                        Some(Ok(stream)) => Some((self, stream, target)),
+                        Some(Err(e)) => {
                             debug!(peer = %self.peer, error = %e, "cannot move the connection");
                             None
                         }
+                        None => None,
                     };
                 }
                 Next::Infer(spans) => spans,
@@ -185,13 +189,16 @@ impl Connection {
             let written = timer.run(at, async {
                 if answer.len() <= COALESCE {
                     out.extend_from_slice(&answer);
-                    stream.write_all(&out).await
+                    stream.write_all(&out).await?;
                 } else {
-                    match stream.write_all(&out).await {
-                        Ok(()) => stream.write_all(&answer).await,
-                        e => e,
-                    }
+                    stream.write_all(&out).await?;
+                    stream.write_all(&answer).await?;
                 }
+                // TLS may hold the end of the answer in its record buffer (a no-op on TCP).
+                if S::BUFFERED {
+                    stream.flush().await?;
+                }
+                Ok::<_, std::io::Error>(())
             });
             match written.await {
                 Some(Ok(())) => {}
@@ -216,9 +223,9 @@ impl Connection {
     /// for a request with nothing read is bounded by the idle timeout from
     /// `idle_since` (by the header timeout from the accept, for a connection's first
     /// request); once a request's first bytes are here, its head by the header timeout.
-    async fn next_request(
+    async fn next_request<S: Transport>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         buf: &mut BytesMut,
         timer: &mut Deadline,
         idle_since: Instant,
@@ -268,7 +275,7 @@ impl Connection {
                     if *self.stopping.borrow() {
                         return Next::Closed;
                     }
-                    if let Some(target) = self.elsewhere() {
+                    if let Some(target) = self.elsewhere().filter(|_| S::MOVABLE) {
                         return Next::Move(target);
                     }
                     let at = idle_since + limits.idle_timeout;

@@ -12,19 +12,18 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use hyper_util::server::graceful::Watcher;
 use shardline_service::conn::{ConnSlot, HyperConn, serve_connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// A connection the fast path hands over: what hyper serves it with, and what it
 /// already holds.
-pub(super) struct Handed {
+pub(super) struct Handed<S> {
     pub(super) hyper: HyperConn,
     pub(super) app: Router,
     /// Its place under `--max-connections`.
     pub(super) slot: ConnSlot,
     /// Held until it ends: graceful shutdown waits for it.
     pub(super) watcher: Watcher,
-    pub(super) stream: TcpStream,
+    pub(super) stream: S,
     /// The bytes already read.
     pub(super) read: BytesMut,
     /// When the request in `read` began.
@@ -33,7 +32,10 @@ pub(super) struct Handed {
 
 /// Serves the rest of a connection with hyper and axum, starting with the bytes already
 /// read.
-pub(super) async fn to_hyper(handed: Handed) {
+pub(super) async fn to_hyper<S>(handed: Handed<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Handed {
         hyper,
         app,
@@ -51,12 +53,12 @@ pub(super) async fn to_hyper(handed: Handed) {
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-struct Rewind {
+struct Rewind<S> {
     read: Bytes,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,7 +75,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

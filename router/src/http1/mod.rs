@@ -24,6 +24,7 @@ mod body;
 mod connection;
 mod deadline;
 mod hand_over;
+mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,10 +48,22 @@ pub use shardline_service::conn::BUSY;
 /// How connections are served: hyper configured with the connection limits (for the
 /// requests the fast path hands over; the fast path reads the same limits from it) and
 /// the gate counting open connections against `--max-connections`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Serving {
     pub hyper: HyperConn,
     pub gate: Arc<ConnGate>,
+    /// TLS on the listener (`--tls-cert`), or plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("hyper", &self.hyper)
+            .field("gate", &self.gate)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Serves `listener` until `shutdown` completes, then waits for open connections to
@@ -89,10 +102,11 @@ pub async fn serve(
             id: next,
             accepted: Some(Instant::now()),
             pool: pool.clone(),
+            tls: serving.tls.clone(),
         };
         next = next.wrapping_add(1);
         let Some(pool) = &pool else {
-            tokio::spawn(run_until_aborted(conn, stream, serving.gate.clone()));
+            tokio::spawn(start(conn, stream));
             continue;
         };
         // A socket belongs to one runtime's reactor: move it over as a std socket and
@@ -108,11 +122,34 @@ pub async fn serve(
     close_after_grace(graceful, serving.hyper.limits().shutdown_grace, abort).await;
 }
 
+/// Serves `conn` on this thread: over TLS once its handshake is done (within the header
+/// timeout from its accept, like a request head; a TLS connection never moves), or
+/// over plain TCP until it ends or moves.
+async fn start(
+    mut conn: Connection,
+    stream: TcpStream,
+) -> Option<(Connection, std::net::TcpStream, usize)> {
+    let gate = conn.gate();
+    let Some(tls) = conn.tls.take() else {
+        return run_until_aborted(conn, stream, gate).await;
+    };
+    let until = conn.accepted.unwrap_or_else(Instant::now) + conn.limits.header_timeout;
+    match tokio::time::timeout_at(until, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            // It cannot move: nothing comes back.
+            let _ = run_until_aborted(conn, stream, gate).await;
+        }
+        Ok(Err(e)) => debug!(peer = %conn.peer, error = %e, "TLS handshake failed"),
+        Err(_) => gate.closed(Reason::HeaderTimeout),
+    }
+    None
+}
+
 /// Serves `conn` until it ends or moves (returned with its socket and the thread it
 /// moves to), or until the shutdown grace period ends.
-async fn run_until_aborted(
+async fn run_until_aborted<S: transport::Transport>(
     conn: Connection,
-    stream: TcpStream,
+    stream: S,
     gate: Arc<ConnGate>,
 ) -> Option<(Connection, std::net::TcpStream, usize)> {
     let mut aborted = conn.aborted.clone();
@@ -137,8 +174,7 @@ fn start_on(pool: Arc<ServingPool>, target: usize, conn: Connection, stream: std
             Ok(s) => s,
             Err(e) => return debug!(%peer, error = %e, "cannot register the connection"),
         };
-        let gate = conn.gate();
-        if let Some((conn, stream, next)) = run_until_aborted(conn, stream, gate).await {
+        if let Some((conn, stream, next)) = start(conn, stream).await {
             pool.moved();
             start_on(pool, next, conn, stream);
         }
@@ -239,6 +275,7 @@ mod moves {
             Serving {
                 hyper: HyperConn::new(ConnLimits::for_tests()),
                 gate: ConnGate::new(100, ConnMetrics::unregistered()),
+                tls: None,
             },
         ));
         // Accept order 0 and 1: both on thread 0 while one thread is active.

@@ -162,8 +162,9 @@ impl Spec {
             process = process.env(k, v);
         }
         process.spawn().await?;
+        let tls = self.flags.iter().any(|(f, _)| f == "--tls-cert");
         process
-            .wait_http_ready(&ready_url(addr), READY_TIMEOUT, |s, _| s.is_success())
+            .wait_http_ready(&ready_url(addr, tls), READY_TIMEOUT, |s, _| s.is_success())
             .await?;
         Node::new(self, addr, metrics, Run::Process(Box::new(process)))
     }
@@ -323,7 +324,7 @@ impl Node {
 
     /// Polls readiness; panics if `serve()` ended first (its error is on stderr).
     async fn wait_in_process_ready(&self) {
-        let url = ready_url(self.addr);
+        let url = ready_url(self.addr, false);
         let what = format!("in-process {} ready at {url}", self.id);
         crate::wait::eventually(&what, READY_TIMEOUT, || async {
             if let Run::InProcess { task, .. } = &self.run {
@@ -406,6 +407,10 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn ready_url(addr: SocketAddr) -> String {
-    format!("http://{addr}/v2/health/ready")
+/// The readiness probe of a node serving on `addr` (over TLS when `tls`: the probe
+/// only asks whether the child serves, so it takes any certificate; the TLS tests check
+/// certificates themselves).
+fn ready_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}/v2/health/ready")
 }
