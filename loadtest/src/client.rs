@@ -5,6 +5,8 @@
 //! ([`keep_error`]). A leaf: it imports nothing from the crate.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
@@ -12,7 +14,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// How many distinct error messages a run keeps.
 pub const KEPT_ERRORS: usize = 5;
@@ -25,6 +30,33 @@ pub struct RequestSpec {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Sent over TLS with this connector (trusting the server's certificate), or plain.
+    pub tls: Option<Tls>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// A TLS client trusting exactly the certificate in a PEM file (a self-signed one, in
+/// the benchmarks).
+#[derive(Clone)]
+pub struct Tls(pub TlsConnector);
+
+impl Tls {
+    pub fn trusting(pem: &Path) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pem)?)?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self(TlsConnector::from(Arc::new(config))))
+    }
 }
 
 impl RequestSpec {
@@ -49,7 +81,14 @@ impl RequestSpec {
             path: path.to_owned(),
             headers,
             body,
+            tls: None,
         })
+    }
+
+    /// The same request over TLS.
+    pub fn over_tls(mut self, tls: &Tls) -> Self {
+        self.tls = Some(tls.clone());
+        self
     }
 
     fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
@@ -72,8 +111,26 @@ pub fn keep_error(kept: &mut Vec<String>, message: String) {
 /// One request on a fresh connection: the status and the whole body (for checks before
 /// a run).
 pub async fn once(spec: &RequestSpec) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut sender = connect(spec.addr).await?;
+    let mut sender = connect_to(spec).await?;
     exchange(&mut sender, spec).await
+}
+
+/// Opens a keep-alive connection for `spec`: over TLS when it says so, else [`connect`].
+pub async fn connect_to(spec: &RequestSpec) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let Some(tls) = &spec.tls else {
+        return connect(spec.addr).await;
+    };
+    let stream = TcpStream::connect(spec.addr).await?;
+    stream.set_nodelay(true)?;
+    let stream = tls
+        .0
+        .connect(ServerName::IpAddress(spec.addr.ip().into()), stream)
+        .await?;
+    let (sender, conn) = handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Opens a keep-alive HTTP/1.1 connection to `addr` (no Nagle); its driver runs on a

@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::task::JoinSet;
 
 pub use crate::client::{RequestSpec, once};
-use crate::client::{connect, exchange, keep_error};
+use crate::client::{connect_to, exchange, keep_error};
 use crate::stats::Summary;
 
 /// What one load run saw.
@@ -273,7 +273,7 @@ async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) 
             Some(s) if !s.is_closed() => s,
             _ => {
                 out.connections += 1;
-                match connect(spec.addr).await {
+                match connect_to(&spec).await {
                     Ok(s) => sender.insert(s),
                     Err(e) => {
                         if Instant::now() >= from {

@@ -16,10 +16,11 @@ use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
     self, TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
 };
+use crate::client::Tls;
 use crate::models::MlpArtifact;
 use crate::procfs::{machine_busy, process_cpu, tree_cpu};
 use crate::stats::ms;
-use shardline_testkit::fleet::Node;
+use shardline_testkit::fleet::{Node, Spec};
 use shardline_testkit::{ManagedProcess, free_port};
 
 /// The servers under test.
@@ -30,8 +31,14 @@ pub(super) struct Servers {
     router: Node,
     router_addr: SocketAddr,
     router_metrics: String,
+    /// A second router, serving TLS with `tls`'s certificate.
+    router_tls: Node,
     nginx: ManagedProcess,
     nginx_addr: SocketAddr,
+    /// nginx's TLS listener (same certificate).
+    nginx_tls_addr: SocketAddr,
+    /// The client side: trusting that certificate.
+    tls: Tls,
 }
 
 impl Servers {
@@ -40,6 +47,8 @@ impl Servers {
             Target::Direct => self.worker_addr,
             Target::Nginx => self.nginx_addr,
             Target::Router => self.router_addr,
+            Target::NginxTls => self.nginx_tls_addr,
+            Target::RouterTls => self.router_tls.addr,
         }
     }
 
@@ -47,6 +56,7 @@ impl Servers {
         // nginx first: its workers outlive a SIGKILLed master, so stop it cleanly.
         let _ = self.nginx.stop().await;
         self.router.stop().await;
+        self.router_tls.stop().await;
         self.worker.stop().await;
     }
 }
@@ -68,12 +78,24 @@ pub(super) async fn start_servers(
 
     let nginx_port = free_port();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse()?;
+    let nginx_tls_port = free_port();
+    let nginx_tls_addr: SocketAddr = format!("127.0.0.1:{nginx_tls_port}").parse()?;
     let nginx = ManagedProcess::new("nginx", nginx_bin)?;
     let dir = nginx.dir().to_owned();
+    let (cert, key) = self_signed(&dir)?;
+    let tls = Tls::trusting(&cert)?;
+    let router_tls =
+        start_router_tls(router_bin, etcd, options.router_threads, &cert, &key).await?;
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
-        nginx_conf(&dir, nginx_port, worker_addr.port(), options.nginx_workers),
+        nginx_conf(
+            &dir,
+            nginx_port,
+            worker_addr.port(),
+            options.nginx_workers,
+            Some((nginx_tls_port, &cert, &key)),
+        ),
     )?;
     let mut nginx = nginx
         .arg("-p")
@@ -104,9 +126,63 @@ pub(super) async fn start_servers(
         router,
         router_addr,
         router_metrics,
+        router_tls,
         nginx,
         nginx_addr,
+        nginx_tls_addr,
+        tls,
     })
+}
+
+/// A self-signed certificate for 127.0.0.1 (P-256, an end-entity certificate) made with
+/// `openssl` in `dir`: its certificate and key files.
+fn self_signed(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=shardline-bench"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "keyUsage=digitalSignature"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl to make the benchmark's certificate")?;
+    ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((cert, key))
+}
+
+/// The router again, serving TLS with `cert` and `key`.
+async fn start_router_tls(
+    bin: &Path,
+    etcd: &str,
+    threads: Option<usize>,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<Node> {
+    let mut spec = Spec::router("r-tls", etcd)
+        .set("--tls-cert", cert.display().to_string())
+        .set("--tls-key", key.display().to_string())
+        // Only one router runs the placement controller.
+        .args(["--no-controller"]);
+    if let Some(t) = threads {
+        spec = spec.set("--threads", t.to_string());
+    }
+    spec.spawn(Some(bin.to_owned())).await
 }
 
 /// The request each target gets for `model`: same body bytes, different path and auth.
@@ -128,6 +204,12 @@ pub(super) fn spec(
         ),
         Target::Nginx => RequestSpec::post_json(addr, &internal, &[], body.clone()),
         Target::Router => router_spec(addr, model, key, body.clone()),
+        Target::NginxTls => {
+            Ok(RequestSpec::post_json(addr, &internal, &[], body.clone())?.over_tls(&servers.tls))
+        }
+        Target::RouterTls => {
+            Ok(router_spec(addr, model, key, body.clone())?.over_tls(&servers.tls))
+        }
     }
 }
 
@@ -170,6 +252,10 @@ pub(super) async fn measure(
     let pids = Pids {
         worker: servers.worker.pid().context("the worker is not running")?,
         router: servers.router.pid().context("the router is not running")?,
+        router_tls: servers
+            .router_tls
+            .pid()
+            .context("the TLS router is not running")?,
         nginx: servers.nginx.pid().context("nginx is not running")?,
         etcd,
     };
@@ -192,9 +278,14 @@ pub(super) async fn measure(
             for ti in round_order(round) {
                 let t = &Target::ALL[ti];
                 let mut run = load_once(options, per[ti].clone(), *t, &pids).await?;
-                if *t == Target::Router {
+                if matches!(t, Target::Router | Target::RouterTls) {
+                    let url = if *t == Target::Router {
+                        &servers.router_metrics
+                    } else {
+                        &servers.router_tls.metrics_url
+                    };
                     run.router_threads = Some(
-                        serving_threads(&servers.router_metrics)
+                        serving_threads(url)
                             .await
                             .context("the router's serving threads")?,
                     );
@@ -222,7 +313,7 @@ pub(super) async fn measure(
 
 /// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`
 /// ([`load::rotation`]).
-pub fn round_order(round: usize) -> [usize; 3] {
+pub fn round_order(round: usize) -> [usize; 5] {
     load::rotation(round)
 }
 
@@ -230,6 +321,7 @@ pub fn round_order(round: usize) -> [usize; 3] {
 pub(super) struct Pids {
     worker: u32,
     router: u32,
+    router_tls: u32,
     nginx: u32,
     etcd: u32,
 }
@@ -243,8 +335,9 @@ pub(super) async fn load_once(
 ) -> anyhow::Result<Run> {
     let proxy = match target {
         Target::Direct => None,
-        Target::Nginx => Some(pids.nginx),
+        Target::Nginx | Target::NginxTls => Some(pids.nginx),
         Target::Router => Some(pids.router),
+        Target::RouterTls => Some(pids.router_tls),
     };
     let (result, before, after) = options
         .load

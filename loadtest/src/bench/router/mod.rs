@@ -1,6 +1,8 @@
 //! `loadtest bench-router`: the cost of the router's hop, as throughput and latency
 //! ratios against the same worker reached directly, next to nginx as a plain reverse
-//! proxy in front of the same worker, all measured in one run.
+//! proxy in front of the same worker, all measured in one run; and the same over TLS (a
+//! second router with `--tls-cert`, a TLS `server` in the same nginx, one self-signed
+//! certificate made with `openssl`).
 //!
 //! It starts etcd, a `file://` model store, ONE release `worker` process, ONE release
 //! `router` process (both found next to this executable) and nginx (master + `auto` or
@@ -52,22 +54,33 @@ pub const MODELS: [(&str, &[usize]); 2] = [("mlp", &[64, 256, 256, 1]), ("trivia
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed("router", "## Router hop (`just bench-router`)");
 
-/// The three ways to the worker.
+/// The ways to the worker: direct, and through nginx or the router over plain HTTP or
+/// TLS (the same self-signed certificate for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Direct,
     Nginx,
     Router,
+    NginxTls,
+    RouterTls,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Direct, Target::Nginx, Target::Router];
+    pub const ALL: [Target; 5] = [
+        Target::Direct,
+        Target::Nginx,
+        Target::Router,
+        Target::NginxTls,
+        Target::RouterTls,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
             Target::Router => "router",
+            Target::NginxTls => "nginx-tls",
+            Target::RouterTls => "router-tls",
         }
     }
 }
@@ -218,10 +231,10 @@ mod tests {
             let mut order = round_order(round);
             leads.insert(order[0]);
             order.sort_unstable();
-            assert_eq!(order, [0, 1, 2], "round {round}");
+            assert_eq!(order, [0, 1, 2, 3, 4], "round {round}");
         }
         assert_eq!(leads.len(), Target::ALL.len());
-        assert_eq!(round_order(1), [0, 1, 2]);
+        assert_eq!(round_order(1), [0, 1, 2, 3, 4]);
     }
 
     fn run(throughput: f64, p99_ms: u64) -> Run {
@@ -276,7 +289,13 @@ mod tests {
 
     #[test]
     fn nginx_conf_forwards_with_keepalive_and_token() {
-        let conf = nginx_conf(Path::new("/tmp/x"), 8080, 9100, NginxWorkers::Count(1));
+        let conf = nginx_conf(
+            Path::new("/tmp/x"),
+            8080,
+            9100,
+            NginxWorkers::Count(1),
+            None,
+        );
         for needle in [
             "worker_processes 1;",
             "pid /tmp/x/nginx.pid;",
@@ -291,8 +310,28 @@ mod tests {
             assert!(conf.contains(needle), "missing {needle}");
         }
         assert!(
-            nginx_conf(Path::new("/t"), 1, 2, NginxWorkers::Auto)
+            nginx_conf(Path::new("/t"), 1, 2, NginxWorkers::Auto, None)
                 .contains("worker_processes auto;")
+        );
+        assert!(!conf.contains("ssl"));
+        let tls = nginx_conf(
+            Path::new("/t"),
+            1,
+            2,
+            NginxWorkers::Auto,
+            Some((8443, Path::new("/t/c.crt"), Path::new("/t/c.key"))),
+        );
+        for needle in [
+            "listen 127.0.0.1:8443 ssl;",
+            "ssl_certificate /t/c.crt;",
+            "ssl_certificate_key /t/c.key;",
+            "listen 127.0.0.1:1;",
+        ] {
+            assert!(tls.contains(needle), "missing {needle}");
+        }
+        assert_eq!(
+            tls.matches("proxy_pass http://shardline_worker;").count(),
+            2
         );
     }
 }

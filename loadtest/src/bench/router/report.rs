@@ -98,9 +98,13 @@ impl ModelResult {
     }
     /// Rounds in which the router kept at least nginx's share of direct throughput.
     pub fn router_ahead_rounds(&self) -> usize {
-        let router = self.round_throughput_ratios(Target::Router);
-        let nginx = self.round_throughput_ratios(Target::Nginx);
-        router.iter().zip(&nginx).filter(|(r, n)| r >= n).count()
+        self.ahead_rounds(Target::Router, Target::Nginx)
+    }
+    /// Rounds in which `a` kept at least `b`'s share of direct throughput.
+    pub fn ahead_rounds(&self, a: Target, b: Target) -> usize {
+        let a = self.round_throughput_ratios(a);
+        let b = self.round_throughput_ratios(b);
+        a.iter().zip(&b).filter(|(a, b)| a >= b).count()
     }
     /// The target: the router keeps at least nginx's share of direct throughput.
     pub fn met(&self) -> bool {
@@ -188,6 +192,22 @@ impl Report {
                 if m.met() { "met" } else { "missed" },
             );
         }
+        s += "\nOver TLS (the same self-signed P-256 certificate for both; TLS 1.3; keep-alive connections, so the figures are the cost of encrypting each request and answer, not of handshakes):\n\n";
+        s += "| Model | router-tls ÷ direct (req/s) | nginx-tls ÷ direct (req/s) | router-tls p99 ÷ direct | nginx-tls p99 ÷ direct | rounds router-tls ≥ nginx-tls |\n";
+        s += "|---|---|---|---|---|---|\n";
+        for m in &self.models {
+            let _ = writeln!(
+                s,
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} of {} |",
+                m.name,
+                m.throughput_ratio(Target::RouterTls),
+                m.throughput_ratio(Target::NginxTls),
+                m.p99_ratio(Target::RouterTls),
+                m.p99_ratio(Target::NginxTls),
+                m.ahead_rounds(Target::RouterTls, Target::NginxTls),
+                m.get(Target::Direct).runs.len(),
+            );
+        }
         s
     }
 
@@ -210,7 +230,12 @@ impl Report {
                 "| {} | router serving threads in use (end of window) | {threads} |",
                 m.name
             );
-            for t in [Target::Router, Target::Nginx] {
+            for t in [
+                Target::Router,
+                Target::Nginx,
+                Target::RouterTls,
+                Target::NginxTls,
+            ] {
                 let per = join(
                     &mut m
                         .round_throughput_ratios(t)
@@ -317,6 +342,10 @@ impl Report {
                         "nginx_p99": m.p99_ratio(Target::Nginx),
                         "router_throughput_rounds": m.round_throughput_ratios(Target::Router),
                         "nginx_throughput_rounds": m.round_throughput_ratios(Target::Nginx),
+                        "router_tls_throughput": m.throughput_ratio(Target::RouterTls),
+                        "nginx_tls_throughput": m.throughput_ratio(Target::NginxTls),
+                        "router_tls_p99": m.p99_ratio(Target::RouterTls),
+                        "nginx_tls_p99": m.p99_ratio(Target::NginxTls),
                     },
                     "router_ahead_rounds": m.router_ahead_rounds(),
                     "met": m.met(),
