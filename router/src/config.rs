@@ -49,6 +49,13 @@ pub struct RouterArgs {
     /// Largest accepted request body.
     #[arg(long, env = "SHARDLINE_MAX_BODY", value_parser = parse_bytes, default_value = "8MiB")]
     pub max_body: u64,
+    /// Request body bytes all requests in flight on this router may hold at once (32
+    /// bodies of the default --max-body). Each request reserves its `Content-Length`
+    /// (--max-body when chunked) once authenticated and admitted, before its body is
+    /// read, until it ends; past the limit it gets 503 with `Retry-After`. At least
+    /// --max-body.
+    #[arg(long, env = "SHARDLINE_MAX_INFLIGHT_BYTES", value_parser = parse_bytes, default_value = "256MiB")]
+    pub max_inflight_bytes: u64,
     /// Largest batch (rows) per request, checked before forwarding.
     #[arg(long, env = "SHARDLINE_MAX_BATCH_ROWS", default_value_t = 4096)]
     pub max_batch_rows: usize,
@@ -147,6 +154,12 @@ impl RouterArgs {
         if self.max_body < 1024 || self.max_batch_rows == 0 {
             errors.push("--max-body must be at least 1KiB and --max-batch-rows positive".into());
         }
+        if self.max_inflight_bytes < self.max_body {
+            errors.push(format!(
+                "--max-inflight-bytes ({}) must be at least --max-body ({})",
+                self.max_inflight_bytes, self.max_body
+            ));
+        }
         if self.default_deadline.is_zero()
             || self.attempt_timeout.is_zero()
             || self.max_deadline < self.default_deadline
@@ -220,6 +233,7 @@ mod tests {
         let c = args(&[]).unwrap().validate().unwrap();
         assert_eq!(c.args.default_deadline, Duration::from_secs(10));
         assert_eq!(c.args.max_body, 8 << 20);
+        assert_eq!(c.args.max_inflight_bytes, 256 << 20);
         assert_eq!(c.id, "r-1");
         assert_eq!(c.prefix.root(), "/shardline/");
         assert_eq!(c.args.max_balance_moves_per_minute, 60);
@@ -236,6 +250,7 @@ mod tests {
             ("--threads", "0"),
             ("--min-threads", "0"),
             ("--header-timeout", "0s"),
+            ("--max-inflight-bytes", "1MiB"),
         ])
         .unwrap()
         .validate()
@@ -248,6 +263,7 @@ mod tests {
             "--threads must be positive",
             "--min-threads must be positive",
             "--header-timeout",
+            "--max-inflight-bytes",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

@@ -6,7 +6,8 @@
 //! - [`select`]: which shard member to try first (power of two choices) and the
 //!   failover order;
 //! - [`budget`]: the retry budget that keeps failover from becoming a retry storm;
-//! - [`limiter`]: per-tenant in-flight and rate limits.
+//! - [`limiter`]: per-tenant in-flight and rate limits;
+//! - [`inflight`]: the router's budget of request body bytes in flight.
 //!
 //! The inference service, independent of the transport:
 //! - [`infer`]: authenticate ([`infer::auth`]) → resolve the model ([`mod@infer::resolve`])
@@ -37,6 +38,7 @@ pub mod error;
 pub mod health;
 pub mod http1;
 pub mod infer;
+pub mod inflight;
 pub mod limiter;
 pub mod metrics;
 pub mod routes;

@@ -37,6 +37,9 @@ pub struct RouterMetrics {
     pub upstream_requests: IntCounterVec,
     pub in_flight: IntGauge,
     pub tenant_limited: IntCounterVec,
+    /// Body bytes reserved by requests in flight (`--max-inflight-bytes`).
+    pub inflight_bytes: IntGauge,
+    pub inflight_bytes_refused: IntCounter,
     pub build_info: IntGaugeVec,
     upstream_by_result: Vec<IntCounter>,
     /// Without per-model labels: `requests{code="200"}` and the unlabelled duration,
@@ -105,6 +108,14 @@ impl RouterMetrics {
                 ),
                 &["limit"],
             )?,
+            inflight_bytes: IntGauge::new(
+                names::ROUTER_INFLIGHT_BODY_BYTES,
+                "Request body bytes reserved by requests in flight, under --max-inflight-bytes",
+            )?,
+            inflight_bytes_refused: IntCounter::new(
+                names::ROUTER_INFLIGHT_BYTES_REFUSED_TOTAL,
+                "Requests refused with 503 because their body did not fit under --max-inflight-bytes",
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(names::BUILD_INFO, "Build of this component (always 1)"),
                 &["component", "version"],
@@ -121,6 +132,8 @@ impl RouterMetrics {
         registry.register(Box::new(m.upstream_requests.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.tenant_limited.clone()))?;
+        registry.register(Box::new(m.inflight_bytes.clone()))?;
+        registry.register(Box::new(m.inflight_bytes_refused.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info
             .with_label_values(&["router", env!("CARGO_PKG_VERSION")])

@@ -202,6 +202,10 @@ async fn infer_response<U: Upstream>(
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
         deadline: headers.get(DEADLINE_HEADER).map(HeaderValue::as_bytes),
+        content_length: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
     };
     let body = read_body(headers, body, state.limits.max_body);
     match infer::handle(state, request, body, &mut KeyMemo::default()).await {

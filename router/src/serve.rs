@@ -82,6 +82,7 @@ pub async fn serve_on(
         default_deadline: args.default_deadline,
         max_deadline: args.max_deadline,
         attempt_timeout: args.attempt_timeout,
+        max_inflight_bytes: args.max_inflight_bytes,
     };
     let budget = RetryBudget::new(
         args.retry_budget_percent * 10,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::budget::{RetryBudget, TenantRetries};
 use crate::error::RouterError;
 use crate::health::{Fleet, get_or_default};
+use crate::inflight::{ByteBudget, Reservation, bytes_to_reserve};
 use crate::limiter::{InFlight, RateBucket, Refusal, admit};
 use crate::metrics::RouterMetrics;
 use crate::upstream::WorkerClient;
@@ -26,6 +27,8 @@ pub struct Limits {
     pub default_deadline: Duration,
     pub max_deadline: Duration,
     pub attempt_timeout: Duration,
+    /// Request body bytes all requests in flight may hold at once (see [`crate::inflight`]).
+    pub max_inflight_bytes: u64,
 }
 
 /// One tenant's admission state on this router, and its share of retries.
@@ -68,6 +71,8 @@ pub struct AppState<U = WorkerClient> {
     pub budget: Mutex<RetryBudget>,
     pub limits: Limits,
     pub metrics: RouterMetrics,
+    /// Body bytes of the requests in flight, under `limits.max_inflight_bytes`.
+    pub inflight: ByteBudget,
     gates: RwLock<HashMap<TenantId, Arc<TenantGate>>>,
 }
 
@@ -79,6 +84,7 @@ impl<U> AppState<U> {
         limits: Limits,
         metrics: RouterMetrics,
     ) -> Self {
+        let inflight = ByteBudget::new(limits.max_inflight_bytes, metrics.inflight_bytes.clone());
         Self {
             snapshot,
             upstream,
@@ -86,6 +92,7 @@ impl<U> AppState<U> {
             budget: Mutex::new(budget),
             limits,
             metrics,
+            inflight,
             gates: RwLock::default(),
         }
     }
@@ -143,6 +150,25 @@ impl<U> AppState<U> {
                 })
             }
         }
+    }
+
+    /// Reserves the body bytes of a request declaring `content_length` (see
+    /// [`crate::inflight`]), or refuses it with 503.
+    pub fn reserve_body(
+        &self,
+        content_length: Option<u64>,
+    ) -> Result<Reservation<'_>, RouterError> {
+        let max_body = u64::try_from(self.limits.max_body).unwrap_or(u64::MAX);
+        self.inflight
+            .try_reserve(bytes_to_reserve(content_length, max_body))
+            .map_err(|refused| {
+                self.metrics.inflight_bytes_refused.inc();
+                RouterError::Unavailable(format!(
+                    "request bodies in flight on this router are at its limit of {} bytes; \
+                     retry shortly",
+                    refused.limit
+                ))
+            })
     }
 
     fn gate(&self, tenant: &TenantId) -> Arc<TenantGate> {

@@ -25,6 +25,9 @@ pub const ROUTER_CLIENT_DEADLINE_TIMEOUTS_TOTAL: &str =
     "shardline_router_client_deadline_timeouts_total";
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
+pub const ROUTER_INFLIGHT_BODY_BYTES: &str = "shardline_router_inflight_body_bytes";
+pub const ROUTER_INFLIGHT_BYTES_REFUSED_TOTAL: &str =
+    "shardline_router_inflight_bytes_refused_total";
 pub const ROUTER_SERVING_THREADS_ACTIVE: &str = "shardline_router_serving_threads_active";
 pub const ROUTER_TLS_RELOADS_TOTAL: &str = "shardline_router_tls_reloads_total";
 pub const ROUTER_CONNECTION_MOVES_TOTAL: &str = "shardline_router_connection_moves_total";

@@ -199,7 +199,7 @@ proptest! {
         prop_assert_eq!(batch.rows, rows);
         prop_assert_eq!(&batch.data, &expected);
         prop_assert_eq!(batch.id.as_deref(), body["id"].as_str());
-        prop_assert_eq!(batch.parameters.is_some(), body.get("parameters").is_some());
+        prop_assert_eq!(batch.has_parameters, body.get("parameters").is_some());
         let outputs = batch.requested_outputs.map(|o| o.join(","));
         prop_assert_eq!(outputs.as_deref(), body.get("outputs").map(|_| "score"));
     }

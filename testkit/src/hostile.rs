@@ -3,8 +3,9 @@
 //! ([`hold`]), a client that sends requests and never reads the answers
 //! ([`never_read`]), a body trickled slower than any server should wait for
 //! ([`trickle`]), one raw exchange read to its end ([`exchange`]), and the request
-//! smuggling probes ([`SMUGGLING_PROBES`]). Plus what a test watches on the server's
-//! side: its open descriptors ([`open_descriptors`]).
+//! smuggling probes ([`SMUGGLING_PROBES`]), and an infer body whose `parameters` is a
+//! million tiny objects ([`parameters_bomb`]). Plus what a test watches on the server's
+//! side: its open descriptors ([`open_descriptors`]) and memory ([`Memory`]).
 
 use std::time::{Duration, Instant};
 
@@ -241,6 +242,51 @@ pub fn open_descriptors(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// A JSON infer body of exactly `len` bytes whose `parameters` holds as many `{"":0}`
+/// objects as fit — parsed into maps, ~85 bytes of heap per body byte — followed by
+/// `rest`: the body's other members and its closing brace (`"inputs":[…]}`).
+pub fn parameters_bomb(len: usize, rest: &str) -> Vec<u8> {
+    const OBJECT: &[u8] = br#"{"":0},"#;
+    let (head, tail) = (br#"{"parameters":{"bomb":["#, br#"{"":0}]},"#);
+    let fixed = head.len() + tail.len() + rest.len();
+    assert!(len >= fixed, "a bomb needs at least {fixed} bytes");
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(head);
+    let objects = (len - fixed) / OBJECT.len();
+    for _ in 0..objects {
+        body.extend_from_slice(OBJECT);
+    }
+    body.extend_from_slice(tail);
+    body.resize(len - rest.len(), b' ');
+    body.extend_from_slice(rest.as_bytes());
+    body
+}
+
+/// A process's memory as Linux reports it in `/proc/<pid>/status`, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`).
+    pub rss: u64,
+    /// The largest resident set size since the process started (`VmHWM`).
+    pub peak: u64,
+}
+
+impl Memory {
+    /// Process `pid`'s memory now (`None` once it has exited, or off Linux).
+    pub fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+            let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib * 1024)
+        };
+        Some(Self {
+            rss: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +317,29 @@ mod tests {
             closed: true,
         };
         assert_eq!(e.statuses(), vec![401, 400]);
+    }
+
+    #[test]
+    fn a_bomb_has_the_length_asked_and_is_json() {
+        let rest = r#""inputs":[]}"#;
+        // 23 bytes before the objects, 9 for the last one and the closing brackets.
+        let fixed = 23 + 9 + rest.len();
+        for len in [fixed, fixed + 1, fixed + 7, 1000, 1 << 16] {
+            let body = parameters_bomb(len, rest);
+            assert_eq!(body.len(), len);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let objects = v["parameters"]["bomb"].as_array().unwrap().len();
+            assert_eq!(objects, 1 + (len - fixed) / 7);
+            assert_eq!(v["inputs"], serde_json::json!([]));
+        }
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
+        if cfg!(target_os = "linux") {
+            let m = Memory::of(std::process::id()).unwrap();
+            assert!(m.rss > 0 && m.peak >= m.rss, "{m:?}");
+        }
     }
 
     #[test]

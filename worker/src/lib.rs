@@ -11,7 +11,9 @@
 //! I/O and serving:
 //! - [`cache`]: single-flight, memory-budgeted, idle-evicting model cache;
 //! - [`activations`]: the inference memory budget forward passes reserve from;
-//! - [`state`], [`routes`], [`error`]: the HTTP API and its error mapping;
+//! - [`state`], [`routes`], [`repository`], [`request`], [`error`]: the HTTP API (the
+//!   model-repository extension apart; what every handler reads of a request) and its
+//!   error mapping;
 //! - [`serve`]: etcd membership, resident-list publishing, `/metrics`, graceful shutdown;
 //! - [`config`], [`metrics`]: flags and Prometheus metrics.
 
@@ -21,6 +23,8 @@ pub mod config;
 pub use shardline_shared::decode;
 pub mod error;
 pub mod metrics;
+pub mod repository;
+pub mod request;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -1,11 +1,12 @@
 //! The worker's internal HTTP API: Open Inference Protocol v2 under
 //! `/v2/models/{tenant}.{model}[/versions/{v}]/...`, the model-repository extension,
 //! and health. Everything but health needs the internal token (`x-shardline-token`).
+//! The model-repository handlers are in `repository.rs`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -13,20 +14,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use shardline_service::http::BodyError;
 use shardline_shared::manifest::Manifest;
 use subtle::ConstantTimeEq;
 
 use crate::activations::{Refusal, Reserved, bytes_needed};
 use crate::decode::{InputSpec, decode_infer, encode_infer_response};
 use crate::error::ApiError;
+use crate::repository::{index, load, unload};
+pub use crate::request::read_body;
+use crate::request::revision;
 use crate::state::AppState;
 
 pub use shardline_shared::wire::{PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER};
-
-fn revision(headers: &HeaderMap) -> Option<i64> {
-    headers.get(REVISION_HEADER)?.to_str().ok()?.parse().ok()
-}
 
 /// The worker's router, ready to serve.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -175,20 +174,6 @@ async fn infer_v(
     score(state, &name, Some(&version), &headers, body).await
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    shardline_service::http::read_body(headers, body, limit)
-        .await
-        .map_err(|e| {
-            let status = match e {
-                BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
-                BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
-            };
-            ApiError::new(status, e.to_string())
-        })
-}
-
 /// Reserves the activations of a forward pass over `rows` rows (see [`crate::activations`]).
 async fn reserve_activations(
     state: &AppState,
@@ -297,75 +282,4 @@ async fn score(
         &scores,
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-async fn index(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let models: Vec<serde_json::Value> = state
-        .cache
-        .resident()
-        .into_iter()
-        .map(|r| {
-            json!({
-                "name": format!("{}.{}", r.key.model.tenant, r.key.model.model),
-                "version": r.key.version.as_str(),
-                "state": if r.draining { "UNLOADING" } else { "READY" },
-                "bytes": r.bytes,
-                "idle_seconds": r.idle_for.as_secs_f64(),
-                "in_flight": r.leases,
-            })
-        })
-        .collect();
-    Json(serde_json::Value::Array(models))
-}
-
-/// `{"parameters": {"version": "3"}}` selects a version; otherwise the live one.
-fn requested_version(body: &[u8]) -> Result<Option<String>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
-    Ok(v.pointer("/parameters/version")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned))
-}
-
-/// The manifest a repository call names: `{name}` plus an optional version in the body.
-async fn repository_target(
-    state: &AppState,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Arc<Manifest>, ApiError> {
-    state.catch_up(revision(headers)).await;
-    let bytes = read_body(headers, body, 64 << 10).await?;
-    let version = requested_version(&bytes)?;
-    state.resolve(name, version.as_deref())
-}
-
-async fn load(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let manifest = repository_target(&state, &name, &headers, body).await?;
-    drop(state.lease(manifest).await?);
-    Ok(StatusCode::OK)
-}
-
-async fn unload(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let manifest = repository_target(&state, &name, &headers, body).await?;
-    let key = crate::state::LoadedKey {
-        model: manifest.key(),
-        version: manifest.version.clone(),
-    };
-    state.cache.remove(&key);
-    state.resident_changed.notify_one();
-    Ok(StatusCode::OK)
 }

@@ -321,6 +321,7 @@ impl Connection {
             version: spans.version.as_ref().map(text),
             authorization: spans.authorization.as_ref().map(bytes),
             deadline: spans.deadline.as_ref().map(bytes),
+            content_length: Some(spans.content_length as u64),
         };
         infer::handle(&self.state, parts, body, keys).await
     }

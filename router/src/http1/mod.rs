@@ -217,6 +217,7 @@ mod moves {
                 default_deadline: Duration::from_secs(10),
                 max_deadline: Duration::from_secs(60),
                 attempt_timeout: Duration::from_secs(1),
+                max_inflight_bytes: 1 << 30,
             },
             RouterMetrics::register(&Registry::new(), false).unwrap(),
         ))

@@ -43,10 +43,15 @@ pub struct InferRequest<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The `x-shardline-deadline-ms` value.
     pub deadline: Option<&'a [u8]>,
+    /// The declared `Content-Length` (`None`: a body of unknown length), reserved under
+    /// the router's in-flight byte budget before the body is read.
+    pub content_length: Option<u64>,
 }
 
-/// Authenticates, admits, reads (`body`: [`read_body`] for an axum body, awaited only
-/// once the request is admitted), validates and forwards one inference; counts its answer.
+/// Authenticates, admits, reserves the body's bytes ([`crate::inflight`]), reads
+/// (`body`: [`read_body`] for an axum body, awaited only once the request is admitted and
+/// its bytes reserved), validates and forwards one inference; counts its answer. The
+/// reservation is held until the request ends, also when this future is dropped.
 pub async fn handle<U: Upstream>(
     state: &AppState<U>,
     request: InferRequest<'_>,
@@ -70,6 +75,7 @@ pub async fn handle<U: Upstream>(
             .map(|t| t.value.limits)
             .unwrap_or_default();
         let permit = state.admit(&tenant, limits, started)?;
+        let _body_bytes = state.reserve_body(request.content_length)?;
         let bytes = body.await?;
         let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
         validate_infer(&bytes, &spec)?;

@@ -11,7 +11,10 @@
 //!    and stops at the first value past what the shape holds. Nothing builds a
 //!    `serde_json::Value` for the data, and memory is bounded by the body's length.
 //!
-//! Unknown fields are ignored (OIP allows extensions). Conversions: `FP32`, `FP64`,
+//! Unknown fields are ignored (OIP allows extensions), and so are the contents of
+//! `parameters` objects (the request's and each input's, but for `binary_data_size`):
+//! they are checked to be JSON and skipped without building a map or a `Value`, so
+//! free-form JSON costs no more memory than its nesting depth. Conversions: `FP32`, `FP64`,
 //! `FP16` and `BF16` values must be finite in `f32`; `INT*`/`UINT*` values must be
 //! integers within their type and within ±2^24, where every integer is exact in `f32`.
 //! `BOOL` and `BYTES` tensors are refused.

@@ -1,8 +1,6 @@
 //! What a request must look like to be scored by one model ([`InputSpec`]), what a
 //! decoded request holds ([`InferBatch`]), and the shape check every pass shares.
 
-use serde_json::{Map, Value};
-
 use super::error::DecodeError;
 use crate::manifest::ModelConfig;
 
@@ -44,8 +42,9 @@ pub struct InferBatch {
     /// Names from `outputs`, all equal to the model's output name; `None` when the
     /// request did not say (OIP: return every output).
     pub requested_outputs: Option<Vec<String>>,
-    /// The request's top-level `parameters`, uninterpreted.
-    pub parameters: Option<Map<String, Value>>,
+    /// Whether the request had a top-level `parameters` object; its contents are
+    /// checked to be JSON and skipped, never kept (nothing interprets them).
+    pub has_parameters: bool,
 }
 
 /// Accepts `[rows, dim]` and `[dim]` (one row); returns the number of rows.

@@ -1,6 +1,7 @@
 //! Helpers shared by the decode test binaries (`shared/tests/decode.rs` and
 //! `shared/tests/decode_examples.rs`): the model's input spec and requests built as JSON
 //! values.
+#![allow(dead_code)] // each test binary uses some of these
 
 use serde_json::{Value, json};
 use shardline_shared::decode::{DEFAULT_MAX_ROWS, DecodeError, InputSpec, decode_infer};

@@ -4,6 +4,7 @@
 //! etcd, no worker process, no socket.
 
 mod failover;
+mod inflight;
 mod refusals;
 
 use std::collections::HashMap;
@@ -148,6 +149,7 @@ impl World {
                 default_deadline: Duration::from_secs(10),
                 max_deadline: Duration::from_secs(60),
                 attempt_timeout: Duration::from_secs(1),
+                max_inflight_bytes: 1 << 20,
             },
             // Generous: failover tests are not about the budget.
             budget: RetryBudget::new(1000, 1000, Duration::from_secs(10)),
@@ -292,6 +294,7 @@ async fn call<U: Upstream>(state: &AppState<U>, call: Call<'_>) -> Result<Relay,
         version: call.version,
         authorization: call.authorization.map(str::as_bytes),
         deadline: call.deadline.map(str::as_bytes),
+        content_length: Some(call.body.len() as u64),
     };
     let body = std::future::ready(Ok(Bytes::from(call.body.to_owned())));
     handle(state, request, body, &mut KeyMemo::default()).await

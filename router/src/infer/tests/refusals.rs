@@ -18,6 +18,7 @@ fn request() -> InferRequest<'static> {
         version: None,
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
+        content_length: None,
     }
 }
 
