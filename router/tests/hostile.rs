@@ -378,3 +378,24 @@ async fn shutdown_closes_a_stuck_request_after_the_grace_period() {
     );
     assert_eq!(stuck.closed() + stuck_hyper.closed(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
+    let (fleet, _key) = fleet().await;
+    let node = router(&fleet, &[], None).await;
+    let metrics = node
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    // 100 clients that never finish a head: 64 are held (until the 10 s header
+    // timeout), the rest are closed at once.
+    let held = hold(&metrics, 100, PARTIAL_HEAD).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(held.closed(), 36);
+    drop(held);
+    // Once they are gone, scraping works.
+    shardline_testkit::eventually!(Duration::from_secs(10), "a scrape after the flood", {
+        node.metric("shardline_connections_max").await > 0.0
+    });
+}
