@@ -229,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn the_first_listed_internal_token_is_sent_and_tls_needs_both_files() {
+        let c = args(&[(
+            "--internal-token",
+            "new-token-0123456789, old-token-0123456789",
+        )])
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(c.args.sent_token(), "new-token-0123456789");
+        let short = args(&[("--internal-token", "new-token-0123456789,short")]).unwrap();
+        assert!(short.validate().is_err());
+        let half = args(&[("--tls-cert", "/x.crt")]).unwrap();
+        let errors = half.validate().unwrap_err().join(" ");
+        assert!(errors.contains("--tls-cert and --tls-key"), "{errors}");
+    }
+
+    #[test]
     fn valid_config_with_defaults() {
         let c = args(&[]).unwrap().validate().unwrap();
         assert_eq!(c.args.default_deadline, Duration::from_secs(10));
