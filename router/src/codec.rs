@@ -22,11 +22,13 @@ pub const WORKER_HEADER: &str = "x-shardline-worker";
 pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
 
 /// The model and version named by an inference path: `/v2/models/{model}/infer` or
-/// `/v2/models/{model}/versions/{version}/infer`. `None` for any other path, and for
-/// paths whose segments would need percent-decoding (those take the general route).
+/// `/v2/models/{model}/versions/{version}/infer`. `None` for any other path, for paths
+/// whose segments would need percent-decoding, and for segments with a character a URI
+/// path may not hold (`"`, `<`, `{`, `?`, `#`, …: `httparse` lets them through, hyper
+/// refuses them with 400): those take the general route, so both read a path alike.
 pub fn infer_route(path: &str) -> Option<(&str, Option<&str>)> {
     let rest = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    let plain = |s: &str| !s.is_empty() && !s.contains('%');
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(plain_path_byte);
     let mut segments = rest.split('/');
     let model = segments.next().filter(|m| plain(m))?;
     match (segments.next(), segments.next(), segments.next()) {
@@ -34,6 +36,12 @@ pub fn infer_route(path: &str) -> Option<(&str, Option<&str>)> {
         (Some("versions"), Some(version), None) if plain(version) => Some((model, Some(version))),
         _ => None,
     }
+}
+
+/// A byte a path segment may hold as it is (RFC 3986 `pchar` without `%`-escapes:
+/// unreserved characters and sub-delimiters, `:` and `@`).
+fn plain_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
 }
 
 /// An inference request head the fast path serves.
@@ -309,6 +317,9 @@ mod tests {
             "/v2/models/risk/versions//infer",
             "/v2/models/risk/versions/3/x/infer",
             "/v2/models/ri%73k/infer",
+            "/v2/models/risk/versions/>/infer",
+            "/v2/models/a?b/infer",
+            "/v2/models/{a}/infer",
             "/v2/models/risk/ready",
             "/v2/health/ready",
         ] {

@@ -65,6 +65,8 @@ pub const WORKER_INFERENCE_DURATION_SECONDS: &str = "shardline_worker_inference_
 pub const WORKER_IN_FLIGHT: &str = "shardline_worker_in_flight";
 pub const WORKER_ACTIVATION_BYTES: &str = "shardline_worker_activation_bytes";
 pub const WORKER_ACTIVATION_REFUSALS_TOTAL: &str = "shardline_worker_activation_refusals_total";
+pub const WORKER_BLOCKING_WORK: &str = "shardline_worker_blocking_work";
+pub const WORKER_BLOCKING_REFUSED_TOTAL: &str = "shardline_worker_blocking_refused_total";
 
 /// Client connections of a router or worker (`shardline_service::conn`).
 pub const CONNECTIONS_OPEN: &str = "shardline_connections_open";

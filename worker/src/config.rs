@@ -67,6 +67,15 @@ pub struct WorkerArgs {
     /// never fit, 503 while others hold it.
     #[arg(long, env = "SHARDLINE_INFERENCE_MEMORY", value_parser = parse_bytes, default_value = "512MiB")]
     pub inference_memory: u64,
+    /// Model builds and large forward passes running at once on blocking threads
+    /// (default: one per core).
+    #[arg(long, env = "SHARDLINE_MAX_BLOCKING")]
+    pub max_blocking: Option<usize>,
+    /// Large forward passes waiting for one of --max-blocking besides those running;
+    /// past it a request gets 503 with `Retry-After` at once. Model loads are never
+    /// refused (other requests wait on them).
+    #[arg(long, env = "SHARDLINE_MAX_BLOCKING_QUEUE", default_value_t = 64)]
+    pub max_blocking_queue: usize,
     /// Lease TTL of the worker's registration.
     #[arg(long, env = "SHARDLINE_LEASE_TTL", value_parser = parse_duration, default_value = "10s")]
     pub lease_ttl: Duration,
@@ -127,6 +136,9 @@ impl WorkerArgs {
         }
         if self.memory_budget < 1 << 20 {
             errors.push("--memory-budget must be at least 1MiB".into());
+        }
+        if self.max_blocking == Some(0) {
+            errors.push("--max-blocking must be positive".into());
         }
         if self.inference_memory < 1 << 20 {
             errors.push("--inference-memory must be at least 1MiB".into());
@@ -197,6 +209,7 @@ mod tests {
         assert_eq!(c.args.idle_ttl, Duration::from_secs(30));
         assert_eq!(c.advertise, "127.0.0.1:9100");
         assert_eq!(c.id.as_str(), "w-1");
+        assert_eq!((c.args.max_blocking, c.args.max_blocking_queue), (None, 64));
     }
 
     #[test]
@@ -207,6 +220,7 @@ mod tests {
             ("--prefix", "nope"),
             ("--internal-token", "short"),
             ("--max-connections", "0"),
+            ("--max-blocking", "0"),
         ])
         .unwrap()
         .validate()
@@ -218,6 +232,7 @@ mod tests {
             "--advertise",
             "--internal-token",
             "--max-connections",
+            "--max-blocking",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

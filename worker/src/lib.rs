@@ -11,6 +11,7 @@
 //! I/O and serving:
 //! - [`cache`]: single-flight, memory-budgeted, idle-evicting model cache;
 //! - [`activations`]: the inference memory budget forward passes reserve from;
+//! - [`blocking`]: model builds and large forward passes on blocking threads, bounded;
 //! - [`state`], [`routes`], [`repository`], [`request`], [`error`]: the HTTP API (the
 //!   model-repository extension apart; what every handler reads of a request) and its
 //!   error mapping;
@@ -18,6 +19,7 @@
 //! - [`config`], [`metrics`]: flags and Prometheus metrics.
 
 pub mod activations;
+pub mod blocking;
 pub mod cache;
 pub mod config;
 pub use shardline_shared::decode;

@@ -4,7 +4,8 @@
 //! are small enums; per-model labels are only added with `--per-model-metrics`.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use shardline_shared::ids::ModelKey;
 use shardline_shared::metrics as names;
@@ -43,6 +44,9 @@ pub struct WorkerMetrics {
     pub in_flight: IntGaugeVec,
     pub activation_bytes: IntGauge,
     pub activation_refusals: IntCounterVec,
+    /// Blocking work admitted (running and waiting; see `crate::blocking`).
+    pub blocking_work: IntGauge,
+    pub blocking_refused: IntCounter,
     pub build_info: IntGaugeVec,
     per_model: bool,
 }
@@ -116,6 +120,14 @@ impl WorkerMetrics {
                 ),
                 &["reason"],
             )?,
+            blocking_work: IntGauge::new(
+                names::WORKER_BLOCKING_WORK,
+                "Model builds and large forward passes running or waiting for a blocking thread (--max-blocking, --max-blocking-queue)",
+            )?,
+            blocking_refused: IntCounter::new(
+                names::WORKER_BLOCKING_REFUSED_TOTAL,
+                "Requests refused with 503 because the blocking work and its queue were full",
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(names::BUILD_INFO, "Build of this process; always 1"),
                 &["component", "version"],
@@ -133,6 +145,8 @@ impl WorkerMetrics {
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.activation_bytes.clone()))?;
         registry.register(Box::new(m.activation_refusals.clone()))?;
+        registry.register(Box::new(m.blocking_work.clone()))?;
+        registry.register(Box::new(m.blocking_refused.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info
             .with_label_values(&["worker", env!("CARGO_PKG_VERSION")])

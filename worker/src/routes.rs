@@ -241,21 +241,37 @@ async fn score(
     let batch = decode_infer(&bytes, &spec)?;
     drop(bytes);
     let rows = batch.rows;
-    // Before the load too: a request that can never fit must not evict anyone.
+    let work = (rows as u64).saturating_mul(manifest.config.parameter_count(&manifest.dims));
+    // A place among the blocking work, then the memory, both before the load: a request
+    // that cannot run now must not make anyone load or evict.
+    let blocking = if work > BLOCKING_WORK {
+        Some(state.blocking.admit().map_err(|busy| {
+            ApiError::unavailable(
+                format!(
+                    "this worker is running and queueing {} large forward passes, its limit; \
+                     retry shortly",
+                    busy.most
+                ),
+                std::time::Duration::from_secs(1),
+            )
+        })?)
+    } else {
+        None
+    };
     let activations = reserve_activations(&state, rows, &manifest.dims).await?;
     let lease = state.lease(manifest.clone()).await?;
     let started = Instant::now();
-    let work = (rows as u64).saturating_mul(manifest.config.parameter_count(&manifest.dims));
-    let scores = if work > BLOCKING_WORK {
-        tokio::task::spawn_blocking(move || {
-            let out = lease.model.forward(&batch.data, rows);
-            // Given back when the pass has ended, whether or not anyone still waits.
-            drop(activations);
-            (out, batch)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-        .and_then(|(out, batch)| Ok((out?, batch)))
+    let scores = if let Some(admitted) = blocking {
+        admitted
+            .run(move || {
+                let out = lease.model.forward(&batch.data, rows);
+                // Given back when the pass has ended, whether or not anyone still waits.
+                drop(activations);
+                (out, batch)
+            })
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            .and_then(|(out, batch)| Ok((out?, batch)))
     } else {
         let out = lease.model.forward(&batch.data, rows);
         drop(lease);

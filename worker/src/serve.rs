@@ -78,6 +78,10 @@ pub async fn serve(
         max_in_flight_per_model: args.max_in_flight_per_model,
         room_wait: Duration::from_secs(5),
         inference_memory: args.inference_memory,
+        max_blocking: args.max_blocking.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        max_blocking_queue: args.max_blocking_queue,
     };
     let state = Arc::new(AppState::new(
         watcher.subscribe(),

@@ -14,6 +14,7 @@ use shardline_shared::snapshot::Snapshot;
 use tokio::sync::{Notify, watch};
 
 use crate::activations::Activations;
+use crate::blocking::Blocking;
 use crate::cache::{CacheEvents, EvictReason, Lease, LoadSize, ModelCache, Weighted};
 use crate::error::{ApiError, LoadError};
 use crate::metrics::WorkerMetrics;
@@ -63,6 +64,10 @@ pub struct Limits {
     pub room_wait: Duration,
     /// Bytes of activations forward passes may hold at once (`--inference-memory`).
     pub inference_memory: u64,
+    /// Blocking work running at once (`--max-blocking`) and waiting besides
+    /// (`--max-blocking-queue`); see [`crate::blocking`].
+    pub max_blocking: usize,
+    pub max_blocking_queue: usize,
 }
 
 /// Shared by all handlers.
@@ -78,6 +83,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Inference memory: activations of forward passes in progress.
     pub activations: Activations,
+    /// Model builds and large forward passes, bounded.
+    pub blocking: Blocking,
     /// True once registered in etcd with a snapshot loaded.
     pub ready: AtomicBool,
     /// Signalled when the resident set may have changed (to republish it).
@@ -96,6 +103,12 @@ impl AppState {
         resident_changed: Arc<Notify>,
     ) -> Self {
         let activation_bytes = metrics.activation_bytes.clone();
+        let blocking = Blocking::new(
+            limits.max_blocking,
+            limits.max_blocking_queue,
+            metrics.blocking_work.clone(),
+            metrics.blocking_refused.clone(),
+        );
         Self {
             snapshot,
             cache,
@@ -104,6 +117,7 @@ impl AppState {
             tokens: shardline_shared::wire::token_list(&token),
             limits,
             activations: Activations::new(limits.inference_memory, activation_bytes),
+            blocking,
             ready: AtomicBool::new(false),
             resident_changed,
             in_flight: Mutex::default(),
@@ -210,11 +224,17 @@ impl AppState {
             resident,
         };
         let deadline = tokio::time::Instant::now() + self.limits.room_wait;
-        let (cache, store, metrics) =
-            (self.cache.clone(), self.store.clone(), self.metrics.clone());
+        let (cache, store, metrics, blocking) = (
+            self.cache.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.blocking.clone(),
+        );
         let loading = tokio::spawn(async move {
             cache
-                .get_or_load(key, size, deadline, move || load(store, manifest, metrics))
+                .get_or_load(key, size, deadline, move || {
+                    load(store, manifest, metrics, blocking)
+                })
                 .await
         });
         let lease = loading.await.map_err(|e| {
@@ -229,6 +249,7 @@ async fn load(
     store: ArtifactStore,
     manifest: Arc<Manifest>,
     metrics: WorkerMetrics,
+    blocking: Blocking,
 ) -> Result<LoadedModel, LoadError> {
     let started = Instant::now();
     let result = async {
@@ -238,10 +259,12 @@ async fn load(
         if config != *manifest.config {
             return Err(LoadError::ConfigMismatch);
         }
-        let built =
-            tokio::task::spawn_blocking(move || MlpModel::from_safetensors(&config, &weights))
-                .await
-                .map_err(|e| LoadError::Join(e.to_string()))??;
+        // Never refused: requests wait on this load (see `crate::blocking`).
+        let built = blocking
+            .admit_always()
+            .run(move || MlpModel::from_safetensors(&config, &weights))
+            .await
+            .map_err(|e| LoadError::Join(e.to_string()))??;
         Ok(LoadedModel {
             model: built,
             manifest: manifest.clone(),

@@ -1,7 +1,9 @@
-//! Cancellation safety against a real worker (`serve()`, real etcd and S3): clients that
+//! Cancellation safety against a real `worker` process (real etcd and S3): clients that
 //! give up while their cold model loads do not abandon the load. A storm of requests with
 //! deadlines shorter than the load leaves exactly one load, the model resident, and the
-//! reservation counted until the load ended.
+//! reservation counted until the load ended — and the process's peak resident set (VmHWM
+//! from /proc; a process of its own, so that the test's copy of the model is not counted)
+//! within the memory budget × 1.1 + 64 MiB.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -10,6 +12,7 @@ mod support;
 use std::time::Duration;
 
 use shardline_testkit::TOKEN;
+use shardline_testkit::hostile::Memory;
 use shardline_testkit::models::MlpArtifact;
 use shardline_testkit::wait::eventually;
 
@@ -21,10 +24,15 @@ async fn clients_that_give_up_mid_load_leave_one_load_and_a_resident_model() {
     let dims = MlpArtifact::dims_for_size(16, 160.0);
     let big = MlpArtifact::random(&dims, 31);
     fleet.publish_model("acme", "big", "1", &big).await;
+    let budget = 384u64 << 20;
     let spec = fleet
         .worker_spec("w-1")
-        .set("--memory-budget", (512u64 << 20).to_string());
-    let worker = fleet.start_node(spec).await;
+        .set("--memory-budget", budget.to_string());
+    let worker = spec
+        .spawn(Some(env!("CARGO_BIN_EXE_worker").into()))
+        .await
+        .unwrap();
+    let pid = worker.pid().unwrap();
     let body = serde_json::json!({"inputs": [{"name": "features", "shape": [1, 16],
                                               "datatype": "FP32", "data": vec![0.5f32; 16]}]})
     .to_string();
@@ -62,6 +70,18 @@ async fn clients_that_give_up_mid_load_leave_one_load_and_a_resident_model() {
         worker.metric("shardline_worker_models_resident").await == 1.0
     })
     .await;
+    // One load's memory at a time, and never past the budget by more than the allowance
+    // for the process itself: a cancelled load still counted while it ran.
+    let peak = Memory::of(pid).unwrap().peak;
+    let limit = budget + budget / 10 + (64 << 20);
+    eprintln!(
+        "worker peak RSS {} MiB, limit {} MiB (budget {} MiB, model {} MiB)",
+        peak >> 20,
+        limit >> 20,
+        budget >> 20,
+        big.resident_bytes() >> 20
+    );
+    assert!(peak <= limit, "peak RSS {} MiB", peak >> 20);
     assert_eq!(
         worker
             .metric("shardline_worker_model_loads_total{result=\"ok\"}")
