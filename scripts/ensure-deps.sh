@@ -25,6 +25,9 @@ done
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
+# The TLS tests and bench-router make certificates with openssl and score with curl.
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || packages+=(libprotobuf-dev)
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || packages+=(prometheus)
 command -v kubectl >/dev/null 2>&1 ||
@@ -36,7 +39,7 @@ fi
 
 echo "shardline: installing missing system packages: ${packages[*]}" >&2
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later), protoc with the protobuf headers and prometheus (with promtool)${1:+ (and: $*)}, then retry" >&2
+    echo "shardline: no apt-get here; install etcd (server + etcdctl, 3.4 or later), protoc with the protobuf headers, prometheus (with promtool), openssl and curl${1:+ (and: $*)}, then retry" >&2
     exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

@@ -22,36 +22,8 @@ use tokio_rustls::client::TlsStream;
 
 const PATH: &str = "/v2/models/risk/infer";
 
-/// A self-signed certificate for 127.0.0.1 with subject `cn`, written as
-/// `<name>.crt` and `<name>.key` in `dir`.
 fn certificate(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        // An end-entity certificate (webpki refuses a CA one as a server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "keyUsage=digitalSignature"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
-    (crt, key)
+    shardline_testkit::certs::self_signed(dir, name, cn).unwrap()
 }
 
 /// Replaces `to` with `from` in one rename (the router never reads a half-written file).
@@ -203,14 +175,8 @@ async fn curl_scores_over_https_and_a_replaced_certificate_is_served_without_a_r
     // The second pair replaces the first on disk; SIGHUP.
     replace(&second, &dir.path().join("server.crt"));
     replace(&second_key, &dir.path().join("server.key"));
-    let pid = node.pid().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = node.pid().unwrap();
+    shardline_testkit::send_signal(pid, "HUP").unwrap();
     shardline_testkit::eventually!(
         Duration::from_secs(10),
         "the second certificate is served",
@@ -229,13 +195,7 @@ async fn curl_scores_over_https_and_a_replaced_certificate_is_served_without_a_r
 
     // A broken pair (a key that does not match) is refused: the second stays.
     replace(&first_key, &dir.path().join("server.key"));
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    shardline_testkit::send_signal(pid, "HUP").unwrap();
     shardline_testkit::eventually!(Duration::from_secs(10), "the broken pair is refused", {
         node.metric("shardline_router_tls_reloads_total{result=\"refused\"}")
             .await

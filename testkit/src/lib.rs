@@ -53,6 +53,7 @@
 //! ```
 
 mod bins;
+pub mod certs;
 mod etcd;
 pub mod hostile;
 mod http;

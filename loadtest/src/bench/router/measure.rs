@@ -82,7 +82,7 @@ pub(super) async fn start_servers(
     let nginx_tls_addr: SocketAddr = format!("127.0.0.1:{nginx_tls_port}").parse()?;
     let nginx = ManagedProcess::new("nginx", nginx_bin)?;
     let dir = nginx.dir().to_owned();
-    let (cert, key) = self_signed(&dir)?;
+    let (cert, key) = shardline_testkit::certs::self_signed(&dir, "bench", "shardline-bench")?;
     let tls = Tls::trusting(&cert)?;
     let router_tls =
         start_router_tls(router_bin, etcd, options.router_threads, &cert, &key).await?;
@@ -132,38 +132,6 @@ pub(super) async fn start_servers(
         nginx_tls_addr,
         tls,
     })
-}
-
-/// A self-signed certificate for 127.0.0.1 (P-256, an end-entity certificate) made with
-/// `openssl` in `dir`: its certificate and key files.
-fn self_signed(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=shardline-bench"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "keyUsage=digitalSignature"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("running openssl to make the benchmark's certificate")?;
-    ensure!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((cert, key))
 }
 
 /// The router again, serving TLS with `cert` and `key`.
