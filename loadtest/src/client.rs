@@ -120,24 +120,29 @@ pub async fn connect_to(spec: &RequestSpec) -> anyhow::Result<SendRequest<Full<B
     let Some(tls) = &spec.tls else {
         return connect(spec.addr).await;
     };
-    let stream = TcpStream::connect(spec.addr).await?;
-    stream.set_nodelay(true)?;
-    let stream = tls
-        .0
-        .connect(ServerName::IpAddress(spec.addr.ip().into()), stream)
-        .await?;
-    let (sender, conn) = handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    let stream = tcp(spec.addr).await?;
+    let name = ServerName::IpAddress(spec.addr.ip().into());
+    http1(tls.0.connect(name, stream).await?).await
 }
 
 /// Opens a keep-alive HTTP/1.1 connection to `addr` (no Nagle); its driver runs on a
 /// task of its own until either side closes it.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    http1(tcp(addr).await?).await
+}
+
+/// A TCP connection to `addr`, without Nagle.
+async fn tcp(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// HTTP/1.1 on `stream`, its driver on a task of its own.
+async fn http1<S>(stream: S) -> anyhow::Result<SendRequest<Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // Ends when the server or the client closes the connection.

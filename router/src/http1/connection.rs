@@ -195,9 +195,7 @@ impl Connection {
                     stream.write_all(&answer).await?;
                 }
                 // TLS may hold the end of the answer in its record buffer (a no-op on TCP).
-                if S::BUFFERED {
-                    stream.flush().await?;
-                }
+                stream.flush().await?;
                 Ok::<_, std::io::Error>(())
             });
             match written.await {
@@ -275,7 +273,7 @@ impl Connection {
                     if *self.stopping.borrow() {
                         return Next::Closed;
                     }
-                    if let Some(target) = self.elsewhere().filter(|_| S::MOVABLE) {
+                    if let Some(target) = S::MOVABLE.then(|| self.elsewhere()).flatten() {
                         return Next::Move(target);
                     }
                     let at = idle_since + limits.idle_timeout;

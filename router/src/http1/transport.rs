@@ -12,8 +12,6 @@ use tokio_rustls::server::TlsStream;
 pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether the connection can move to another serving thread.
     const MOVABLE: bool;
-    /// Whether written bytes may wait in a buffer until flushed.
-    const BUFFERED: bool;
 
     /// The socket, released by this thread's reactor to move to another thread (`None`
     /// when the stream cannot move).
@@ -22,7 +20,6 @@ pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Transport for TcpStream {
     const MOVABLE: bool = true;
-    const BUFFERED: bool = false;
 
     fn into_movable(self) -> Option<std::io::Result<std::net::TcpStream>> {
         Some(self.into_std())
@@ -31,7 +28,6 @@ impl Transport for TcpStream {
 
 impl Transport for TlsStream<TcpStream> {
     const MOVABLE: bool = false;
-    const BUFFERED: bool = true;
 
     fn into_movable(self) -> Option<std::io::Result<std::net::TcpStream>> {
         None
