@@ -212,7 +212,10 @@ fn bad_store_urls_are_refused_with_a_reason() {
 async fn s3_round_trip_of_a_multipart_object_under_a_prefix() {
     let s3 = S3Process::start().await.unwrap();
     let url = format!("{}/models/", s3.store_url());
-    let store = ArtifactStore::from_url_with(&url, impatient(s3.env())).unwrap();
+    // Production timeouts: moto assembles 20 MB slowly on a loaded machine, and a
+    // CompleteMultipartUpload retried after a read timeout finds its upload gone.
+    let patient = || StoreOptions::default().with_env(s3.env());
+    let store = ArtifactStore::from_url_with(&url, patient()).unwrap();
 
     // Above the 16 MiB threshold: three 8 MiB parts.
     let weights = noise(20_000_000, 4);
@@ -237,7 +240,7 @@ async fn s3_round_trip_of_a_multipart_object_under_a_prefix() {
     );
 
     // The prefix is part of the key: the bucket root sees it.
-    let root = ArtifactStore::from_url_with(&s3.store_url(), impatient(s3.env())).unwrap();
+    let root = ArtifactStore::from_url_with(&s3.store_url(), patient()).unwrap();
     let at_root = root
         .fetch(
             "models/acme/risk/1/config.json",

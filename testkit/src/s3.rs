@@ -34,6 +34,9 @@ pub struct S3Process {
     process: ManagedProcess,
     port: u16,
     bucket: String,
+    /// After [`kill`](Self::kill): resets every connection to the port, which no other
+    /// test process can take meanwhile.
+    holder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl S3Process {
@@ -66,6 +69,7 @@ impl S3Process {
             process,
             port,
             bucket: bucket.to_owned(),
+            holder: None,
         };
         s3.wait_ready_and_create_bucket().await?;
         Ok(s3)
@@ -130,8 +134,44 @@ impl S3Process {
     /// which is empty: moto keeps objects in memory only.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop().await?;
+        self.release_port().await;
         self.process.spawn().await?;
         self.wait_ready_and_create_bucket().await
+    }
+}
+
+impl S3Process {
+    /// SIGKILL, and the store stays unreachable: the port is held by a listener that resets
+    /// every connection until [`restart`](Self::restart) or drop. Without it another test
+    /// process's server (nextest runs tests in parallel processes) could take the freed
+    /// port and answer in moto's place.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.kill().await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .with_context(|| format!("holding port {} after killing moto", self.port))?;
+        self.holder = Some(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                // Linger 0: close with a reset, as a dead server's port would refuse.
+                let _ = stream.set_zero_linger();
+            }
+        }));
+        Ok(())
+    }
+
+    async fn release_port(&mut self) {
+        if let Some(holder) = self.holder.take() {
+            holder.abort();
+            let _ = holder.await;
+        }
+    }
+}
+
+impl Drop for S3Process {
+    fn drop(&mut self) {
+        if let Some(holder) = self.holder.take() {
+            holder.abort();
+        }
     }
 }
 

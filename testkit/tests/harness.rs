@@ -274,6 +274,28 @@ async fn s3_restart_keeps_the_port_and_recreates_an_empty_bucket() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn a_killed_s3_keeps_its_port_unreachable_until_restart() -> anyhow::Result<()> {
+    let mut s3 = S3Process::start().await?;
+    s3_put(&s3, "gone", b"x").await?;
+    s3.kill().await?;
+    // No other server can take the port (as another test process's would have) ...
+    let taken = std::net::TcpListener::bind(("127.0.0.1", s3.port()));
+    ensure!(taken.is_err(), "the killed server's port was free");
+    // ... and nothing answers on it.
+    let err = s3_get(&s3, "gone", Duration::from_secs(5))
+        .await
+        .expect_err("a killed server answered");
+    ensure!(
+        err.downcast_ref::<reqwest::Error>()
+            .is_some_and(|e| !e.is_timeout()),
+        "expected a failed connection, got {err:#}"
+    );
+    s3.restart().await?;
+    assert_eq!(bucket_status(&s3).await?, reqwest::StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
 async fn dropping_a_paused_s3_kills_it() -> anyhow::Result<()> {
     let mut s3 = S3Process::start().await?;
     let pid = s3.pid().context("pid")?;
