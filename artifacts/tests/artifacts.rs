@@ -46,7 +46,7 @@ fn manifest(config: &[u8], weights: &[u8]) -> Manifest {
         config_file: digest(config),
         weights_file: digest(weights),
         config: ModelConfig::from_json(config).unwrap().into(),
-        dims: vec![4, 1],
+        dims: vec![4, 1].into(),
         published_at: 0,
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use shardline_shared::compat::Ignored;
 use shardline_shared::keys::Prefix;
-use shardline_shared::snapshot::{Change, Invalid, Snapshot};
+use shardline_shared::snapshot::{Change, Invalid, Listing, Snapshot};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -236,17 +236,12 @@ async fn listed(
     metrics: &ControlMetrics,
 ) -> Result<(u64, Snapshot, Vec<Invalid>), StoreError> {
     let at = store.position().await?;
-    let mut snap = Snapshot::empty(prefix.clone());
+    let mut listing = Listing::new(prefix.clone());
     let mut invalid = Vec::new();
     let revision = store
         .list_pages(prefix.root(), &mut |page| {
             for kv in page {
-                let change = Change::Put {
-                    key: &kv.key,
-                    value: &kv.value,
-                    mod_revision: kv.mod_revision,
-                };
-                match snap.apply_noting(change) {
+                match listing.put(&kv.key, &kv.value, kv.mod_revision) {
                     Ok(None) => {}
                     Ok(Some(ignored)) => note_ignored(prefix, metrics, &kv.key, &ignored),
                     Err(e) => invalid.push(e),
@@ -254,7 +249,7 @@ async fn listed(
             }
         })
         .await?;
-    snap.set_revision(revision);
+    let snap = listing.finish(revision);
     Ok((at.cluster, snap, invalid))
 }
 

@@ -212,7 +212,7 @@ pub fn models(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<ModelRow> {
                         size: m.weights_file.size,
                         weights_sha256: m.weights_file.sha256.to_hex(),
                         config_sha256: m.config_file.sha256.to_hex(),
-                        location: m.location.clone(),
+                        location: m.location.to_string(),
                         published_at: m.published_at,
                     }
                 })

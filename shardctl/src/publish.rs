@@ -104,11 +104,11 @@ pub async fn run(ctx: &Ctx, args: PublishArgs) -> Result<Output, CliError> {
         tenant,
         model,
         version: version.clone(),
-        location: location.clone(),
+        location: location.clone().into(),
         config_file: digest(&checked.config_json),
         weights_file: digest(&checked.weights),
         config: checked.config.into(),
-        dims: checked.dims,
+        dims: checked.dims.into(),
         published_at: shardline_control::ops::unix_now(),
     };
     upload(ctx, &store, &manifest, checked.config_json, checked.weights).await?;

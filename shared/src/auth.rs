@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -42,7 +43,7 @@ impl ApiKey {
     pub fn digest(&self, created_at: u64) -> KeyDigest {
         let sha = digest_bytes(&self.0);
         KeyDigest {
-            id: hex::encode(&sha[..4]),
+            id: hex::encode(&sha[..4]).into(),
             sha256: Sha256Sum::from_bytes(sha),
             created_at,
         }
@@ -64,7 +65,7 @@ pub fn digest_bytes(presented: &str) -> [u8; 32] {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyDigest {
     /// Short public fingerprint for listings (first 4 bytes of the digest).
-    pub id: String,
+    pub id: CompactString,
     /// SHA-256 of the key (lowercase hex in JSON).
     pub sha256: Sha256Sum,
     /// Unix seconds when issued.

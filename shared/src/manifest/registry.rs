@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::config::{MAX_DIM, ModelConfig};
@@ -29,9 +30,10 @@ pub struct Manifest {
     pub tenant: TenantId,
     pub model: ModelName,
     pub version: VersionId,
-    /// Object prefix relative to the store root (`--store`), e.g. `acme/risk/1`.
+    /// Object prefix relative to the store root (`--store`), e.g. `acme/risk/1`. Up to
+    /// 24 bytes are held inline (no allocation per model version).
     /// Relative so that the same registry works with any store URL a worker is given.
-    pub location: String,
+    pub location: CompactString,
     /// Digest of `config.json`.
     pub config_file: FileDigest,
     /// Digest of `model.safetensors`.
@@ -39,8 +41,9 @@ pub struct Manifest {
     /// The parsed config, so routers can answer metadata without the store. Shared:
     /// a snapshot keeps one copy of each distinct config however many models use it.
     pub config: Arc<ModelConfig>,
-    /// Widths `[input, layer outputs...]` as checked at publish time.
-    pub dims: Vec<usize>,
+    /// Widths `[input, layer outputs...]` as checked at publish time. Shared: a snapshot
+    /// keeps one copy of each distinct list.
+    pub dims: Arc<[usize]>,
     /// Unix seconds when published.
     pub published_at: u64,
 }

@@ -19,18 +19,18 @@
 use std::sync::Arc;
 
 pub use imbl::OrdMap;
-use serde::de::DeserializeOwned;
 
 use crate::auth;
-use crate::compat::{self, Evolving, Ignored};
+use crate::compat::Ignored;
 use crate::ids::{ModelKey, TenantId, VersionId, WorkerId};
 use crate::keys::{Key, Prefix};
 use crate::manifest::Manifest;
 use crate::records::{
-    AdminState, Assignment, LiveVersion, PlacementConfig, ResidentRecord, TenantRecord,
-    WorkerAdmin, WorkerRecord,
+    AdminState, Assignment, LiveVersion, PlacementConfig, TenantRecord, WorkerAdmin, WorkerRecord,
 };
 
+use entry::Entry;
+pub use listing::Listing;
 use resident::Residents;
 pub use resident::{Resident, ResidentTotals};
 use tenants::Tenants;
@@ -116,25 +116,21 @@ impl Snapshot {
         }
     }
 
-    /// Builds a view from a prefix listing taken at `revision`. Returns the keys refused.
+    /// Builds a view from a prefix listing taken at `revision` (each key once), with
+    /// [`Listing`]. Returns the keys refused.
     pub fn from_kvs<'a>(
         prefix: Prefix,
         revision: i64,
         kvs: impl IntoIterator<Item = (&'a str, &'a [u8], i64)>,
     ) -> (Self, Vec<Invalid>) {
-        let mut snap = Self::empty(prefix);
+        let mut listing = Listing::new(prefix);
         let mut invalid = Vec::new();
         for (key, value, mod_revision) in kvs {
-            if let Err(e) = snap.apply(Change::Put {
-                key,
-                value,
-                mod_revision,
-            }) {
+            if let Err(e) = listing.put(key, value, mod_revision) {
                 invalid.push(e);
             }
         }
-        snap.revision = revision;
-        (snap, invalid)
+        (listing.finish(revision), invalid)
     }
 
     /// Applies one change. A refused value removes what the key held before and is
@@ -194,70 +190,39 @@ impl Snapshot {
     }
 
     fn put(&mut self, key: &Key, value: &[u8], rev: i64) -> Result<Option<Ignored>, String> {
-        let mut ignored = Ignored::default();
-        let note = &mut ignored;
-        match key {
-            Key::Worker(id) => {
-                let v = parse::<WorkerRecord>(value, rev, note)?;
-                self.workers.insert(id.clone(), v);
+        let (entry, ignored) = Entry::parse(key, value, rev)?;
+        self.insert(entry);
+        Ok((!ignored.is_empty()).then_some(ignored))
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        match entry {
+            Entry::Worker(id, v) => {
+                self.workers.insert(id, v);
             }
-            Key::Resident(w, m, ver) => {
-                let v = parse::<ResidentRecord>(value, rev, note)?;
-                self.resident.insert(w, m, ver, v.value.bytes);
+            Entry::Resident(w, m, ver, bytes) => self.resident.insert(&w, &m, &ver, bytes),
+            Entry::WorkerAdmin(id, v) => {
+                self.admin.insert(id, v);
             }
-            Key::WorkerAdmin(id) => {
-                let v = parse::<WorkerAdmin>(value, rev, note)?;
-                self.admin.insert(id.clone(), v);
-            }
-            Key::Tenant(id) => {
-                let mut v = parse::<TenantRecord>(value, rev, note)?;
-                compact::tenant(&mut v.value);
-                self.tenants.insert(id.clone(), v);
-            }
-            Key::LiveVersion(m) => {
-                let mut v = parse::<LiveVersion>(value, rev, note)?;
-                v.value.version = v.value.version.interned();
-                let mut entry = self.models.get(m).cloned().unwrap_or_default();
+            Entry::Tenant(id, v) => self.tenants.insert(id, v),
+            Entry::Live(m, v) => {
+                let mut entry = self.models.get(&m).cloned().unwrap_or_default();
                 entry.live = Some(v);
-                self.models.insert(m.clone(), entry);
+                self.models.insert(m, entry);
             }
-            Key::ModelVersion(m, ver) => {
-                let mut v = parse::<Manifest>(value, rev, note)?;
-                if v.value.key() != *m || v.value.version != *ver {
-                    return Err("manifest names a different tenant, model or version".into());
-                }
-                // The key's names, already interned.
-                v.value.tenant = m.tenant.clone();
-                v.value.model = m.model.clone();
-                v.value.version = ver.clone();
-                compact::manifest(&mut v.value);
-                v.value.validate().map_err(|e| e.to_string())?;
-                let mut entry = self.models.get(m).cloned().unwrap_or_default();
-                entry.versions.insert(ver.clone(), Arc::new(v));
-                self.models.insert(m.clone(), entry);
+            Entry::Manifest(m, ver, v) => {
+                let mut entry = self.models.get(&m).cloned().unwrap_or_default();
+                entry.versions.insert(ver, Arc::new(v));
+                self.models.insert(m, entry);
             }
-            Key::Assignment(m) => {
-                let mut v = parse::<Assignment>(value, rev, note)?;
-                compact::assignment(&mut v.value);
-                self.assignments.insert(m.clone(), v);
+            Entry::Assignment(m, v) => {
+                self.assignments.insert(m, v);
             }
-            Key::Placement => {
-                let v = parse::<PlacementConfig>(value, rev, note)?;
-                v.value.validate()?;
-                self.placement = Some(v);
-            }
-            Key::Controller(c) => {
-                let text = String::from_utf8(value.to_vec()).map_err(|e| e.to_string())?;
-                self.controllers.insert(
-                    c.clone(),
-                    Versioned {
-                        value: text,
-                        mod_revision: rev,
-                    },
-                );
+            Entry::Placement(v) => self.placement = Some(v),
+            Entry::Controller(c, v) => {
+                self.controllers.insert(c, v);
             }
         }
-        Ok((!ignored.is_empty()).then_some(ignored))
     }
 
     fn remove(&mut self, key: &Key) {
@@ -443,21 +408,10 @@ impl Snapshot {
     }
 }
 
-fn parse<T: DeserializeOwned + Evolving>(
-    value: &[u8],
-    mod_revision: i64,
-    note: &mut Ignored,
-) -> Result<Versioned<T>, String> {
-    let (value, ignored) =
-        compat::from_json(value).map_err(|e| format!("invalid JSON value: {e}"))?;
-    *note = ignored;
-    Ok(Versioned {
-        value,
-        mod_revision,
-    })
-}
-
 mod compact;
+mod entry;
+mod listing;
+mod pack;
 mod problem;
 mod resident;
 mod tenants;

@@ -68,6 +68,15 @@ impl Residents {
         self.by_worker.insert(worker.clone(), totals);
     }
 
+    /// Counts one more resident model version on `worker` (a listing collects the
+    /// per-model lists itself).
+    pub(super) fn count(&mut self, worker: &WorkerId, bytes: u64) {
+        let mut totals = self.by_worker.get(worker).copied().unwrap_or_default();
+        totals.models = totals.models.saturating_add(1);
+        totals.bytes = totals.bytes.saturating_add(bytes);
+        self.by_worker.insert(worker.clone(), totals);
+    }
+
     pub(super) fn remove(&mut self, worker: &WorkerId, model: &ModelKey, version: &VersionId) {
         let Some(list) = self.by_model.get(model) else {
             return;

@@ -1,6 +1,6 @@
 //! The tenant section: records by id, and the index from API-key digest to tenant.
 
-use imbl::{HashMap, OrdMap};
+use imbl::OrdMap;
 
 use super::Versioned;
 use crate::auth::KeyDigest;
@@ -11,7 +11,7 @@ use crate::records::TenantRecord;
 pub(super) struct Tenants {
     pub(super) records: OrdMap<TenantId, Versioned<TenantRecord>>,
     /// Digest of each valid API key → tenant: a request's key costs one hash and one lookup.
-    pub(super) by_digest: HashMap<[u8; 32], TenantId>,
+    pub(super) by_digest: OrdMap<[u8; 32], TenantId>,
 }
 
 impl Tenants {

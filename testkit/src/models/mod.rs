@@ -26,7 +26,7 @@ pub fn manifest(tenant: &str, model: &str, version: &str) -> Manifest {
         tenant: tenant.parse().expect("tenant"),
         model: model.parse().expect("model"),
         version: version.parse().expect("version"),
-        location: format!("{tenant}/{model}/{version}"),
+        location: format!("{tenant}/{model}/{version}").into(),
         config_file: FileDigest {
             sha256: shardline_shared::digest::Sha256Sum::from_bytes([0; 32]),
             size: 300,
@@ -36,7 +36,7 @@ pub fn manifest(tenant: &str, model: &str, version: &str) -> Manifest {
             size: 2_200,
         },
         config: config.into(),
-        dims: vec![64, 8, 1],
+        dims: vec![64, 8, 1].into(),
         published_at: 1,
     }
 }

@@ -35,11 +35,11 @@ pub async fn publish(
         tenant: tenant.parse()?,
         model: model.parse()?,
         version: version.parse()?,
-        location,
+        location: location.into(),
         config_file: digest(&m.config_json),
         weights_file: digest(&m.weights),
         config: m.config.clone().into(),
-        dims: m.dims.clone(),
+        dims: m.dims.clone().into(),
         published_at: shardline_control::ops::unix_now(),
     };
     cp.publish_version(&manifest, true).await?;

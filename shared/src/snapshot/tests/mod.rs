@@ -24,11 +24,11 @@ pub(crate) fn manifest_json(tenant: &str, model: &str, version: &str) -> String 
         tenant: TenantId::new(tenant).unwrap(),
         model: crate::ModelName::new(model).unwrap(),
         version: VersionId::new(version).unwrap(),
-        location: format!("{tenant}/{model}/{version}"),
+        location: format!("{tenant}/{model}/{version}").into(),
         config_file: digest.clone(),
         weights_file: digest,
         config: config.into(),
-        dims: vec![4, 1],
+        dims: vec![4, 1].into(),
         published_at: 1,
     };
     serde_json::to_string(&m).unwrap()
@@ -227,29 +227,52 @@ fn arb_op() -> impl Strategy<Value = (usize, Option<usize>)> {
     (0..KEYS.len(), prop::option::of(0..VALUES.len()))
 }
 
+/// Tenant `a-b` sorts before `a` by key (`-` < `/`) but after it by name, so a listing
+/// meets their models out of map order and `a`'s live pointer apart from its manifests.
 const KEYS: &[&str] = &[
     "/shardline/workers/w1",
     "/shardline/workers/w2",
     "/shardline/worker-admin/w1",
     "/shardline/assignments/a/m",
+    "/shardline/assignments/a-b/m",
     "/shardline/models/a/m",
+    "/shardline/models/a/m/1",
+    "/shardline/models/a/m-x",
+    "/shardline/models/a-b/m",
+    "/shardline/models/a-b/m/1",
     "/shardline/placement",
     "/shardline/tenants/a",
+    "/shardline/tenants/a-b",
     "/shardline/resident/w1/a/m/1",
     "/shardline/resident/w2/a/m/1",
     "/shardline/resident/w1/a/m/2",
+    "/shardline/resident/w2/a-b/m/1",
 ];
-const VALUES: &[&str] = &[
-    r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#,
-    r#"{"state":"draining"}"#,
-    r#"{"workers":["w1","w2"],"epoch":2}"#,
-    r#"{"version":"1"}"#,
-    r#"{"algorithm":"rendezvous-sticky/v1","seed":"000102030405060708090a0b0c0d0e0f","default_k":2,"max_overlap":1,"epsilon_permille":0,"epoch":1}"#,
-    r#"{"shard_size":2}"#,
-    r#"{"bytes":5}"#,
-    r#"{"bytes":7}"#,
-    "garbage",
-];
+
+/// Values by index; a value put under a key it does not fit is refused the same way
+/// by events and by a listing.
+static VALUES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    let (k1, k2) = (ApiKey::generate().unwrap(), ApiKey::generate().unwrap());
+    let mut v: Vec<String> = [
+        r#"{"address":"x:1","capacity_bytes":1,"build_version":"t"}"#,
+        r#"{"state":"draining"}"#,
+        r#"{"workers":["w1","w2"],"epoch":2}"#,
+        r#"{"version":"1"}"#,
+        r#"{"algorithm":"rendezvous-sticky/v1","seed":"000102030405060708090a0b0c0d0e0f","default_k":2,"max_overlap":1,"epsilon_permille":0,"epoch":1}"#,
+        r#"{"shard_size":2}"#,
+        r#"{"bytes":5}"#,
+        r#"{"bytes":7}"#,
+        "garbage",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(manifest_json("a", "m", "1"));
+    v.push(manifest_json("a-b", "m", "1"));
+    // Two tenants may list the same key digest (a value put under both tenant keys).
+    v.push(tenant_json(&[&k1]));
+    v.push(tenant_json(&[&k1, &k2]));
+    v
+});
 
 proptest! {
     /// Applying any sequence of events gives the same view as listing the final state:
@@ -263,8 +286,8 @@ proptest! {
             let key = KEYS[*k];
             match v {
                 Some(v) => {
-                    let _ = put(&mut live, key, VALUES[*v], rev);
-                    store.insert(key, (VALUES[*v], rev));
+                    let _ = put(&mut live, key, &VALUES[*v], rev);
+                    store.insert(key, (VALUES[*v].as_str(), rev));
                 }
                 None => {
                     let _ = live.apply(Change::Delete { key });
@@ -286,13 +309,28 @@ proptest! {
         prop_assert_eq!(live.assignments(), listed.assignments());
         prop_assert_eq!(live.placement_record(), listed.placement_record());
         prop_assert_eq!(live.invalid(), listed.invalid());
-        let model = ModelKey::new(TenantId::new("a").unwrap(), crate::ModelName::new("m").unwrap());
-        let sorted = |s: &Snapshot| {
-            let mut r = s.residents(&model).to_vec();
-            r.sort_by(|a, b| (&a.worker, &a.version).cmp(&(&b.worker, &b.version)));
-            r
-        };
-        prop_assert_eq!(sorted(&live), sorted(&listed));
+        for (t, m) in [("a", "m"), ("a-b", "m"), ("a", "m-x")] {
+            let model = mk(t, m);
+            let sorted = |s: &Snapshot| {
+                let mut r = s.residents(&model).to_vec();
+                r.sort_by(|a, b| (&a.worker, &a.version).cmp(&(&b.worker, &b.version)));
+                r
+            };
+            prop_assert_eq!(sorted(&live), sorted(&listed));
+        }
+        for key in KEYS.iter().filter_map(|k| k.strip_prefix("/shardline/tenants/")) {
+            let keys = live.tenants().get(&TenantId::new(key).unwrap()).map(|t| t.value.keys.clone());
+            for k in keys.unwrap_or_default() {
+                // Which of two tenants listing one digest owns it depends on the order of
+                // the writes, which a listing does not know (noted in the issue).
+                let holders = live.tenants().values().filter(|t| t.value.keys.contains(&k)).count();
+                if holders > 1 {
+                    continue;
+                }
+                let owner = |s: &Snapshot| s.tenants.by_digest.get(&k.bytes()).cloned();
+                prop_assert_eq!(owner(&live), owner(&listed));
+            }
+        }
         for w in ["w1", "w2"] {
             let w = WorkerId::new(w).unwrap();
             prop_assert_eq!(live.resident_totals(&w), listed.resident_totals(&w));
