@@ -111,6 +111,9 @@ pub struct RouterArgs {
     /// Client connection limits (timeouts, head size, open connections, shutdown grace).
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// The gRPC front door (off unless --grpc-listen is given).
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcArgs,
 }
 
 /// Validated configuration.
@@ -188,6 +191,7 @@ impl RouterArgs {
         {
             errors.push(format!("--min-threads {min} exceeds --threads {max}"));
         }
+        self.grpc.validate(&mut errors);
         let conn = self.conn.validate(&mut errors);
         match (prefix, conn) {
             (Ok(prefix), Some(conn)) if errors.is_empty() => Ok(RouterConfig {

@@ -26,6 +26,8 @@
 //!   hand-over to hyper for everything else (`http1::hand_over`); [`threads`]: the
 //!   serving runtimes connections run on;
 //! - [`routes`]: the public OIP v2 API as an axum router (`fn app(state) -> Router`);
+//! - [`grpc`]: the OIP gRPC service and `grpc.health.v1` on `--grpc-listen` (HTTP/2,
+//!   plain or TLS), converting to and from the JSON body workers take;
 //! - [`codec`]: the HTTP/1.1 byte codec (request-head classification, inference paths,
 //!   header names, answer heads, `Date`), a leaf that imports nothing from the router.
 //!
@@ -35,6 +37,7 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod health;
 pub mod http1;
 pub mod infer;

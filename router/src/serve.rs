@@ -48,6 +48,11 @@ pub async fn serve_on(
     pool: Option<Arc<ServingPool>>,
 ) -> anyhow::Result<()> {
     let args = &config.args;
+    // Bound first: a taken address fails the start before anything else begins.
+    let grpc_listener = match args.grpc.grpc_listen {
+        Some(addr) => Some(shardline_service::conn::listen(addr)?),
+        None => None,
+    };
     let registry = Registry::new();
     let metrics = RouterMetrics::register(&registry, args.per_model_metrics)?;
     let control_metrics = ControlMetrics::register(&registry)?;
@@ -90,10 +95,12 @@ pub async fn serve_on(
         args.retry_window,
     );
     let mut serving = serving(&config, &registry)?;
+    let mut grpc_tls = None;
     let certificates = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let certificates = crate::tls::Certificates::load(cert, key, &registry)?;
             serving.tls = Some(certificates.acceptor()?);
+            grpc_tls = Some(certificates.acceptor_for(b"h2")?);
             Some(tokio::spawn(certificates.watch()))
         }
         _ => None,
@@ -128,9 +135,37 @@ pub async fn serve_on(
         spawn_metrics_server(l, registry.clone());
     }
 
+    // One shutdown signal for both listeners.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let grpc = match grpc_listener {
+        Some(listener) => {
+            info!(address = %listener.local_addr()?, "gRPC serving");
+            let grpc = grpc_serving(&config, serving.gate.clone(), grpc_tls);
+            let routes = crate::grpc::listen::routes(state.clone(), state.limits.max_body);
+            let mut stopping = stopping.clone();
+            let stopped = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(crate::grpc::serve(
+                listener,
+                routes,
+                grpc,
+                stopped,
+                pool.clone(),
+            )))
+        }
+        None => None,
+    };
     info!(address = %listener.local_addr()?, id = %config.id, "router serving");
     let app = app(state.clone());
     crate::http1::serve(listener, state, app, shutdown, pool, serving).await;
+    if let Some(grpc) = grpc {
+        let _ = grpc.await;
+    }
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
     if let Some(s) = sizing {
@@ -161,6 +196,27 @@ fn serving(config: &RouterConfig, registry: &Registry) -> anyhow::Result<Serving
         gate: ConnGate::new(limits.max_connections, metrics),
         tls: None,
     })
+}
+
+/// How the gRPC listener serves: under the HTTP listener's connection gate and limits,
+/// a call cut off once its message could have arrived at `--body-min-rate` (for a
+/// `--max-body` message) and the longest deadline passed.
+fn grpc_serving(
+    config: &RouterConfig,
+    gate: Arc<shardline_service::conn::ConnGate>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> crate::grpc::GrpcServing {
+    let args = &config.args;
+    crate::grpc::GrpcServing {
+        gate,
+        limits: config.conn,
+        args: args.grpc.clone(),
+        tls,
+        call_limit: config
+            .conn
+            .body_allowance(args.max_body)
+            .saturating_add(args.max_deadline),
+    }
 }
 
 /// Keeps per-worker and per-tenant maps (and idle connections) bounded as workers and tenants come and go.

@@ -1,5 +1,6 @@
 //! TLS on the router's public listener (`--tls-cert`, `--tls-key`): rustls with the
-//! aws-lc-rs provider (the one reqwest already builds), HTTP/1.1 only (ALPN `http/1.1`),
+//! aws-lc-rs provider (the one reqwest already builds), HTTP/1.1 only (ALPN `http/1.1`;
+//! the gRPC listener's acceptor offers `h2`),
 //! and a certificate that can be replaced without a restart. The pair is read again on
 //! SIGHUP and whenever either file's modification time changes (checked every few
 //! seconds): a new handshake gets the new certificate, connections already open keep
@@ -72,12 +73,17 @@ impl Certificates {
     /// The acceptor new connections shake hands with (it asks `self` for the
     /// certificate at every handshake).
     pub fn acceptor(self: &Arc<Self>) -> anyhow::Result<TlsAcceptor> {
+        self.acceptor_for(b"http/1.1")
+    }
+
+    /// [`Self::acceptor`] offering the application protocol `alpn` (`h2` for gRPC).
+    pub fn acceptor_for(self: &Arc<Self>, alpn: &[u8]) -> anyhow::Result<TlsAcceptor> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
