@@ -1,5 +1,54 @@
 //! What every Shardline binary does the same way at start and stop: parse its command
-//! line (one-line errors, a usage exit status) and wait for SIGINT or SIGTERM.
+//! line (one-line errors, a usage exit status), set the environment glibc reads only at
+//! start-up (by re-executing itself once), and wait for SIGINT or SIGTERM.
+
+/// glibc's malloc raises its mmap threshold (and its trim threshold with it) after each
+/// large free, so later large buffers land in the heap and their memory stays in the
+/// process after they are freed. A fixed threshold keeps every allocation above 128 KiB
+/// in its own mapping, returned on free, and the heap's free top trimmed: the worker's
+/// evicted weights (`worker/tests/rss.rs`) and the router's listing pages.
+pub const MALLOC_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
+
+/// `GLIBC_TUNABLES` with [`MALLOC_TUNABLE`] added, if the process does not have it yet
+/// (and runs on glibc).
+pub fn missing_malloc_tunable() -> Option<(&'static str, String)> {
+    if !cfg!(target_env = "gnu") {
+        return None;
+    }
+    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if current.contains("glibc.malloc.mmap_threshold") {
+        return None;
+    }
+    let tunables = if current.is_empty() {
+        MALLOC_TUNABLE.to_owned()
+    } else {
+        format!("{current}:{MALLOC_TUNABLE}")
+    };
+    Some(("GLIBC_TUNABLES", tunables))
+}
+
+/// Re-executes this program once with `missing` added to its environment: glibc reads its
+/// tunables only at start-up, and changing the environment of a running process takes
+/// `unsafe` (forbidden here). Returns (and the program runs as it is) when nothing is
+/// missing or the exec fails.
+pub fn reexec_with(program: &str, missing: &[(&'static str, String)]) {
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .envs(missing.iter().map(|(k, v)| (k, v)))
+            .exec();
+        // Only reached if exec failed: run as we are.
+        eprintln!("{program}: could not re-execute with {missing:?} ({err}); continuing");
+    }
+}
 
 /// Parses the command line as `T`. `--help` and `--version` print and exit 0; a usage
 /// error prints one line, prefixed with `program`, and exits with `usage_exit`.
