@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::metrics::ControlMetrics;
-use crate::store::{Event, KeyValue, KvStore, StoreError, WatchItem};
+use crate::store::{Event, KvStore, StoreError, WatchItem};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -230,79 +230,27 @@ async fn run(store: Arc<dyn KvStore>, prefix: Prefix, mut out: Publisher) {
 
 /// The cluster id, then a snapshot of `prefix` built page by page as the listing
 /// arrives (never the whole listing in memory), and the keys it refused.
-///
-/// The snapshot is built on a thread of its own: glibc gives each thread its own arena,
-/// so the pages (decoded here, freed there) and the values the snapshot keeps never
-/// share heap pages, and a listing's pages are not left behind as holes between kept
-/// values (at 100,000 tenant-models that was a quarter of a router's heap). Handing a
-/// page over waits while the builder is still on the previous one: at most one page is
-/// queued, and the next one is fetched meanwhile.
 async fn listed(
     store: &dyn KvStore,
     prefix: &Prefix,
     metrics: &ControlMetrics,
 ) -> Result<(u64, Snapshot, Vec<Invalid>), StoreError> {
     let at = store.position().await?;
-    let (to_builder, pages) = std::sync::mpsc::sync_channel::<Built>(1);
-    let builder = {
-        let (prefix, metrics) = (prefix.clone(), metrics.clone());
-        std::thread::Builder::new()
-            .name("snapshot-builder".into())
-            .spawn(move || build(prefix, &metrics, pages))
-            .map_err(|e| StoreError::Failed(format!("cannot start the snapshot builder: {e}")))?
-    };
-    let listed = store
-        .list_pages(prefix.root(), &mut |page| {
-            // Fails only if the builder is gone, which `join` reports below.
-            let _ = to_builder.send(Built::Page(page));
-        })
-        .await;
-    if let Ok(revision) = listed {
-        let _ = to_builder.send(Built::Done(revision));
-    }
-    drop(to_builder);
-    let built = tokio::task::spawn_blocking(move || builder.join())
-        .await
-        .ok()
-        .and_then(Result::ok);
-    listed?;
-    let (snap, invalid) = built
-        .flatten()
-        .ok_or_else(|| StoreError::Failed("the snapshot builder failed".into()))?;
-    Ok((at.cluster, snap, invalid))
-}
-
-/// What the listing hands the builder thread.
-enum Built {
-    Page(Vec<KeyValue>),
-    /// The listing is complete at this revision.
-    Done(i64),
-}
-
-/// The builder thread: a [`Listing`] fed page by page; `None` when the listing stopped
-/// before it was complete.
-fn build(
-    prefix: Prefix,
-    metrics: &ControlMetrics,
-    pages: std::sync::mpsc::Receiver<Built>,
-) -> Option<(Snapshot, Vec<Invalid>)> {
     let mut listing = Listing::new(prefix.clone());
     let mut invalid = Vec::new();
-    for message in pages {
-        match message {
-            Built::Page(page) => {
-                for kv in page {
-                    match listing.put(&kv.key, &kv.value, kv.mod_revision) {
-                        Ok(None) => {}
-                        Ok(Some(ignored)) => note_ignored(&prefix, metrics, &kv.key, &ignored),
-                        Err(e) => invalid.push(e),
-                    }
+    let revision = store
+        .list_pages(prefix.root(), &mut |page| {
+            for kv in page {
+                match listing.put(&kv.key, &kv.value, kv.mod_revision) {
+                    Ok(None) => {}
+                    Ok(Some(ignored)) => note_ignored(prefix, metrics, &kv.key, &ignored),
+                    Err(e) => invalid.push(e),
                 }
             }
-            Built::Done(revision) => return Some((listing.finish(revision), invalid)),
-        }
-    }
-    None
+        })
+        .await?;
+    let snap = listing.finish(revision);
+    Ok((at.cluster, snap, invalid))
 }
 
 /// Follows one watch stream. Returns the snapshot to continue from (`None` = re-list)
