@@ -12,11 +12,6 @@ use shardline_router::threads::{ServingPool, runtime};
 const EXIT_CONFIG: i32 = 64;
 
 fn main() {
-    // A fixed mmap threshold: a listing's pages go back to the system once applied.
-    let missing: Vec<_> = shardline_service::process::missing_malloc_tunable()
-        .into_iter()
-        .collect();
-    shardline_service::process::reexec_with("router", &missing);
     let args: RouterArgs = shardline_service::process::parse_args("router", EXIT_CONFIG);
     let config = match args.validate() {
         Ok(c) => c,

@@ -6,7 +6,9 @@
 /// large free, so later large buffers land in the heap and their memory stays in the
 /// process after they are freed. A fixed threshold keeps every allocation above 128 KiB
 /// in its own mapping, returned on free, and the heap's free top trimmed: the worker's
-/// evicted weights (`worker/tests/rss.rs`) and the router's listing pages.
+/// evicted weights (`worker/tests/rss.rs`). The router runs without it: it saved 5 MB
+/// of a 100,000-tenant listing and made the listing 0.8 s (40 %) slower, a mapping and
+/// unmapping for every page buffer.
 pub const MALLOC_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
 
 /// `GLIBC_TUNABLES` with [`MALLOC_TUNABLE`] added, if the process does not have it yet
