@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Creates a Python venv from a requirements file and re-installs only when it changes:
 #   scripts/ensure-venv.sh        ./.venv from loadtest/requirements.txt (moto's S3 server,
-#                                 just, kubernetes-validate; tests and CI use it);
+#                                 just, kubernetes-validate, tritonclient and KServe's SDK;
+#                                 tests and CI use it);
 #   scripts/ensure-venv.sh peer   ./.venv-peer from loadtest/peer/requirements.txt (MLServer
 #                                 and scikit-learn, for `just bench-mlserver` only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-    "") venv=.venv req=loadtest/requirements.txt what="the test S3 server (moto)" ;;
+    "") venv=.venv req=loadtest/requirements.txt what="the test S3 server (moto) and clients" ;;
     peer) venv=.venv-peer req=loadtest/peer/requirements.txt what="the MLServer peer benchmark" ;;
     *) echo "usage: $0 [peer]" >&2; exit 64 ;;
 esac

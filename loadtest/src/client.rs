@@ -85,6 +85,17 @@ impl RequestSpec {
         })
     }
 
+    /// The same request with `extra` headers added (replacing any of the same name).
+    pub fn with_headers(mut self, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        for (name, value) in extra {
+            self.headers.insert(
+                HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_str(value)?,
+            );
+        }
+        Ok(self)
+    }
+
     /// The same request over TLS.
     pub fn over_tls(mut self, tls: &Tls) -> Self {
         self.tls = Some(tls.clone());

@@ -6,9 +6,10 @@
 //! generator (`loadtest run`); [`fleet`] starts a local fleet and [`demo`] is `just demo`.
 //! [`cli`] is the `loadtest` command tree; [`procfs`] reads `/proc`.
 //!
-//! Below those, three leaves that import nothing from the crate: [`client`] is the HTTP/1.1
-//! client the benchmarks and the load generator both send with, [`stats`] the percentile
-//! maths both report with, and [`args`] the flag value parsers. Dependencies point one way:
+//! Below those, four leaves that import nothing from the crate: [`client`] is the HTTP/1.1
+//! client the benchmarks and the load generator both send with, [`protocol`] what their
+//! requests carry (`--protocol`: JSON or binary tensors), [`stats`] the percentile maths
+//! both report with, and [`args`] the flag value parsers. Dependencies point one way:
 //! `cli` → `demo`, `bench` → `fleet` → `loadgen` → the leaves (`models` and `procfs` are
 //! used from several levels and use only the leaves).
 
@@ -21,4 +22,5 @@ pub mod fleet;
 pub mod loadgen;
 pub mod models;
 pub mod procfs;
+pub mod protocol;
 pub mod stats;

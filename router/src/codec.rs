@@ -20,6 +20,9 @@ use http::StatusCode;
 pub const WORKER_HEADER: &str = "x-shardline-worker";
 /// Header by which a client sets its deadline, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
+/// Header giving the JSON part's length of a body with binary tensor data (the binary
+/// tensor data extension), in requests and answers.
+pub use shardline_shared::decode::INFERENCE_HEADER;
 
 /// The model and version named by an inference path: `/v2/models/{model}/infer` or
 /// `/v2/models/{model}/versions/{version}/infer`. `None` for any other path, for paths
@@ -54,6 +57,8 @@ pub struct InferHead<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The first `x-shardline-deadline-ms` value, if any.
     pub deadline: Option<&'a [u8]>,
+    /// The first `Inference-Header-Content-Length` value, if any (binary tensor data).
+    pub header_length: Option<&'a [u8]>,
     /// The client asked to close the connection after this answer.
     pub close: bool,
 }
@@ -71,6 +76,7 @@ pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<
         content_length: 0,
         authorization: None,
         deadline: None,
+        header_length: None,
         close: false,
     };
     let mut length = None;
@@ -85,6 +91,8 @@ pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<
             head.authorization.get_or_insert(h.value);
         } else if name.eq_ignore_ascii_case(DEADLINE_HEADER) {
             head.deadline.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case(INFERENCE_HEADER) {
+            head.header_length.get_or_insert(h.value);
         } else if name.eq_ignore_ascii_case("connection") {
             head.close |= h
                 .value
@@ -197,7 +205,8 @@ mod tests {
     fn takes_the_plain_infer_request() {
         let raw = b"POST /v2/models/risk/versions/3/infer HTTP/1.1\r\nHost: x\r\n\
             Authorization: Bearer k1\r\nAuthorization: Bearer k2\r\nContent-Length: 12\r\n\
-            X-Shardline-Deadline-Ms: 250\r\nConnection: keep-alive, Close\r\n\r\n";
+            X-Shardline-Deadline-Ms: 250\r\nConnection: keep-alive, Close\r\n\
+            Inference-Header-Content-Length: 7\r\n\r\n";
         assert_eq!(
             parse_and_classify(raw, 100),
             Some(InferHead {
@@ -206,6 +215,7 @@ mod tests {
                 content_length: 12,
                 authorization: Some(&b"Bearer k1"[..]),
                 deadline: Some(&b"250"[..]),
+                header_length: Some(&b"7"[..]),
                 close: true,
             })
         );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use shardline_shared::ids::{ModelKey, TenantId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
 
-use crate::codec::DEADLINE_HEADER;
+use crate::codec::{DEADLINE_HEADER, INFERENCE_HEADER};
 use crate::error::RouterError;
 use crate::infer::{self, InferRequest, KeyMemo, authenticate, read_body, resolve};
 use crate::state::AppState;
@@ -27,7 +27,10 @@ use crate::upstream::Upstream;
 pub fn app<U: Upstream>(state: Arc<AppState<U>>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
         .route("/v2/health/ready", get(server_ready::<U>))
         .route("/v2/models/{model}", get(metadata::<U>))
         .route(
@@ -53,16 +56,16 @@ async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
         "name": "shardline",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": [],
+        "extensions": ["binary_tensor_data"],
     }))
 }
 
-/// Ready once a snapshot has been read from etcd and at least one worker is live. Stays
-/// ready while etcd is away: the last snapshot keeps serving.
+/// Ready (`{"ready": true}`) once a snapshot has been read from etcd and at least one
+/// worker is live. Stays ready while etcd is away: the last snapshot keeps serving.
 async fn server_ready<U: Upstream>(State(state): State<Arc<AppState<U>>>) -> Response {
     let snap = state.snapshot();
     if snap.revision() > 0 && !snap.workers().is_empty() {
-        StatusCode::OK.into_response()
+        Json(json!({"ready": true})).into_response()
     } else if snap.revision() == 0 {
         RouterError::Unavailable("no control-plane snapshot yet".into()).into_response()
     } else {
@@ -122,14 +125,14 @@ async fn metadata_v<U: Upstream>(
     model_metadata(&state, &headers, &name, Some(&version))
 }
 
-/// 200 when the model can be served now: a live worker of its shard (or, before it is
-/// placed, any live worker) exists.
+/// 200 and `{"name", "ready": true}` when the model can be served now: a live worker of
+/// its shard (or, before it is placed, any live worker) exists.
 fn model_ready<U>(
     state: &AppState<U>,
     headers: &HeaderMap,
     name: &str,
     version: Option<&str>,
-) -> Result<StatusCode, RouterError> {
+) -> Result<Json<serde_json::Value>, RouterError> {
     let snap = state.snapshot();
     let tenant = authenticate_headers(&snap, headers)?;
     let (key, _) = resolve(&snap, &tenant, name, version)?;
@@ -143,7 +146,7 @@ fn model_ready<U>(
         None => !snap.workers().is_empty(),
     };
     if live {
-        Ok(StatusCode::OK)
+        Ok(Json(json!({"name": key.model.as_str(), "ready": true})))
     } else {
         Err(RouterError::Unavailable(format!(
             "no live worker serves model {}",
@@ -156,7 +159,7 @@ async fn ready<U: Upstream>(
     State(state): State<Arc<AppState<U>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<StatusCode, RouterError> {
+) -> Result<Json<serde_json::Value>, RouterError> {
     model_ready(&state, &headers, &name, None)
 }
 
@@ -164,7 +167,7 @@ async fn ready_v<U: Upstream>(
     State(state): State<Arc<AppState<U>>>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<StatusCode, RouterError> {
+) -> Result<Json<serde_json::Value>, RouterError> {
     model_ready(&state, &headers, &name, Some(&version))
 }
 
@@ -202,6 +205,7 @@ async fn infer_response<U: Upstream>(
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
         deadline: headers.get(DEADLINE_HEADER).map(HeaderValue::as_bytes),
+        header_length: headers.get(INFERENCE_HEADER).map(HeaderValue::as_bytes),
         content_length: headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

@@ -147,7 +147,7 @@ fn refusals_have_clear_messages() {
         (
             json!({"inputs": [{"name": "features", "shape": [2], "datatype": "FP32",
                    "parameters": {"binary_data_size": 8}}]}),
-            "binary tensor data is not supported",
+            "has binary_data_size but the request has no inference-header-content-length header",
         ),
         (
             json!({"inputs": ok()["inputs"], "outputs": [{"name": "score"}, {"name": "logits"}]}),

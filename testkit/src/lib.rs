@@ -13,6 +13,8 @@
 //! - [`metric_sum`] reads Prometheus text; [`post_head_only`] sends a head without its
 //!   body; [`eventually!`] / [`wait::eventually`] poll a condition; [`TOKEN`] is the
 //!   internal router ↔ worker token every test fleet uses;
+//! - [`python`]: the test venv's interpreter and Python scripts run with JSON in and
+//!   out (standard clients such as `tritonclient` and KServe's SDK);
 //! - [`hostile`]: hostile clients (held connections, partial heads, clients that never
 //!   read, trickled bodies, request smuggling probes) and the server's open descriptors.
 //!
@@ -60,6 +62,7 @@ mod http;
 mod port;
 mod process;
 mod prom;
+pub mod python;
 mod s3;
 pub mod wait;
 

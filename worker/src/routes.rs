@@ -18,7 +18,10 @@ use shardline_shared::manifest::Manifest;
 use subtle::ConstantTimeEq;
 
 use crate::activations::{Refusal, Reserved, bytes_needed};
-use crate::decode::{InputSpec, decode_infer, encode_infer_response};
+use crate::decode::{
+    INFERENCE_HEADER, InputSpec, decode_request, encode_infer_response,
+    encode_infer_response_binary, parse_header_length,
+};
 use crate::error::ApiError;
 use crate::repository::{index, load, unload};
 pub use crate::request::read_body;
@@ -44,7 +47,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/repository/models/{name}/unload", post(unload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
         .route("/v2/health/ready", get(server_ready))
         .route("/v2", get(server_metadata))
         .merge(protected)
@@ -73,19 +79,22 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
     }
 }
 
-async fn server_ready(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.is_ready() {
+/// `{"ready": true}` (200) or `{"ready": false}` (503), as KServe's clients read it.
+async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    }
+    };
+    (status, Json(json!({"ready": ready}))).into_response()
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
         "name": "shardline-worker",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository"],
+        "extensions": ["model_repository", "binary_tensor_data"],
     }))
 }
 
@@ -124,35 +133,35 @@ async fn metadata_v(
     Ok(Json(metadata_body(&state, &m)))
 }
 
-fn ready_status(
-    state: &AppState,
-    name: &str,
-    version: Option<&str>,
-) -> Result<StatusCode, ApiError> {
+/// 200 and `{"name", "ready": true}` when the model is resident, else 503 and
+/// `"ready": false`.
+fn ready_status(state: &AppState, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
     let m = state.resolve(name, version)?;
     let resident = state
         .cache
         .resident()
         .iter()
         .any(|r| r.key.model == m.key() && r.key.version == m.version);
-    Ok(if resident {
+    let status = if resident {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    })
+    };
+    let body = json!({"name": oip_name(&m), "ready": resident});
+    Ok((status, Json(body)).into_response())
 }
 
 async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     ready_status(&state, &name, None)
 }
 
 async fn model_ready_v(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     ready_status(&state, &name, Some(&version))
 }
 
@@ -235,10 +244,14 @@ async fn score(
     state.catch_up(revision(headers)).await;
     let manifest = state.resolve(name, version)?;
     let _in_flight = state.admit(&manifest.key())?;
+    let header_length = headers
+        .get(INFERENCE_HEADER)
+        .map(|v| parse_header_length(v.as_bytes()))
+        .transpose()?;
     let bytes = read_body(headers, body, state.limits.max_body).await?;
     // Decoding needs only the manifest: a bad request never triggers a load.
     let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
-    let batch = decode_infer(&bytes, &spec)?;
+    let batch = decode_request(&bytes, header_length, &spec)?;
     drop(bytes);
     let rows = batch.rows;
     let work = (rows as u64).saturating_mul(manifest.config.parameter_count(&manifest.dims));
@@ -288,14 +301,20 @@ async fn score(
         .get(PUBLIC_NAME_HEADER)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| oip_name(&manifest), str::to_owned);
-    let body = encode_infer_response(
-        &name,
-        manifest.version.as_str(),
-        batch.id.as_deref(),
-        &manifest.config.output.name,
-        rows,
-        manifest.config.output.dim,
-        &scores,
-    );
+    let (version, id) = (manifest.version.as_str(), batch.id.as_deref());
+    let (output, dim) = (&manifest.config.output.name, manifest.config.output.dim);
+    if batch.binary_output {
+        let (body, header_length) =
+            encode_infer_response_binary(&name, version, id, output, rows, dim, &scores);
+        let headers = [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::HeaderName::from_static(INFERENCE_HEADER),
+                header_length.to_string(),
+            ),
+        ];
+        return Ok((headers, body).into_response());
+    }
+    let body = encode_infer_response(&name, version, id, output, rows, dim, &scores);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
+use anyhow::{Context as _, bail, ensure};
 use shardline_artifacts::ArtifactStore;
 use shardline_control::{ControlPlane, EtcdStore};
 use shardline_shared::keys::Prefix;
@@ -153,7 +153,8 @@ pub fn infer_body(data: &[f32], rows: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Polls one request until it answers 200 (the router may not have seen the model yet),
-/// then returns its `outputs[0].data`.
+/// then returns its `outputs[0].data` (read from the binary tail when the answer is
+/// binary tensor data).
 pub async fn wait_scores(
     spec: &RequestSpec,
     within: Duration,
@@ -161,12 +162,7 @@ pub async fn wait_scores(
     let deadline = Instant::now() + within;
     loop {
         let last = match load::once(spec).await {
-            Ok((status, body)) if status == 200 => {
-                let v: serde_json::Value = serde_json::from_slice(&body)?;
-                let data = v["outputs"][0]["data"].clone();
-                ensure!(data.is_array(), "no outputs[0].data in {v}");
-                return Ok(data);
-            }
+            Ok((status, body)) if status == 200 => return answer_scores(&body),
             Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
             Err(e) => format!("{e:#}"),
         };
@@ -175,6 +171,27 @@ pub async fn wait_scores(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The scores of an infer answer as `f32`s: its JSON `outputs[0].data`, or, when the
+/// JSON header gives `binary_data_size`, the little-endian `f32`s after it.
+pub fn answer_scores(body: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
+    let v = stream.next().context("an empty answer")??;
+    let header_length = stream.byte_offset();
+    if v["outputs"][0]["parameters"]["binary_data_size"].is_u64() {
+        let scores: Vec<f32> = body[header_length..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        return Ok(serde_json::json!(scores));
+    }
+    // As f32s, so that JSON and binary answers of the same scores compare equal.
+    let data = v["outputs"][0]["data"].as_array();
+    let scores: Option<Vec<f32>> =
+        data.and_then(|d| d.iter().map(|x| x.as_f64().map(|x| x as f32)).collect());
+    let scores = scores.with_context(|| format!("no numbers in outputs[0].data of {v}"))?;
+    Ok(serde_json::json!(scores))
 }
 
 #[cfg(test)]
@@ -192,5 +209,17 @@ mod tests {
         assert_eq!(input["data"], serde_json::json!([0.5, -1.0, 0.25, 2.0]));
         assert!(infer_body(&[1.0, 2.0, 3.0], 2).is_err());
         assert!(infer_body(&[], 0).is_err());
+    }
+
+    #[test]
+    fn scores_are_read_from_json_and_binary_answers() {
+        use shardline_shared::decode::{encode_infer_response, encode_infer_response_binary};
+        let scores = [0.25f32, -0.1, 3e-7];
+        let json = encode_infer_response("m", "1", None, "y", 3, 1, &scores);
+        let (binary, _) = encode_infer_response_binary("m", "1", None, "y", 3, 1, &scores);
+        let want = serde_json::json!(scores);
+        assert_eq!(answer_scores(&json).expect("json"), want);
+        assert_eq!(answer_scores(&binary).expect("binary"), want);
+        assert!(answer_scores(b"").is_err());
     }
 }

@@ -199,7 +199,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let report = router::run(&options, |line| eprintln!("bench-router: {line}")).await?;
             print_report(json, report.json(), report.table(), report.misses())?;
-            write_section(&router::DOCS, write_docs, "bench-router", || report.docs())?;
+            let section = options.docs_section();
+            write_section(&section, write_docs, "bench-router", || report.docs())?;
         }
         Command::BenchMlserver {
             options,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use shardline_shared::units::parse_duration;
 
 use super::{DEFAULT_ZIPF, Mix, Mode, Options, TenantKey};
+use crate::protocol::Protocol;
 
 /// `loadtest run`'s flags (every one also read from `SHARDLINE_LOADTEST_<FLAG>`).
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +56,10 @@ pub struct Flags {
     /// Seed of the tenant and model choices and of the feature values.
     #[arg(long, env = "SHARDLINE_LOADTEST_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// Request encoding: `http-json` (JSON tensors) or `http-binary` (binary tensor data
+    /// both ways, as tritonclient sends by default).
+    #[arg(long, env = "SHARDLINE_LOADTEST_PROTOCOL", value_enum, default_value_t = Protocol::HttpJson)]
+    pub protocol: Protocol,
     /// Print the result as one JSON object instead of a table.
     #[arg(long, env = "SHARDLINE_LOADTEST_JSON")]
     pub json: bool,
@@ -87,6 +92,7 @@ impl Flags {
         options.input = self.input.clone();
         options.timeout = self.timeout;
         options.seed = self.seed;
+        options.protocol = self.protocol;
         options
     }
 }

@@ -63,6 +63,8 @@ mod runner;
 use std::fmt;
 use std::time::Duration;
 
+use crate::protocol::Protocol;
+
 pub use flags::Flags;
 pub use keys::{KeysError, TenantKey};
 pub use report::Report;
@@ -157,6 +159,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Seeds the tenant and model choices and the feature values.
     pub seed: u64,
+    /// JSON or binary tensors.
+    pub protocol: Protocol,
 }
 
 impl Options {
@@ -174,6 +178,7 @@ impl Options {
             input: None,
             timeout: Duration::from_secs(30),
             seed: 1,
+            protocol: Protocol::HttpJson,
         }
     }
 

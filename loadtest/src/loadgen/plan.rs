@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::protocol::{Payload, Protocol};
 
 /// A constant arrival rate: request `i` is due `i / rate` seconds after the start, for as
 /// long as that is inside the run's duration.
@@ -104,20 +104,18 @@ impl TenantMix {
     }
 }
 
-/// An OIP v2 infer body: one FP32 input `name` of shape `[batch, features]`, values in
-/// `[0, 1)` drawn from `seed` (row-major, flat).
-pub fn infer_body(name: &str, batch: usize, features: usize, seed: u64) -> Bytes {
+/// An OIP v2 infer request in `protocol`: one FP32 input `name` of shape `[batch,
+/// features]`, values in `[0, 1)` drawn from `seed` (row-major, flat).
+pub fn infer_body(
+    name: &str,
+    batch: usize,
+    features: usize,
+    seed: u64,
+    protocol: Protocol,
+) -> Payload {
     let mut rng = fastrand::Rng::with_seed(seed);
     let data: Vec<f32> = (0..batch * features).map(|_| rng.f32()).collect();
-    let body = serde_json::json!({
-        "inputs": [{
-            "name": name,
-            "shape": [batch, features],
-            "datatype": "FP32",
-            "data": data,
-        }]
-    });
-    Bytes::from(body.to_string())
+    protocol.payload(name, batch, &data)
 }
 
 /// The first input's name and feature count (its last dimension, when fixed) from a `GET
@@ -214,11 +212,13 @@ mod tests {
 
     #[test]
     fn body_and_metadata() {
-        let body = infer_body("features", 2, 3, 1);
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let body = infer_body("features", 2, 3, 1, Protocol::HttpJson);
+        let v: serde_json::Value = serde_json::from_slice(&body.body).expect("json");
         assert_eq!(v["inputs"][0]["shape"], serde_json::json!([2, 3]));
         assert_eq!(v["inputs"][0]["data"].as_array().map(Vec::len), Some(6));
-        assert_eq!(body, infer_body("features", 2, 3, 1));
+        assert_eq!(body, infer_body("features", 2, 3, 1, Protocol::HttpJson));
+        let binary = infer_body("features", 2, 3, 1, Protocol::HttpBinary);
+        assert_eq!(binary.body.len() - binary.header_length.unwrap(), 6 * 4);
         let meta = serde_json::json!({
             "name": "risk",
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}],

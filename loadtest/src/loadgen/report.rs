@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Mix, Mode};
 use crate::client::keep_error;
+use crate::protocol::Protocol;
 use crate::stats::{Histogram, ms};
 
 /// How many tenants the report lists (the busiest first).
@@ -76,6 +77,8 @@ pub struct Setup {
     pub batch: usize,
     pub features: usize,
     pub input: String,
+    /// The request encoding (`--protocol`).
+    pub protocol: Protocol,
     /// Why the defaults stand in for the model's metadata, when they do.
     pub metadata_error: Option<String>,
     /// Tenant names in keys-file order.
@@ -235,13 +238,14 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}, {} for {:?}, batch {} × {} features (input {:?}), {} tenants",
+            "{}, {} for {:?}, batch {} × {} features (input {:?}, {}), {} tenants",
             s.mode,
             s.mix,
             s.duration,
             s.batch,
             s.features,
             s.input,
+            s.protocol.name(),
             s.tenants.len(),
         );
         if let Some(e) = &s.metadata_error {
@@ -309,6 +313,7 @@ impl Report {
             "batch": s.batch,
             "features": s.features,
             "input": s.input,
+            "protocol": s.protocol.name(),
             "metadata_error": s.metadata_error,
             "tenants": s.tenants.len(),
             "requests": self.requests,
@@ -350,6 +355,7 @@ mod tests {
             batch: 1,
             features: 64,
             input: "features".to_owned(),
+            protocol: Protocol::HttpJson,
             metadata_error: None,
             tenants: (0..tenants).map(|i| format!("t{i}")).collect(),
         }

@@ -17,6 +17,7 @@ use super::plan::{self, Schedule, TenantMix};
 use super::report::{Outcome, Record, Recorder, Report, Setup};
 use super::{DEFAULT_FEATURES, DEFAULT_INPUT, Error, Mix, Mode, Options};
 use crate::client::{RequestSpec, connect, exchange};
+use crate::protocol::Protocol;
 
 /// How long to wait before retrying a refused connection in closed loop (so a dead router
 /// is not hammered in a busy loop).
@@ -43,7 +44,14 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             reason,
         })?;
     let (input, features, metadata_error) = input_shape(options, addr).await;
-    let body = plan::infer_body(&input, options.batch, features, options.seed);
+    let payload = plan::infer_body(
+        &input,
+        options.batch,
+        features,
+        options.seed,
+        options.protocol,
+    );
+    let described = Protocol::headers(&payload);
     let mut targets = Vec::with_capacity(options.tenants.len());
     for t in &options.tenants {
         let bearer = format!("Bearer {}", t.key);
@@ -52,13 +60,9 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             .iter()
             .map(|m| {
                 let path = format!("/v2/models/{m}/infer");
-                RequestSpec::post_json(
-                    addr,
-                    &path,
-                    &[("authorization", bearer.as_str())],
-                    body.clone(),
-                )
-                .map(Arc::new)
+                let mut headers = vec![("authorization", bearer.as_str())];
+                headers.extend(described.iter().map(|(n, v)| (*n, v.as_str())));
+                RequestSpec::post_json(addr, &path, &headers, payload.body.clone()).map(Arc::new)
             })
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(|e| Error::Options(format!("tenant {}: {e:#}", t.tenant)))?;
@@ -76,6 +80,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         batch: options.batch,
         features,
         input,
+        protocol: options.protocol,
         metadata_error,
         tenants: options.tenants.iter().map(|t| t.tenant.clone()).collect(),
     };

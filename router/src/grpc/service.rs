@@ -162,6 +162,8 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
             version: version(&message.model_version),
             authorization: auth,
             deadline,
+            // The converted body is all JSON (no binary tensor data).
+            header_length: None,
             content_length: Some(json_bound(&message)),
         };
         let relay = infer::handle(state, request, body, &mut keys)

@@ -145,6 +145,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             content_type: None,
             retry_after: None,
+            header_length: None,
             body: body.into(),
         };
         let s = from_worker_answer(&answer(507, r#"{"error":"model needs more memory"}"#));

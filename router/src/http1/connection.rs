@@ -74,6 +74,7 @@ struct Spans {
     version: Option<Range<usize>>,
     authorization: Option<Range<usize>>,
     deadline: Option<Range<usize>>,
+    header_length: Option<Range<usize>>,
     close: bool,
 }
 
@@ -319,6 +320,7 @@ impl Connection {
             version: spans.version.as_ref().map(text),
             authorization: spans.authorization.as_ref().map(bytes),
             deadline: spans.deadline.as_ref().map(bytes),
+            header_length: spans.header_length.as_ref().map(bytes),
             content_length: Some(spans.content_length as u64),
         };
         infer::handle(&self.state, parts, body, keys).await
@@ -385,6 +387,7 @@ fn spans(buf: &[u8], head_len: usize, head: &codec::InferHead<'_>) -> Spans {
         version: head.version.map(|v| span(v.as_bytes())),
         authorization: head.authorization.map(span),
         deadline: head.deadline.map(span),
+        header_length: head.header_length.map(span),
         close: head.close,
     }
 }

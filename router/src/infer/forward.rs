@@ -32,6 +32,8 @@ pub struct Request<'a> {
     pub tenant: &'a TenantGate,
     pub deadline: Duration,
     pub started: Instant,
+    /// The client's `Inference-Header-Content-Length`, forwarded with the body.
+    pub header_length: Option<usize>,
 }
 
 /// Forwards the validated `body` to a member of the model's shard, failing over to the
@@ -49,6 +51,7 @@ pub async fn forward<U: Upstream>(
         tenant,
         deadline,
         started,
+        header_length,
     } = request;
     let (members, cands) = candidates(snap, &state.fleet, key, manifest, started);
     let order = select::order(&cands, &mut fastrand::Rng::new());
@@ -117,6 +120,7 @@ pub async fn forward<U: Upstream>(
                     address: member.address,
                     path: &path,
                     body: body.clone(),
+                    header_length,
                     public_name: key.model.as_str(),
                     revision: snap.revision(),
                     timeout,

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use prometheus::IntGauge;
 use shardline_service::http::BodyError;
-use shardline_shared::decode::{InputSpec, validate_infer};
+use shardline_shared::decode::{InputSpec, parse_header_length, validate_request};
 
 pub use self::auth::{KeyMemo, authenticate};
 pub use self::relay::Relay;
@@ -43,6 +43,9 @@ pub struct InferRequest<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The `x-shardline-deadline-ms` value.
     pub deadline: Option<&'a [u8]>,
+    /// The `Inference-Header-Content-Length` value: the body is that much JSON followed
+    /// by binary tensor data (`None`: all JSON).
+    pub header_length: Option<&'a [u8]>,
     /// The declared `Content-Length` (`None`: a body of unknown length), reserved under
     /// the router's in-flight byte budget before the body is read.
     pub content_length: Option<u64>,
@@ -69,6 +72,7 @@ pub async fn handle<U: Upstream>(
             model = Some(key.clone());
         }
         let deadline = deadline(request.deadline, &state.limits)?;
+        let header_length = request.header_length.map(parse_header_length).transpose()?;
         let limits = snap
             .tenants()
             .get(&tenant)
@@ -78,13 +82,14 @@ pub async fn handle<U: Upstream>(
         let _body_bytes = state.reserve_body(request.content_length)?;
         let bytes = body.await?;
         let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
-        validate_infer(&bytes, &spec)?;
+        validate_request(&bytes, header_length, &spec)?;
         let request = forward::Request {
             key: &key,
             manifest,
             tenant: permit.gate(),
             deadline,
             started,
+            header_length,
         };
         forward::forward(state, &snap, request, bytes).await
     }

@@ -1,9 +1,11 @@
 //! A worker's answer as the client gets it ([`Relay`]): the worker's status, content
-//! type, `Retry-After` and body, plus the header naming the worker — as header pairs
+//! type, `Retry-After`, `Inference-Header-Content-Length` and body, plus the header naming the worker — as header pairs
 //! for the fast path's byte writer and as an axum response for the routes.
 
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
+
+use shardline_shared::decode::INFERENCE_HEADER;
 
 use crate::codec::WORKER_HEADER;
 use crate::upstream::Answer;
@@ -28,6 +30,10 @@ impl Relay {
         [
             Some(("content-type", content_type)),
             self.answer.retry_after.as_ref().map(|v| ("retry-after", v)),
+            self.answer
+                .header_length
+                .as_ref()
+                .map(|v| (INFERENCE_HEADER, v)),
             self.worker.as_ref().map(|v| (WORKER_HEADER, v)),
         ]
         .into_iter()

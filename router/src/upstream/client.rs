@@ -14,7 +14,7 @@ use super::exchange::{COALESCE, Conn, Exchange, connect, exchange_on};
 use super::{
     Answer, Attempt, Failure, Outcome, PUBLIC_NAME_HEADER, REVISION_HEADER, TOKEN_HEADER, Upstream,
 };
-use crate::codec::push_decimal;
+use crate::codec::{INFERENCE_HEADER, push_decimal};
 
 /// Idle connections kept per worker.
 const MAX_IDLE_PER_WORKER: usize = 256;
@@ -130,6 +130,12 @@ impl WorkerClient {
         push_decimal(&mut buf, a.revision.unsigned_abs());
         buf.extend_from_slice(b"\r\ncontent-length: ");
         push_decimal(&mut buf, a.body.len() as u64);
+        if let Some(n) = a.header_length {
+            buf.extend_from_slice(b"\r\n");
+            buf.extend_from_slice(INFERENCE_HEADER.as_bytes());
+            buf.extend_from_slice(b": ");
+            push_decimal(&mut buf, n as u64);
+        }
         buf.extend_from_slice(b"\r\n\r\n");
         if small {
             buf.extend_from_slice(&a.body);

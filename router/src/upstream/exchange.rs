@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Answer, Failure};
+use shardline_shared::decode::INFERENCE_HEADER;
 
 /// Bodies up to this size are copied behind the head and sent in one write.
 pub(super) const COALESCE: usize = 16 << 10;
@@ -155,6 +156,7 @@ pub(super) async fn exchange_on(
             status: parsed.status,
             content_type: parsed.content_type,
             retry_after: parsed.retry_after,
+            header_length: parsed.header_length,
             body,
         },
         keep,
@@ -166,6 +168,7 @@ struct Head {
     status: StatusCode,
     content_type: Option<HeaderValue>,
     retry_after: Option<HeaderValue>,
+    header_length: Option<HeaderValue>,
     content_length: Option<usize>,
     keep_alive: bool,
 }
@@ -181,6 +184,7 @@ impl Head {
             status,
             content_type: None,
             retry_after: None,
+            header_length: None,
             content_length: None,
             keep_alive: r.version == Some(1),
         };
@@ -201,6 +205,8 @@ impl Head {
                 };
             } else if name.eq_ignore_ascii_case("retry-after") {
                 head.retry_after = HeaderValue::from_bytes(h.value).ok();
+            } else if name.eq_ignore_ascii_case(INFERENCE_HEADER) {
+                head.header_length = HeaderValue::from_bytes(h.value).ok();
             } else if name.eq_ignore_ascii_case("connection") {
                 if h.value.eq_ignore_ascii_case(b"close") {
                     head.keep_alive = false;

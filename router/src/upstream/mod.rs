@@ -75,6 +75,9 @@ pub struct Answer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub retry_after: Option<HeaderValue>,
+    /// The answer's `Inference-Header-Content-Length` (binary tensor data follows its
+    /// JSON), relayed to the client as it came.
+    pub header_length: Option<HeaderValue>,
     pub body: Bytes,
 }
 
@@ -101,6 +104,8 @@ pub struct Attempt<'a> {
     /// Path and query on the worker, e.g. `/v2/models/acme.risk/versions/3/infer`.
     pub path: &'a str,
     pub body: Bytes,
+    /// The client's `Inference-Header-Content-Length`, forwarded with its body.
+    pub header_length: Option<usize>,
     pub public_name: &'a str,
     pub revision: i64,
     pub timeout: Duration,
@@ -158,6 +163,7 @@ mod tests {
             address,
             path: "/v2/models/a.b/versions/1/infer",
             body: Bytes::from_static(b"{\"inputs\":[]}"),
+            header_length: None,
             public_name: "b",
             revision: 7,
             timeout: Duration::from_secs(5),

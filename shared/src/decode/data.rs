@@ -14,51 +14,69 @@ use crate::echo::echo;
 /// 2^24: every integer of at most this magnitude is exact in `f32`.
 const MAX_EXACT_INT: u64 = 1 << 24;
 
-/// The tensor datatypes we can turn into `f32`.
+/// The tensor datatypes we can turn into `f32`, with their width in binary tensor data
+/// (bytes per element).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum DataType {
-    Float(&'static str),
+    Float {
+        name: &'static str,
+        width: usize,
+    },
     Int {
         name: &'static str,
         min: i64,
         max: u64,
+        width: usize,
     },
 }
 
 impl DataType {
     pub(super) fn parse(s: &str) -> Result<Self, DecodeError> {
-        let int = |name, min: i64, max: u64| Self::Int { name, min, max };
+        let float = |name, width| Self::Float { name, width };
+        let int = |name, min: i64, max: u64, width| Self::Int {
+            name,
+            min,
+            max,
+            width,
+        };
         Ok(match s {
-            "FP32" => Self::Float("FP32"),
-            "FP64" => Self::Float("FP64"),
-            "FP16" => Self::Float("FP16"),
-            "BF16" => Self::Float("BF16"),
-            "INT8" => int("INT8", i8::MIN.into(), i8::MAX.unsigned_abs().into()),
-            "INT16" => int("INT16", i16::MIN.into(), i16::MAX.unsigned_abs().into()),
-            "INT32" => int("INT32", i32::MIN.into(), i32::MAX.unsigned_abs().into()),
-            "INT64" => int("INT64", i64::MIN, i64::MAX.unsigned_abs()),
-            "UINT8" => int("UINT8", 0, u8::MAX.into()),
-            "UINT16" => int("UINT16", 0, u16::MAX.into()),
-            "UINT32" => int("UINT32", 0, u32::MAX.into()),
-            "UINT64" => int("UINT64", 0, u64::MAX),
+            "FP32" => float("FP32", 4),
+            "FP64" => float("FP64", 8),
+            "FP16" => float("FP16", 2),
+            "BF16" => float("BF16", 2),
+            "INT8" => int("INT8", i8::MIN.into(), i8::MAX.unsigned_abs().into(), 1),
+            "INT16" => int("INT16", i16::MIN.into(), i16::MAX.unsigned_abs().into(), 2),
+            "INT32" => int("INT32", i32::MIN.into(), i32::MAX.unsigned_abs().into(), 4),
+            "INT64" => int("INT64", i64::MIN, i64::MAX.unsigned_abs(), 8),
+            "UINT8" => int("UINT8", 0, u8::MAX.into(), 1),
+            "UINT16" => int("UINT16", 0, u16::MAX.into(), 2),
+            "UINT32" => int("UINT32", 0, u32::MAX.into(), 4),
+            "UINT64" => int("UINT64", 0, u64::MAX, 8),
             "BOOL" | "BYTES" => return Err(DecodeError::UnsupportedDatatype(s.to_owned())),
             _ => return Err(DecodeError::UnknownDatatype(echo(s))),
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
-            Self::Float(name) | Self::Int { name, .. } => name,
+            Self::Float { name, .. } | Self::Int { name, .. } => name,
         }
     }
 
-    /// Converts one JSON number, or says why it does not fit.
-    fn convert(self, n: Num) -> Result<f32, &'static str> {
+    /// Bytes per element in binary tensor data.
+    pub(super) fn width(self) -> usize {
+        match self {
+            Self::Float { width, .. } | Self::Int { width, .. } => width,
+        }
+    }
+
+    /// Converts one number, or says why it does not fit.
+    pub(super) fn convert(self, n: Num) -> Result<f32, &'static str> {
         match (self, n) {
             // Every 64-bit integer is within f32's range (rounded to nearest).
-            (Self::Float(_), Num::U(u)) => Ok(u as f32),
-            (Self::Float(_), Num::I(i)) => Ok(i as f32),
-            (Self::Float(_), Num::F(f)) => {
+            (Self::Float { .. }, Num::U(u)) => Ok(u as f32),
+            (Self::Float { .. }, Num::I(i)) => Ok(i as f32),
+            (Self::Float { .. }, Num::F(f)) => {
                 let x = f as f32;
                 if x.is_finite() {
                     Ok(x)
@@ -93,9 +111,9 @@ fn int_to_f32(out_of_type: bool, magnitude: u64) -> Result<f32, &'static str> {
     }
 }
 
-/// One JSON number as serde_json hands it over.
+/// One number as serde_json hands it over (or as read from binary tensor data).
 #[derive(Debug, Clone, Copy)]
-enum Num {
+pub(super) enum Num {
     U(u64),
     I(i64),
     F(f64),
@@ -124,7 +142,7 @@ pub(super) fn decode_data(
 ) -> Result<Vec<f32>, DecodeError> {
     let expected = rows.saturating_mul(dim);
     if !keep
-        && matches!(dtype, DataType::Float(_))
+        && matches!(dtype, DataType::Float { .. })
         && scan::flat_finite_count(raw.as_bytes()) == Some(expected)
     {
         // The validate-only pass on the common body: a flat array of plain numbers, each

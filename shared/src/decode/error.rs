@@ -1,5 +1,7 @@
 //! Why a request body was refused: [`DecodeError`], worded for the client.
 
+use super::INFERENCE_HEADER;
+
 /// Why a request body was refused. All variants are client errors (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -23,8 +25,41 @@ pub enum DecodeError {
     EmptyBatch(Vec<i64>),
     #[error("batch of {rows} rows exceeds the limit of {max} rows per request")]
     TooManyRows { rows: usize, max: usize },
-    #[error("binary tensor data is not supported: send \"data\" as json")]
-    BinaryData,
+    /// Quoted and bounded ([`crate::echo`]).
+    #[error("{INFERENCE_HEADER} {0} is not a number of bytes")]
+    HeaderLength(String),
+    #[error("{INFERENCE_HEADER} is {header} bytes but the body has only {body}")]
+    HeaderBeyondBody { header: usize, body: usize },
+    #[error("binary_data_size of input {0:?} must be a non-negative integer")]
+    BinaryDataSize(String),
+    #[error("{0} must be true or false")]
+    Flag(&'static str),
+    #[error("input {0:?} has both \"data\" and binary_data_size; send one")]
+    BinaryAndData(String),
+    #[error("input {0:?} has binary_data_size but the request has no {INFERENCE_HEADER} header")]
+    NoInferenceHeader(String),
+    #[error(
+        "input binary_data_size is {got} bytes but shape {shape:?} of {datatype} needs {expected}"
+    )]
+    BinarySize {
+        got: u64,
+        expected: u128,
+        datatype: &'static str,
+        shape: Vec<i64>,
+    },
+    #[error(
+        "binary data of the inputs ({need} bytes) goes beyond the body ({have} bytes after the \
+         inference header)"
+    )]
+    BinaryBeyondBody { need: u64, have: usize },
+    #[error("{0} bytes after the inference header belong to no input")]
+    TrailingBytes(usize),
+    #[error("input data is {got} bytes of {datatype} data, the shape needs {expected}")]
+    RawLength {
+        got: usize,
+        expected: u128,
+        datatype: &'static str,
+    },
     #[error("input {0:?} has no data")]
     MissingData(String),
     #[error("input data has {got} values but shape {shape:?} needs {expected}")]

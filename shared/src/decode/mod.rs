@@ -11,13 +11,21 @@
 //!    and stops at the first value past what the shape holds. Nothing builds a
 //!    `serde_json::Value` for the data, and memory is bounded by the body's length.
 //!
+//! Binary tensor data (Triton's and KServe's extension): with an
+//! `Inference-Header-Content-Length` of `n`, the body's first `n` bytes are the JSON
+//! request and the rest the tensor bytes of the input whose `parameters` carry
+//! `binary_data_size` — which must be exactly shape × element width, and exactly what
+//! follows the JSON; a request's `binary_data_output` or an output's `binary_data` asks
+//! for the answer in binary ([`InferBatch::binary_output`]). Elements are little-endian
+//! and converted to `f32` under the same rules as JSON numbers (`raw.rs`).
+//!
 //! Unknown fields are ignored (OIP allows extensions), and so are the contents of
-//! `parameters` objects (the request's and each input's, but for `binary_data_size`):
-//! they are checked to be JSON and skipped without building a map or a `Value`, so
-//! free-form JSON costs no more memory than its nesting depth. Conversions: `FP32`, `FP64`,
-//! `FP16` and `BF16` values must be finite in `f32`; `INT*`/`UINT*` values must be
-//! integers within their type and within ±2^24, where every integer is exact in `f32`.
-//! `BOOL` and `BYTES` tensors are refused.
+//! `parameters` objects but for the binary tensor data extension's members: they are
+//! checked to be JSON and skipped without building a map or a `Value`, so free-form JSON
+//! costs no more memory than its nesting depth. Conversions: `FP32`, `FP64`, `FP16` and
+//! `BF16` values must be finite in `f32` (`FP64` rounded to nearest, ties to even);
+//! `INT*`/`UINT*` values must be integers within their type and within ±2^24, where
+//! every integer is exact in `f32`. `BOOL` and `BYTES` tensors are refused.
 //!
 //! Layout: the two passes of decoding (the envelope, [`decode_infer`] and
 //! [`validate_infer`]) are in `request.rs` and the streaming `data` visitor in
@@ -27,12 +35,20 @@
 
 mod data;
 mod error;
+mod raw;
 mod request;
 mod response;
 mod scan;
 mod spec;
 
 pub use error::DecodeError;
-pub use request::{decode_infer, validate_infer};
-pub use response::encode_infer_response;
+pub use request::{
+    decode_infer, decode_request, parse_header_length, validate_infer, validate_request,
+};
+pub use response::{encode_infer_response, encode_infer_response_binary};
 pub use spec::{DEFAULT_MAX_ROWS, InferBatch, InputSpec};
+
+/// The header giving the length of a request's or answer's JSON part when binary tensor
+/// data follows it (the binary tensor data extension), lowercase as HTTP/2 and hyper
+/// write header names.
+pub const INFERENCE_HEADER: &str = "inference-header-content-length";

@@ -45,6 +45,9 @@ pub struct InferBatch {
     /// Whether the request had a top-level `parameters` object; its contents are
     /// checked to be JSON and skipped, never kept (nothing interprets them).
     pub has_parameters: bool,
+    /// Whether the output is to be answered as binary tensor data (the request's
+    /// `binary_data_output`, overridden by the output's own `binary_data`).
+    pub binary_output: bool,
 }
 
 /// Accepts `[rows, dim]` and `[dim]` (one row); returns the number of rows.

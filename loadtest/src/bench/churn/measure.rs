@@ -74,7 +74,14 @@ pub(super) async fn measure(
         "priming the {} models that fit, one request each",
         options.fit
     ));
-    let body = loadgen::plan::infer_body(crate::models::mlp::INPUT_NAME, 1, INPUT_DIM, 1);
+    let body = loadgen::plan::infer_body(
+        crate::models::mlp::INPUT_NAME,
+        1,
+        INPUT_DIM,
+        1,
+        crate::protocol::Protocol::HttpJson,
+    )
+    .body;
     for k in &warm_keys {
         let answer = client
             .post(format!("{router}/v2/models/{MODEL}/infer"))

@@ -14,11 +14,12 @@ use super::nginx::nginx_conf;
 use super::{Cpu, INPUT_DIM, ModelResult, Options, Run, Target, TargetResult};
 use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
-    self, TENANT, TOKEN, infer_body, router_spec, start_router, start_worker, wait_scores,
+    self, TENANT, TOKEN, router_spec, start_router, start_worker, wait_scores,
 };
 use crate::client::Tls;
 use crate::models::MlpArtifact;
 use crate::procfs::{machine_busy, process_cpu, tree_cpu};
+use crate::protocol::Protocol;
 use crate::stats::ms;
 use shardline_testkit::fleet::{Node, Spec};
 use shardline_testkit::{ManagedProcess, free_port};
@@ -189,12 +190,21 @@ pub(super) async fn measure(
     models: &[(String, MlpArtifact)],
     progress: &impl Fn(&str),
 ) -> anyhow::Result<Vec<ModelResult>> {
-    let body = Bytes::from(infer_body(&input_row(INPUT_DIM), 1)?);
+    let data: Vec<f32> = (0..options.batch)
+        .flat_map(|r| {
+            input_row(INPUT_DIM)
+                .into_iter()
+                .map(move |x| x * (1.0 - r as f32 / 128.0))
+        })
+        .collect();
+    let payload = options.protocol.payload("features", options.batch, &data);
+    let headers = Protocol::headers(&payload);
     let mut specs = Vec::new();
     for (name, _) in models {
         let mut per = Vec::new();
         for t in Target::ALL {
-            per.push(Arc::new(spec(servers, t, name, key, &body)?));
+            let spec = spec(servers, t, name, key, &payload.body)?.with_headers(&headers)?;
+            per.push(Arc::new(spec));
         }
         specs.push(per);
     }

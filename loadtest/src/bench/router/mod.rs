@@ -12,7 +12,9 @@
 //! the three targets answer the same scores. Then, for `--rounds` rounds, for each model,
 //! it loads each target in turn (direct, nginx, router, rotated) with the same closed-loop
 //! client ([`load`](super::load): `--concurrency` keep-alive connections, `--warmup`
-//! then a measured `--duration`) and the same request bytes (one row of 64 floats):
+//! then a measured `--duration`) and the same request bytes (`--batch` rows of 64
+//! floats, one by default, as JSON or — `--protocol http-binary` — as binary tensor data
+//! with the scores asked back in binary):
 //!
 //! - direct: `POST worker/v2/models/bench.<model>/infer` with `x-shardline-token`;
 //! - nginx: `POST nginx/v2/models/bench.<model>/infer` (nginx adds the token);
@@ -39,6 +41,7 @@ use super::docs::{Section, machine, today};
 use super::load::LoadPlan;
 use super::stack::{Control, sibling};
 use crate::models::MlpArtifact;
+use crate::protocol::Protocol;
 
 pub use measure::round_order;
 use measure::{measure, start_servers};
@@ -132,6 +135,12 @@ pub struct Options {
     // Which of [`MODELS`] to run (all when empty).
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
+    /// Request encoding: `http-json` or `http-binary` (binary tensor data both ways).
+    #[arg(long, value_enum, default_value_t = Protocol::HttpJson)]
+    pub protocol: Protocol,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 impl Default for Options {
@@ -141,6 +150,8 @@ impl Default for Options {
             router_threads: None,
             nginx_workers: NginxWorkers::Auto,
             models: Vec::new(),
+            protocol: Protocol::HttpJson,
+            batch: 1,
         }
     }
 }
@@ -159,13 +170,43 @@ impl Options {
         if !self.models.is_empty() {
             let _ = write!(s, " --models {}", self.models.join(","));
         }
+        if self.protocol != Protocol::HttpJson {
+            let _ = write!(s, " --protocol {}", self.protocol.name());
+        }
+        if self.batch != 1 {
+            let _ = write!(s, " --batch {}", self.batch);
+        }
         s
+    }
+
+    /// The section of `docs/benchmarks.md` these options write: [`DOCS`] for JSON, one
+    /// row per request; a section of their own for another protocol or batch, so that the
+    /// runs stand side by side.
+    pub fn docs_section(&self) -> Section {
+        if self.protocol == Protocol::HttpJson && self.batch == 1 {
+            return DOCS;
+        }
+        let mut name = "router".to_owned();
+        let mut what = Vec::new();
+        if self.protocol != Protocol::HttpJson {
+            name += "-binary";
+            what.push("binary tensor data".to_owned());
+        }
+        if self.batch != 1 {
+            let _ = write!(name, "-batch{}", self.batch);
+            what.push(format!("{} rows per request", self.batch));
+        }
+        Section {
+            heading: format!("## Router hop, {} (`{}`)", what.join(", "), self.command()).into(),
+            name: name.into(),
+        }
     }
 }
 
 /// Runs the benchmark. `progress` receives one line per phase and per measured run.
 pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<Report> {
     options.load.validate()?;
+    ensure!(options.batch > 0, "--batch must be at least 1");
     let models: Vec<(&str, &[usize])> = MODELS
         .iter()
         .copied()

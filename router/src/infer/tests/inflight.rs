@@ -20,6 +20,7 @@ fn request(content_length: Option<u64>) -> InferRequest<'static> {
         version: None,
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
+        header_length: None,
         content_length,
     }
 }

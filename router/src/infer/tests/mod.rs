@@ -54,6 +54,7 @@ struct Sent {
     revision: i64,
     timeout: Duration,
     body: Bytes,
+    header_length: Option<usize>,
 }
 
 /// A scripted [`Upstream`]: each worker (by address) answers as its [`Reply`] says;
@@ -103,12 +104,14 @@ impl Upstream for FakeUpstream {
                 revision: attempt.revision,
                 timeout: attempt.timeout,
                 body: attempt.body.clone(),
+                header_length: attempt.header_length,
             });
         match self.replies.get(attempt.address) {
             Some(Reply::Status(code)) => Outcome::Answered(Answer {
                 status: StatusCode::from_u16(*code).unwrap_or(StatusCode::IM_A_TEAPOT),
                 content_type: None,
                 retry_after: None,
+                header_length: None,
                 body: Bytes::from(json!({ "worker": worker }).to_string()),
             }),
             Some(Reply::Refused) | None => {
@@ -273,6 +276,10 @@ struct Call<'a> {
     authorization: Option<&'a str>,
     deadline: Option<&'a str>,
     body: &'a str,
+    /// Bytes after `body` (binary tensor data).
+    tail: &'a [u8],
+    /// The `Inference-Header-Content-Length` value.
+    header_length: Option<&'a str>,
 }
 
 impl Default for Call<'_> {
@@ -283,6 +290,8 @@ impl Default for Call<'_> {
             authorization: Some("Bearer acme-key"),
             deadline: None,
             body: VALID,
+            tail: b"",
+            header_length: None,
         }
     }
 }
@@ -294,8 +303,9 @@ async fn call<U: Upstream>(state: &AppState<U>, call: Call<'_>) -> Result<Relay,
         version: call.version,
         authorization: call.authorization.map(str::as_bytes),
         deadline: call.deadline.map(str::as_bytes),
-        content_length: Some(call.body.len() as u64),
+        header_length: call.header_length.map(str::as_bytes),
+        content_length: Some((call.body.len() + call.tail.len()) as u64),
     };
-    let body = std::future::ready(Ok(Bytes::from(call.body.to_owned())));
+    let body = std::future::ready(Ok(Bytes::from([call.body.as_bytes(), call.tail].concat())));
     handle(state, request, body, &mut KeyMemo::default()).await
 }

@@ -18,6 +18,7 @@ fn request() -> InferRequest<'static> {
         version: None,
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
+        header_length: None,
         content_length: None,
     }
 }
@@ -301,4 +302,55 @@ async fn a_bad_request_is_never_forwarded() {
         assert_eq!(refusal.status(), StatusCode::BAD_REQUEST, "{deadline}");
     }
     assert_eq!(state.upstream.sent(), []);
+}
+
+#[tokio::test]
+async fn binary_requests_are_forwarded_with_their_header_length_and_bad_ones_never() {
+    let state = served().state(ok());
+    let header = r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#;
+    let tail: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let length = header.len().to_string();
+    let binary = Call {
+        body: header,
+        tail: &tail,
+        header_length: Some(&length),
+        ..Call::default()
+    };
+    let relay = call(&state, binary).await.unwrap();
+    assert_eq!(relay.answer.status, StatusCode::OK);
+    let sent = state.upstream.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].header_length, Some(header.len()));
+    assert_eq!(sent[0].body, [header.as_bytes(), &tail].concat());
+
+    let beyond = (header.len() + tail.len() + 1).to_string();
+    for refused in [
+        Call {
+            header_length: Some("-1"),
+            ..binary
+        },
+        Call {
+            header_length: Some(&beyond),
+            ..binary
+        },
+        Call {
+            tail: &tail[..12],
+            ..binary
+        },
+        Call {
+            header_length: None,
+            ..binary
+        },
+    ] {
+        let refusal = call(&state, refused).await.unwrap_err();
+        assert_eq!(refusal.status(), StatusCode::BAD_REQUEST, "{refusal}");
+    }
+    assert_eq!(
+        state.upstream.sent().len(),
+        1,
+        "a bad request was forwarded"
+    );
 }
