@@ -54,9 +54,9 @@ pub fn app<U: Upstream>(state: Arc<AppState<U>>) -> Router {
 
 async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
-        "name": "shardline",
+        "name": crate::grpc::meta::SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": crate::grpc::meta::EXTENSIONS,
     }))
 }
 

@@ -171,6 +171,18 @@ async fn tritonclient_scores_bit_for_bit_and_reads_health_and_metadata() {
         (&json!(true), &json!(true), &json!(true))
     );
     assert_eq!(got["server"]["name"], "shardline");
+    // Server metadata: what `GET /v2` says.
+    let v2: Value = fleet
+        .http
+        .get(format!("{}/v2", fleet.routers[0].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["server"]["extensions"], v2["extensions"]);
+    assert_eq!(got["server"]["version"], v2["version"]);
 
     // Model metadata: what HTTP says, field for field.
     let http: Value = fleet

@@ -12,6 +12,10 @@ use crate::grpc::pb::model_metadata_response::TensorMetadata;
 
 /// The server's name in its metadata.
 pub const SERVER_NAME: &str = "shardline";
+
+/// The protocol extensions the router supports, listed by `GET /v2` and gRPC
+/// `ServerMetadata` alike.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 /// The model platform in model metadata.
 pub const PLATFORM: &str = "shardline_mlp";
 

@@ -99,7 +99,7 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
         Ok(Response::new(ServerMetadataResponse {
             name: meta::SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: Vec::new(),
+            extensions: meta::EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
         }))
     }
 

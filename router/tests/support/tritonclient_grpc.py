@@ -61,7 +61,7 @@ out = {
             for t in metadata.outputs
         ],
     },
-    "server": {"name": server.name, "version": server.version},
+    "server": {"name": server.name, "version": server.version, "extensions": list(server.extensions)},
     "fp32": bits(score(fp32, "FP32")),
     "fp64": bits(score(fp64, "FP64")),
     "refusals": {
