@@ -64,7 +64,7 @@ async fn server_metadata() -> Json<serde_json::Value> {
 /// worker is live. Stays ready while etcd is away: the last snapshot keeps serving.
 async fn server_ready<U: Upstream>(State(state): State<Arc<AppState<U>>>) -> Response {
     let snap = state.snapshot();
-    if snap.revision() > 0 && !snap.workers().is_empty() {
+    if crate::grpc::meta::server_ready(&snap) {
         Json(json!({"ready": true})).into_response()
     } else if snap.revision() == 0 {
         RouterError::Unavailable("no control-plane snapshot yet".into()).into_response()
@@ -136,16 +136,7 @@ fn model_ready<U>(
     let snap = state.snapshot();
     let tenant = authenticate_headers(&snap, headers)?;
     let (key, _) = resolve(&snap, &tenant, name, version)?;
-    let live = match snap.assignments().get(&key) {
-        Some(a) => a
-            .value
-            .workers
-            .iter()
-            .chain(&a.value.previous)
-            .any(|w| snap.workers().contains_key(w)),
-        None => !snap.workers().is_empty(),
-    };
-    if live {
+    if crate::grpc::meta::model_live(&snap, &key) {
         Ok(Json(json!({"name": key.model.as_str(), "ready": true})))
     } else {
         Err(RouterError::Unavailable(format!(

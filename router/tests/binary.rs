@@ -10,52 +10,26 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shardline_testkit::TOKEN;
 use shardline_testkit::fleet::{TestFleet, rows};
-use shardline_testkit::hostile::exchange;
+use shardline_testkit::hostile::{Answer, exchange};
 
-/// An answer read off the wire.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The JSON part: all of the body, or the first `Inference-Header-Content-Length`
-    /// bytes.
-    fn json(&self) -> Value {
-        let n = self
-            .header("inference-header-content-length")
-            .map_or(self.body.len(), |v| v.parse().unwrap());
-        serde_json::from_slice(&self.body[..n]).unwrap()
-    }
-
-    /// The scores as `f32` bit patterns, from JSON `data` or the binary tail.
-    fn score_bits(&self) -> Vec<u32> {
-        let header = self.json();
-        let output = &header["outputs"][0];
-        match output["parameters"]["binary_data_size"].as_u64() {
-            Some(size) => {
-                let n = self.body.len() - size as usize;
-                self.body[n..]
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                    .collect()
-            }
-            None => output["data"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no scores in {header}"))
-                .iter()
-                .map(|v| (v.as_f64().unwrap() as f32).to_bits())
-                .collect(),
+/// The scores as `f32` bit patterns, from JSON `data` or the binary tail.
+fn score_bits(answer: &Answer) -> Vec<u32> {
+    let header = answer.json();
+    let output = &header["outputs"][0];
+    match output["parameters"]["binary_data_size"].as_u64() {
+        Some(size) => {
+            let n = answer.body.len() - size as usize;
+            answer.body[n..]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
         }
+        None => output["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no scores in {header}"))
+            .iter()
+            .map(|v| (v.as_f64().unwrap() as f32).to_bits())
+            .collect(),
     }
 }
 
@@ -239,7 +213,7 @@ async fn binary_scores_match_the_workers_json_answer_on_every_path() {
                 "{what} via {via:?}: {:?}",
                 answer.json()
             );
-            assert_eq!(answer.score_bits(), expected, "{what} via {via:?}");
+            assert_eq!(score_bits(&answer), expected, "{what} via {via:?}");
             let header = answer.header("inference-header-content-length");
             let content_type = answer.header("content-type");
             if *binary_answer {

@@ -172,29 +172,12 @@ async fn tritonclient_scores_bit_for_bit_and_reads_health_and_metadata() {
     );
     assert_eq!(got["server"]["name"], "shardline");
     // Server metadata: what `GET /v2` says.
-    let v2: Value = fleet
-        .http
-        .get(format!("{}/v2", fleet.routers[0].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v2 = get_json(&fleet, "/v2", &key).await;
     assert_eq!(got["server"]["extensions"], v2["extensions"]);
     assert_eq!(got["server"]["version"], v2["version"]);
 
     // Model metadata: what HTTP says, field for field.
-    let http: Value = fleet
-        .http
-        .get(format!("{}/v2/models/risk", fleet.routers[0].url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let http = get_json(&fleet, "/v2/models/risk", &key).await;
     for field in ["name", "versions", "platform", "inputs", "outputs"] {
         assert_eq!(got["metadata"][field], http[field], "metadata {field}");
     }
@@ -403,4 +386,11 @@ async fn every_refusal_has_its_code_and_health_answers() {
     )
     .await;
     assert_eq!(stream.unwrap_err().code(), Code::Unimplemented);
+}
+
+/// The router's JSON answer to `GET path` with `key`.
+async fn get_json(fleet: &TestFleet, path: &str, key: &str) -> Value {
+    let url = format!("{}{path}", fleet.routers[0].url);
+    let reply = fleet.http.get(url).bearer_auth(key).send().await.unwrap();
+    reply.json().await.unwrap()
 }

@@ -7,40 +7,19 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use shardline_testkit::fleet::{TestFleet, infer_body, rows};
+use shardline_testkit::hostile::Answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An answer read off the wire.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    fn scores(&self) -> Vec<f64> {
-        let body = self.json();
-        body["outputs"][0]["data"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no outputs in {body}"))
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect()
-    }
+fn scores(answer: &Answer) -> Vec<f64> {
+    let body = answer.json();
+    body["outputs"][0]["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs in {body}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 /// A raw client connection that reads answers framed by `content-length`.
@@ -162,7 +141,7 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
         assert_eq!(answer.status, 200, "answer {i}: {answer:?}");
         assert!(answer.header("date").is_some(), "answer {i} has no date");
         if i != 2 {
-            assert_eq!(answer.scores(), expected, "answer {i}");
+            assert_eq!(scores(&answer), expected, "answer {i}");
             assert_eq!(answer.header("content-type"), Some("application/json"));
             assert_eq!(
                 answer.header("x-shardline-worker"),
@@ -184,7 +163,7 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
     tokio::time::sleep(Duration::from_millis(20)).await;
     wire.send(&request[half..]).await;
     let answer = wire.answer().await;
-    assert_eq!(answer.scores(), expected);
+    assert_eq!(scores(&answer), expected);
 
     // Refusals on the fast path are the router's JSON errors. A request without a
     // valid key is refused from its head alone, and its connection is closed rather than
@@ -215,13 +194,13 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
     .await;
     assert_eq!(wire.answer().await.status, 400);
     wire.send(&infer_request(path, &key, &body, "")).await;
-    assert_eq!(wire.answer().await.scores(), expected);
+    assert_eq!(scores(&wire.answer().await), expected);
 
     // `Connection: close`: answered, marked, then closed.
     wire.send(&infer_request(path, &key, &body, "connection: close\r\n"))
         .await;
     let answer = wire.answer().await;
-    assert_eq!(answer.scores(), expected);
+    assert_eq!(scores(&answer), expected);
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(wire.closed().await);
 
@@ -240,10 +219,10 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     wire.send(&chunked).await;
-    assert_eq!(wire.answer().await.scores(), expected);
+    assert_eq!(scores(&wire.answer().await), expected);
     // ... and the fast-path form on the same (now hyper's) connection.
     wire.send(&infer_request(path, &key, &body, "")).await;
-    assert_eq!(wire.answer().await.scores(), expected);
+    assert_eq!(scores(&wire.answer().await), expected);
 
     // `Expect: 100-continue`: the interim answer comes before the body is sent.
     let mut wire = Wire::connect(&url).await;
@@ -252,7 +231,7 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
     let interim = wire.answer().await;
     assert_eq!(interim.status, 100);
     wire.send(&body).await;
-    assert_eq!(wire.answer().await.scores(), expected);
+    assert_eq!(scores(&wire.answer().await), expected);
 
     // HTTP/1.0.
     let mut wire = Wire::connect(&url).await;
@@ -263,7 +242,7 @@ async fn byte_level_clients_get_the_same_answers_from_the_fast_path_and_hyper() 
         .map(|i| request[i..i + 8].copy_from_slice(b"HTTP/1.0"))
         .unwrap();
     wire.send(&request).await;
-    assert_eq!(wire.answer().await.scores(), expected);
+    assert_eq!(scores(&wire.answer().await), expected);
 
     // Over the body limit (declared): refused with 413 before the body is read.
     let mut wire = Wire::connect(&url).await;
@@ -303,7 +282,7 @@ async fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
     // An idle keep-alive connection, and one whose request is half sent.
     let mut idle = Wire::connect(&url).await;
     idle.send(&request).await;
-    assert_eq!(idle.answer().await.scores(), expected);
+    assert_eq!(scores(&idle.answer().await), expected);
     let mut busy = Wire::connect(&url).await;
     let half = request.len() - body.len() / 2;
     busy.send(&request[..half]).await;
@@ -322,7 +301,7 @@ async fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
     busy.send(&request[half..]).await;
     let answer = busy.answer().await;
     assert_eq!(
-        answer.scores(),
+        scores(&answer),
         expected,
         "the request in flight is answered"
     );

@@ -163,6 +163,36 @@ impl Exchange {
     }
 }
 
+/// One HTTP/1.1 answer as read off the wire by a byte-level client.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON part: the whole body, or its first `Inference-Header-Content-Length`
+    /// bytes (the binary tensor data extension). Panics if it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let n = self
+            .header("inference-header-content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.body.len())
+            .min(self.body.len());
+        serde_json::from_slice(&self.body[..n])
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", self.body))
+    }
+}
+
 /// Sends `bytes` on a new connection and reads until the server closes it or sends
 /// nothing for `quiet`.
 pub async fn exchange(addr: &str, bytes: &[u8], quiet: Duration) -> Exchange {

@@ -46,7 +46,7 @@ pub use request::{
     decode_infer, decode_request, parse_header_length, validate_infer, validate_request,
 };
 pub use response::{encode_infer_response, encode_infer_response_binary};
-pub use spec::{DEFAULT_MAX_ROWS, InferBatch, InputSpec};
+pub use spec::{DEFAULT_MAX_ROWS, InferBatch, InputSpec, check_shape};
 
 /// The header giving the length of a request's or answer's JSON part when binary tensor
 /// data follows it (the binary tensor data extension), lowercase as HTTP/2 and hyper

@@ -50,8 +50,9 @@ pub struct InferBatch {
     pub binary_output: bool,
 }
 
-/// Accepts `[rows, dim]` and `[dim]` (one row); returns the number of rows.
-pub(super) fn check_shape(shape: &[i64], input: &InputSpec<'_>) -> Result<usize, DecodeError> {
+/// Accepts `[rows, dim]` and `[dim]` (one row); returns the number of rows. The
+/// decoder's rule, also for requests that arrive in other forms (the router's gRPC).
+pub fn check_shape(shape: &[i64], input: &InputSpec<'_>) -> Result<usize, DecodeError> {
     let dim_ok = |d: i64| usize::try_from(d).is_ok_and(|d| d == input.dim);
     let rows = match *shape {
         [d] if dim_ok(d) => 1,

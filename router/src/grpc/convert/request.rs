@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use bytes::Bytes;
 use serde::Serialize;
-use shardline_shared::decode::{DecodeError, InputSpec};
+use shardline_shared::decode::{DecodeError, InputSpec, check_shape};
 use shardline_shared::echo::echo;
 
 use super::elements::{Dtype, Values, from_raw, from_typed, typed_len};
@@ -150,34 +150,6 @@ pub fn to_json(
         body: Bytes::from(out.buf),
         raw,
     })
-}
-
-/// `[rows, dim]` or `[dim]` (one row) → the number of rows; the worker's decoder's rule
-/// and messages (`shared/src/decode/spec.rs`; the property test in `tests.rs` holds the
-/// two to the same answers).
-pub(super) fn check_shape(shape: &[i64], spec: &InputSpec<'_>) -> Result<usize, DecodeError> {
-    let dim_ok = |d: i64| usize::try_from(d).is_ok_and(|d| d == spec.dim);
-    let rows = match *shape {
-        [d] if dim_ok(d) => 1,
-        [r, d] if dim_ok(d) && r >= 0 => r,
-        _ => {
-            return Err(DecodeError::Shape {
-                shape: shape.to_vec(),
-                dim: spec.dim,
-            });
-        }
-    };
-    let rows = usize::try_from(rows).unwrap_or(usize::MAX);
-    if rows == 0 {
-        return Err(DecodeError::EmptyBatch(shape.to_vec()));
-    }
-    if rows > spec.max_rows {
-        return Err(DecodeError::TooManyRows {
-            rows,
-            max: spec.max_rows,
-        });
-    }
-    Ok(rows)
 }
 
 /// A buffer that refuses to grow past `max` bytes (the body is never built beyond the

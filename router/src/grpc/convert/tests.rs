@@ -12,7 +12,6 @@ use shardline_shared::decode::{
 };
 
 use super::elements::{bf16_to_f32, f16_to_f32};
-use super::request::check_shape;
 use super::*;
 use crate::error::RouterError;
 use crate::grpc::pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -139,25 +138,6 @@ proptest! {
                 prop_assert_eq!(bits(&batch.data), bits(&expected));
             }
             Err(e) => prop_assert!(!in_range && matches!(e, DecodeError::Value { .. }), "{e}"),
-        }
-    }
-
-    #[test]
-    fn the_shape_rule_is_the_decoders(shape in prop::collection::vec(prop_oneof![
-        Just(DIM as i64), -2i64..20, any::<i64>(),
-    ], 0..4)) {
-        // The decoder checks the shape before the data: an empty `data` shows its verdict.
-        let body = serde_json::json!({"inputs": [{
-            "name": "x", "shape": shape, "datatype": "FP32", "data": [],
-        }]});
-        let decoder = validate_infer(body.to_string().as_bytes(), &spec());
-        match check_shape(&shape, &spec()) {
-            Err(e) => prop_assert_eq!(decoder, Err(e)),
-            Ok(_) => prop_assert!(
-                !matches!(decoder, Err(DecodeError::Shape { .. } | DecodeError::EmptyBatch(_)
-                    | DecodeError::TooManyRows { .. })),
-                "{decoder:?}"
-            ),
         }
     }
 
