@@ -344,6 +344,17 @@ pub fn program_from_env(var: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// A tool from the test venv: `$var` if set (it must then exist), else `.venv/bin/<name>`
+/// in the workspace root (made by `just venv`), else `fallback` on `PATH`.
+pub fn venv_program(var: &str, name: &str, fallback: &str) -> anyhow::Result<Option<PathBuf>> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|root| root.join(".venv/bin").join(name));
+    Ok(program_from_env(var)?
+        .or_else(|| venv.filter(|p| p.is_file()))
+        .or_else(|| on_path(fallback)))
+}
+
 /// The first `name` found in the directories of `PATH`.
 pub fn on_path(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use crate::process::{on_path, program_from_env};
+use crate::process::venv_program;
 
 /// Overrides the Python interpreter.
 pub const PYTHON_ENV: &str = "SHARDLINE_PYTHON";
@@ -17,15 +17,9 @@ pub const PYTHON_ENV: &str = "SHARDLINE_PYTHON";
 /// by `just venv`, with the clients `loadtest/requirements.txt` pins), else `python3`
 /// on `PATH`.
 pub fn find_python() -> anyhow::Result<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|root| root.join(".venv/bin/python"));
-    program_from_env(PYTHON_ENV)?
-        .or_else(|| venv.filter(|p| p.is_file()))
-        .or_else(|| on_path("python3"))
-        .with_context(|| {
-            format!("python not found: run `just venv` in the workspace root (or set {PYTHON_ENV})")
-        })
+    venv_program(PYTHON_ENV, "python", "python3")?.with_context(|| {
+        format!("python not found: run `just venv` in the workspace root (or set {PYTHON_ENV})")
+    })
 }
 
 /// Runs `script` (blocking: call it from `spawn_blocking` in async tests) with `input`

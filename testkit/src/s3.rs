@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::free_port;
-use super::process::{ManagedProcess, http_client, is_port_conflict, on_path, program_from_env};
+use super::process::{ManagedProcess, http_client, is_port_conflict, venv_program};
 
 /// Environment variable naming the `moto_server` executable to run.
 pub const MOTO_SERVER_ENV: &str = "SHARDLINE_MOTO_SERVER";
@@ -192,16 +192,10 @@ impl std::ops::DerefMut for S3Process {
 }
 
 pub fn find_moto_server() -> anyhow::Result<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|root| root.join(".venv/bin/moto_server"));
-    program_from_env(MOTO_SERVER_ENV)?
-        .or_else(|| venv.filter(|p| p.is_file()))
-        .or_else(|| on_path("moto_server"))
-        .with_context(|| {
-            format!(
-                "moto_server not found: run `just venv` in the workspace root \
+    venv_program(MOTO_SERVER_ENV, "moto_server", "moto_server")?.with_context(|| {
+        format!(
+            "moto_server not found: run `just venv` in the workspace root \
                  (or set {MOTO_SERVER_ENV})"
-            )
-        })
+        )
+    })
 }

@@ -45,14 +45,15 @@ impl Residents {
             .get(model)
             .map(|l| l.to_vec())
             .unwrap_or_default();
-        let mut totals = self.by_worker.get(worker).copied().unwrap_or_default();
         match list
             .iter_mut()
             .find(|r| r.worker == *worker && r.version == *version)
         {
             Some(r) => {
+                let mut totals = self.by_worker.get(worker).copied().unwrap_or_default();
                 totals.bytes = totals.bytes.saturating_sub(r.bytes).saturating_add(bytes);
                 r.bytes = bytes;
+                self.by_worker.insert(worker.clone(), totals);
             }
             None => {
                 list.push(Resident {
@@ -60,16 +61,14 @@ impl Residents {
                     version: version.clone(),
                     bytes,
                 });
-                totals.models = totals.models.saturating_add(1);
-                totals.bytes = totals.bytes.saturating_add(bytes);
+                self.count(worker, bytes);
             }
         }
         self.by_model.insert(model.clone(), list.into_boxed_slice());
-        self.by_worker.insert(worker.clone(), totals);
     }
 
-    /// Counts one more resident model version on `worker` (a listing collects the
-    /// per-model lists itself).
+    /// Counts one more resident model version on `worker` (also for a listing, which
+    /// collects the per-model lists itself).
     pub(super) fn count(&mut self, worker: &WorkerId, bytes: u64) {
         let mut totals = self.by_worker.get(worker).copied().unwrap_or_default();
         totals.models = totals.models.saturating_add(1);
