@@ -103,7 +103,7 @@ impl Listing {
     pub fn finish(self, revision: i64) -> Snapshot {
         let Self {
             mut snap,
-            mut tenants,
+            tenants,
             mut models,
             mut assignments,
             mut residents,
@@ -134,26 +134,7 @@ impl Listing {
         snap.resident.by_model = packed(group(&residents));
         drop(residents);
 
-        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let keys = tenants.iter().map(|(_, t)| t.value.keys.len()).sum();
-        let mut digests = Vec::with_capacity(keys);
-        for (id, t) in &tenants {
-            digests.extend(t.value.keys.iter().map(|k| (k.bytes(), id.clone())));
-        }
-        // A digest listed by two tenants points at the later one, as the listing's puts
-        // applied in key order would make it.
-        digests.sort_by_key(|d| d.0);
-        digests.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                std::mem::swap(later, kept);
-            }
-            same
-        });
-        snap.tenants = Tenants {
-            records: packed(tenants),
-            by_digest: packed(digests),
-        };
+        snap.tenants = Tenants::listed(tenants);
         snap
     }
 }
