@@ -5,14 +5,15 @@
 //! digit. That keeps keys parseable (no `/`), paths safe (no `..`) and names readable in
 //! logs and dashboards.
 //!
-//! A name is an `Arc<str>`: cloning one is a reference count, and the snapshot keeps one
-//! shared copy of each ([`crate::intern`]).
+//! A name is an [`ArcStr`]: one pointer wide (an `Arc<str>` is two), cloning one is a
+//! reference count, and the snapshot keeps one shared copy of each ([`crate::intern`]).
+//! At 100,000 tenant-models a snapshot holds a few dozen names per model (keys of its
+//! maps, workers of its assignment and resident lists), so the width is ~200 bytes each.
 
+use arcstr::ArcStr;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 /// Longest accepted name, as for a DNS label.
 pub const MAX_NAME_LEN: usize = 63;
@@ -78,7 +79,7 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(Arc<str>);
+        pub struct $name(ArcStr);
 
         impl $name {
             /// What this id names, as used in error messages.
@@ -88,7 +89,7 @@ macro_rules! name_type {
             pub fn new(name: impl Into<String>) -> Result<Self, IdError> {
                 let name = name.into();
                 validate_name($kind, &name)?;
-                Ok(Self(name.into()))
+                Ok(Self(ArcStr::from(name)))
             }
 
             /// The same name, sharing one allocation with every other interned copy
@@ -112,7 +113,7 @@ macro_rules! name_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0.as_ref().to_owned()
+                id.0.as_str().to_owned()
             }
         }
 
@@ -233,6 +234,14 @@ mod tests {
         assert_eq!(ok.as_str(), "acme");
         assert!(serde_json::from_str::<TenantId>("\"../x\"").is_err());
         assert_eq!(serde_json::to_string(&ok).unwrap(), "\"acme\"");
+    }
+
+    #[test]
+    fn names_are_one_pointer_wide() {
+        // The snapshot's memory per tenant-model rests on this (see tests/memory.rs).
+        assert_eq!(std::mem::size_of::<TenantId>(), 8);
+        assert_eq!(std::mem::size_of::<Option<WorkerId>>(), 8);
+        assert_eq!(std::mem::size_of::<ModelKey>(), 16);
     }
 
     #[test]

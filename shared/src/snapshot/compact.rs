@@ -10,10 +10,10 @@ use crate::manifest::{Manifest, ModelConfig};
 use crate::records::{Assignment, TenantRecord};
 
 /// Model configs: tenants trained by one pipeline share their layers and names.
-static CONFIGS: LazyLock<Interner<ModelConfig>> = LazyLock::new(Interner::default);
+static CONFIGS: LazyLock<Interner<Arc<ModelConfig>>> = LazyLock::new(Interner::default);
 
 /// Layer widths, shared the same way.
-static DIMS: LazyLock<Interner<[usize]>> = LazyLock::new(Interner::default);
+static DIMS: LazyLock<Interner<Arc<[usize]>>> = LazyLock::new(Interner::default);
 
 pub(super) fn tenant(record: &mut TenantRecord) {
     record.keys.shrink_to_fit();
