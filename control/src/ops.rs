@@ -18,6 +18,7 @@ use shardline_shared::manifest::Manifest;
 use shardline_shared::records::{
     AdminState, Assignment, LiveVersion, PlacementConfig, TenantLimits, TenantRecord, WorkerAdmin,
 };
+use shardline_shared::rollout::{self, Canary};
 use shardline_shared::snapshot::Versioned;
 
 use crate::store::{KvStore, Op, Precondition, StoreError, Txn, TxnOutcome};
@@ -245,15 +246,18 @@ impl ControlPlane {
             .check(vkey.clone(), Precondition::Absent)
             .op(Op::put(vkey.clone(), to_json(manifest)));
         if activate {
-            let lkey = self.key(&Key::LiveVersion(model.clone()));
-            let live_pre = match self.store.get(&lkey).await? {
-                Some(kv) => Precondition::ModRevision(kv.mod_revision),
+            let lkey = Key::LiveVersion(model.clone());
+            let old = self.read::<LiveVersion>(&lkey).await?;
+            let live_pre = match &old {
+                Some(l) => Precondition::ModRevision(l.mod_revision),
                 None => Precondition::Absent,
             };
             let live = LiveVersion {
                 version: manifest.version.clone(),
                 updated_at: unix_now(),
+                canary: old.and_then(|l| l.value.canary),
             };
+            let lkey = self.key(&lkey);
             txn = txn
                 .check(lkey.clone(), live_pre)
                 .op(Op::put(lkey, to_json(&live)));
@@ -278,18 +282,67 @@ impl ControlPlane {
             )));
         };
         let lkey = Key::LiveVersion(model.clone());
-        let live_pre = match self.store.get(&self.key(&lkey)).await? {
-            Some(kv) => Precondition::ModRevision(kv.mod_revision),
+        let old = self.read::<LiveVersion>(&lkey).await?;
+        let live_pre = match &old {
+            Some(l) => Precondition::ModRevision(l.mod_revision),
             None => Precondition::Absent,
         };
+        // Activating the canary's version promotes it: the canary ends in the same write.
+        let canary = old
+            .and_then(|l| l.value.canary)
+            .filter(|c| c.version != *version);
         let live = LiveVersion {
             version: version.clone(),
             updated_at: unix_now(),
+            canary,
         };
         let txn = Txn::new()
             .check(vkey, Precondition::ModRevision(vkv.mod_revision))
             .check(self.key(&lkey), live_pre)
             .op(Op::put(self.key(&lkey), to_json(&live)));
+        self.commit(txn, "live version").await
+    }
+
+    /// Sets (`Some`) or clears (`None`) `model`'s canary in one compare-and-swap of its
+    /// live pointer. The canary's version must exist and must not be the live one; the
+    /// model must have a live version.
+    pub async fn set_canary(
+        &self,
+        model: &ModelKey,
+        canary: Option<Canary>,
+    ) -> Result<i64, OpError> {
+        let lkey = Key::LiveVersion(model.clone());
+        let Some(old) = self.read::<LiveVersion>(&lkey).await? else {
+            return Err(OpError::Refused(format!(
+                "model {model} has no live version; activate one before a canary"
+            )));
+        };
+        let mut txn =
+            Txn::new().check(self.key(&lkey), Precondition::ModRevision(old.mod_revision));
+        if let Some(c) = &canary {
+            if c.version == old.value.version {
+                return Err(OpError::Refused(format!(
+                    "version {} of {model} is already live; a canary must be another version",
+                    c.version
+                )));
+            }
+            if c.basis_points > rollout::FULL {
+                return Err(OpError::Refused("a canary's share is at most 100 %".into()));
+            }
+            let vkey = self.key(&Key::ModelVersion(model.clone(), c.version.clone()));
+            let Some(vkv) = self.store.get(&vkey).await? else {
+                return Err(OpError::NotFound(format!(
+                    "model {model} has no version {}",
+                    c.version
+                )));
+            };
+            txn = txn.check(vkey, Precondition::ModRevision(vkv.mod_revision));
+        }
+        let live = LiveVersion {
+            canary: canary.map(Box::new),
+            ..old.value
+        };
+        let txn = txn.op(Op::put(self.key(&lkey), to_json(&live)));
         self.commit(txn, "live version").await
     }
 
@@ -307,6 +360,16 @@ impl ControlPlane {
             Some(l) if l.value.version == *version => {
                 return Err(OpError::Refused(format!(
                     "version {version} of {model} is live; activate another version first"
+                )));
+            }
+            Some(l)
+                if l.value
+                    .canary
+                    .as_ref()
+                    .is_some_and(|c| c.version == *version) =>
+            {
+                return Err(OpError::Refused(format!(
+                    "version {version} of {model} is its canary; clear the canary first"
                 )));
             }
             Some(l) => Precondition::ModRevision(l.mod_revision),

@@ -20,6 +20,9 @@ use http::StatusCode;
 pub const WORKER_HEADER: &str = "x-shardline-worker";
 /// Header by which a client sets its deadline, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-shardline-deadline-ms";
+/// Header naming the entity a request is about: with a sticky canary, one key always
+/// gets one version (see `shardline_shared::rollout`).
+pub const ROUTE_KEY_HEADER: &str = "x-shardline-route-key";
 /// Header giving the JSON part's length of a body with binary tensor data (the binary
 /// tensor data extension), in requests and answers.
 pub use shardline_shared::decode::INFERENCE_HEADER;
@@ -59,6 +62,8 @@ pub struct InferHead<'a> {
     pub deadline: Option<&'a [u8]>,
     /// The first `Inference-Header-Content-Length` value, if any (binary tensor data).
     pub header_length: Option<&'a [u8]>,
+    /// The first `x-shardline-route-key` value, if any.
+    pub route_key: Option<&'a [u8]>,
     /// The client asked to close the connection after this answer.
     pub close: bool,
 }
@@ -77,6 +82,7 @@ pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<
         authorization: None,
         deadline: None,
         header_length: None,
+        route_key: None,
         close: false,
     };
     let mut length = None;
@@ -93,6 +99,8 @@ pub fn classify<'b>(req: &httparse::Request<'_, 'b>, max_body: usize) -> Option<
             head.deadline.get_or_insert(h.value);
         } else if name.eq_ignore_ascii_case(INFERENCE_HEADER) {
             head.header_length.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case(ROUTE_KEY_HEADER) {
+            head.route_key.get_or_insert(h.value);
         } else if name.eq_ignore_ascii_case("connection") {
             head.close |= h
                 .value
@@ -206,7 +214,7 @@ mod tests {
         let raw = b"POST /v2/models/risk/versions/3/infer HTTP/1.1\r\nHost: x\r\n\
             Authorization: Bearer k1\r\nAuthorization: Bearer k2\r\nContent-Length: 12\r\n\
             X-Shardline-Deadline-Ms: 250\r\nConnection: keep-alive, Close\r\n\
-            Inference-Header-Content-Length: 7\r\n\r\n";
+            Inference-Header-Content-Length: 7\r\nX-Shardline-Route-Key: user-9\r\n\r\n";
         assert_eq!(
             parse_and_classify(raw, 100),
             Some(InferHead {
@@ -216,6 +224,7 @@ mod tests {
                 authorization: Some(&b"Bearer k1"[..]),
                 deadline: Some(&b"250"[..]),
                 header_length: Some(&b"7"[..]),
+                route_key: Some(&b"user-9"[..]),
                 close: true,
             })
         );

@@ -17,7 +17,7 @@ use shardline_shared::ids::{ModelKey, TenantId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
 
-use crate::codec::{DEADLINE_HEADER, INFERENCE_HEADER};
+use crate::codec::{DEADLINE_HEADER, INFERENCE_HEADER, ROUTE_KEY_HEADER};
 use crate::error::RouterError;
 use crate::infer::{self, InferRequest, KeyMemo, authenticate, read_body, resolve};
 use crate::state::AppState;
@@ -105,7 +105,7 @@ fn model_metadata<U>(
 ) -> Result<Json<serde_json::Value>, RouterError> {
     let snap = state.snapshot();
     let tenant = authenticate_headers(&snap, headers)?;
-    let (key, manifest) = resolve(&snap, &tenant, name, version)?;
+    let (key, manifest) = resolve(&snap, &tenant, name, version, None)?;
     Ok(Json(metadata_body(&snap, &key, manifest)))
 }
 
@@ -135,7 +135,7 @@ fn model_ready<U>(
 ) -> Result<Json<serde_json::Value>, RouterError> {
     let snap = state.snapshot();
     let tenant = authenticate_headers(&snap, headers)?;
-    let (key, _) = resolve(&snap, &tenant, name, version)?;
+    let (key, _) = resolve(&snap, &tenant, name, version, None)?;
     if crate::grpc::meta::model_live(&snap, &key) {
         Ok(Json(json!({"name": key.model.as_str(), "ready": true})))
     } else {
@@ -197,6 +197,7 @@ async fn infer_response<U: Upstream>(
             .map(HeaderValue::as_bytes),
         deadline: headers.get(DEADLINE_HEADER).map(HeaderValue::as_bytes),
         header_length: headers.get(INFERENCE_HEADER).map(HeaderValue::as_bytes),
+        route_key: headers.get(ROUTE_KEY_HEADER).map(HeaderValue::as_bytes),
         content_length: headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

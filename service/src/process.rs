@@ -62,11 +62,24 @@ pub fn parse_args<T: clap::Parser>(program: &str, usage_exit: i32) -> T {
             std::process::exit(0);
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{program}: {}", first.trim_start_matches("error: "));
+            eprintln!("{program}: {}", usage_line(&e.to_string()));
             std::process::exit(usage_exit);
         }
+    }
+}
+
+/// clap's usage error as one line: its first paragraph (which may list the missing
+/// arguments on lines of their own), without the usage and help hints after it.
+fn usage_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    match line.trim_start_matches("error: ") {
+        "" => "invalid arguments".to_owned(),
+        l => l.to_owned(),
     }
 }
 
@@ -90,4 +103,21 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_line;
+
+    #[test]
+    fn a_usage_error_is_one_line_that_names_what_is_missing() {
+        let missing = "error: the following required arguments were not provided:\n  --percent <PERCENT>\n\nUsage: shardctl canary --percent <PERCENT>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_line(missing),
+            "the following required arguments were not provided: --percent <PERCENT>"
+        );
+        let plain = "error: unexpected argument '--x' found\n\nUsage: shardctl\n";
+        assert_eq!(usage_line(plain), "unexpected argument '--x' found");
+        assert_eq!(usage_line(""), "invalid arguments");
+    }
 }

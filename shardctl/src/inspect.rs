@@ -184,14 +184,25 @@ pub struct VersionRow {
 }
 
 /// One model with its versions and assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelRow {
     pub tenant: TenantId,
     pub model: String,
     pub live: Option<String>,
+    /// The version taking a share of unpinned requests, if any.
+    pub canary: Option<CanaryRow>,
     pub versions: Vec<VersionRow>,
     /// Current shard members (empty before the controller placed the model).
     pub assignment: Vec<WorkerId>,
+}
+
+/// A model's canary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanaryRow {
+    pub version: String,
+    /// Share of unpinned requests, in percent.
+    pub percent: f64,
+    pub sticky: bool,
 }
 
 /// Every model, or those of `tenant`.
@@ -217,10 +228,20 @@ pub fn models(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<ModelRow> {
                     }
                 })
                 .collect();
+            let canary = entry
+                .live
+                .as_ref()
+                .and_then(|l| l.value.canary.as_deref())
+                .map(|c| CanaryRow {
+                    version: c.version.to_string(),
+                    percent: f64::from(c.basis_points) / 100.0,
+                    sticky: c.sticky,
+                });
             ModelRow {
                 tenant: key.tenant.clone(),
                 model: key.model.to_string(),
                 live,
+                canary,
                 versions,
                 assignment: assigned(snap, key),
             }
@@ -246,13 +267,29 @@ pub fn models_table(rows: &[ModelRow]) -> String {
                 format!("{}/{}", r.tenant, r.model),
                 versions.join(","),
                 r.live.clone().unwrap_or_else(|| "-".into()),
+                r.canary.as_ref().map_or("-".into(), |c| {
+                    format!(
+                        "{} {}%{}",
+                        c.version,
+                        c.percent,
+                        if c.sticky { " sticky" } else { "" }
+                    )
+                }),
                 live.map_or("-".into(), |v| human_bytes(v.size)),
                 live.map_or("-".into(), |v| v.weights_sha256.chars().take(12).collect()),
                 join(&r.assignment),
             ]
         })
         .collect();
-    let headers = ["MODEL", "VERSIONS", "LIVE", "SIZE", "SHA256", "ASSIGNMENT"];
+    let headers = [
+        "MODEL",
+        "VERSIONS",
+        "LIVE",
+        "CANARY",
+        "SIZE",
+        "SHA256",
+        "ASSIGNMENT",
+    ];
     table::render(&headers, &cells)
 }
 

@@ -23,6 +23,7 @@ mod inspect;
 mod models;
 mod publish;
 mod rebalance;
+mod rollouts;
 mod table;
 mod tenants;
 mod workers;
@@ -129,6 +130,11 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Give a candidate version a share of the requests that name no version (or end it).
+    #[command(
+        after_help = "Examples:\n  shardctl canary --tenant acme --model risk --version 3 --percent 10 --sticky\n  shardctl activate --tenant acme --model risk --version 3   # promote\n  shardctl canary --tenant acme --model risk --clear          # abort"
+    )]
+    Canary(rollouts::CanaryArgs),
     /// Remove a version that is not live from the registry (its objects stay).
     #[command(after_help = "Example:\n  shardctl unpublish --tenant acme --model risk --version 1")]
     Unpublish(VersionArgs),
@@ -267,6 +273,7 @@ pub async fn run(cli: Cli) -> Result<Output, CliError> {
         Command::Rollback { tenant, model, to } => {
             models::rollback(&ctx, &tenant, &model, to.as_deref()).await
         }
+        Command::Canary(args) => rollouts::canary(&ctx, args).await,
         Command::Unpublish(v) => models::unpublish(&ctx, &v.tenant, &v.model, &v.version).await,
         Command::Drain {
             worker,

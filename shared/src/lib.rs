@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod placement;
 pub mod records;
+pub mod rollout;
 pub mod snapshot;
 pub mod units;
 pub mod wire;

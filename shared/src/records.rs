@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::KeyDigest;
 use crate::compat::Evolving;
 use crate::ids::{ModelKey, VersionId, WorkerId};
+use crate::rollout::Canary;
 
 /// `workers/<id>`: written by a worker under its lease; gone when the lease expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +152,10 @@ pub struct LiveVersion {
     /// Unix seconds of the last switch.
     #[serde(default)]
     pub updated_at: u64,
+    /// A version taking a share of the requests that name none (boxed: most models
+    /// have none, and the snapshot keeps one of these per model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Box<Canary>>,
 }
 
 /// `assignments/<tenant>/<model>`: the shard of workers serving a model.

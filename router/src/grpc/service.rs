@@ -18,8 +18,9 @@ use super::meta;
 use super::pb::grpc_inference_service_server::GrpcInferenceService;
 use super::pb::*;
 use super::status::{deadline_ms, from_router_error, from_worker_answer, parse_grpc_timeout};
-use crate::codec::{DEADLINE_HEADER, WORKER_HEADER};
+use crate::codec::{DEADLINE_HEADER, ROUTE_KEY_HEADER, WORKER_HEADER};
 use crate::error::RouterError;
+use crate::infer::resolve::Unpinned;
 use crate::infer::{self, InferRequest, KeyMemo, authenticate, resolve};
 use crate::state::AppState;
 use crate::upstream::{Upstream, WorkerClient};
@@ -55,7 +56,7 @@ impl<U: Upstream> InferenceService<U> {
     ) -> Result<(ModelMetadataResponse, bool), Status> {
         let snap = self.state.snapshot();
         let found = authenticate(&snap, authorization(request.metadata()))
-            .and_then(|tenant| resolve(&snap, &tenant, name, version(v)))
+            .and_then(|tenant| resolve(&snap, &tenant, name, version(v), None))
             .map(|(key, m)| {
                 (
                     meta::model_metadata(&snap, &key, m),
@@ -131,6 +132,11 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
             None => metadata.get(DEADLINE_HEADER).map(|v| v.as_bytes()),
         };
         let auth = authorization(&metadata);
+        let route_key = metadata.get(ROUTE_KEY_HEADER).map(|v| v.as_bytes());
+        let unpinned = Unpinned {
+            route_key,
+            draw: fastrand::u64(..),
+        };
         // What the body must hold, looked up ahead of the inference service, which
         // authenticates and resolves again (the memo spares it the key's digest) and
         // refuses exactly as over HTTP before the body is converted.
@@ -144,10 +150,14 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
                     &t,
                     &message.model_name,
                     version(&message.model_version),
+                    Some(unpinned),
                 )
             })
             .ok()
             .map(|(_, m)| m);
+        // The version chosen here (live or a canary's) is the one served: the body is
+        // converted for it.
+        let pinned = manifest.map(|m| m.version.clone());
         let body = async {
             let manifest = manifest.ok_or_else(|| {
                 RouterError::Unavailable(
@@ -159,8 +169,12 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
         };
         let request = InferRequest {
             name: &message.model_name,
-            version: version(&message.model_version),
+            version: pinned
+                .as_ref()
+                .map(|v| v.as_str())
+                .or(version(&message.model_version)),
             authorization: auth,
+            route_key,
             deadline,
             // The converted body is all JSON (no binary tensor data).
             header_length: None,

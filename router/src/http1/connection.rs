@@ -75,6 +75,7 @@ struct Spans {
     authorization: Option<Range<usize>>,
     deadline: Option<Range<usize>>,
     header_length: Option<Range<usize>>,
+    route_key: Option<Range<usize>>,
     close: bool,
 }
 
@@ -321,6 +322,7 @@ impl Connection {
             authorization: spans.authorization.as_ref().map(bytes),
             deadline: spans.deadline.as_ref().map(bytes),
             header_length: spans.header_length.as_ref().map(bytes),
+            route_key: spans.route_key.as_ref().map(bytes),
             content_length: Some(spans.content_length as u64),
         };
         infer::handle(&self.state, parts, body, keys).await
@@ -388,6 +390,7 @@ fn spans(buf: &[u8], head_len: usize, head: &codec::InferHead<'_>) -> Spans {
         authorization: head.authorization.map(span),
         deadline: head.deadline.map(span),
         header_length: head.header_length.map(span),
+        route_key: head.route_key.map(span),
         close: head.close,
     }
 }

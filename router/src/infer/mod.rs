@@ -46,6 +46,8 @@ pub struct InferRequest<'a> {
     /// The `Inference-Header-Content-Length` value: the body is that much JSON followed
     /// by binary tensor data (`None`: all JSON).
     pub header_length: Option<&'a [u8]>,
+    /// The `x-shardline-route-key` value: the entity a sticky canary keeps on one version.
+    pub route_key: Option<&'a [u8]>,
     /// The declared `Content-Length` (`None`: a body of unknown length), reserved under
     /// the router's in-flight byte budget before the body is read.
     pub content_length: Option<u64>,
@@ -67,7 +69,17 @@ pub async fn handle<U: Upstream>(
     let mut model = None;
     let result = async {
         let tenant = keys.tenant(&snap, request.authorization)?;
-        let (key, manifest) = resolve::resolve(&snap, &tenant, request.name, request.version)?;
+        let unpinned = resolve::Unpinned {
+            route_key: request.route_key,
+            draw: fastrand::u64(..),
+        };
+        let (key, manifest) = resolve::resolve(
+            &snap,
+            &tenant,
+            request.name,
+            request.version,
+            Some(unpinned),
+        )?;
         if state.metrics.per_model() {
             model = Some(key.clone());
         }

@@ -202,6 +202,7 @@ pub async fn populate(
         let live = LiveVersion {
             version: version.clone(),
             updated_at: now,
+            canary: None,
         };
         ops.push(Op::put(
             cp.key(&Key::Tenant(key.tenant.clone())),

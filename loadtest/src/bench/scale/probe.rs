@@ -125,6 +125,7 @@ pub async fn publish(
     let live = LiveVersion {
         version: version.clone(),
         updated_at: shardline_control::ops::unix_now(),
+        canary: None,
     };
     let started = Instant::now();
     cp.store()

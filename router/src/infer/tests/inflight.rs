@@ -21,6 +21,7 @@ fn request(content_length: Option<u64>) -> InferRequest<'static> {
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
         header_length: None,
+        route_key: None,
         content_length,
     }
 }

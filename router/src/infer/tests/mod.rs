@@ -304,6 +304,7 @@ async fn call<U: Upstream>(state: &AppState<U>, call: Call<'_>) -> Result<Relay,
         authorization: call.authorization.map(str::as_bytes),
         deadline: call.deadline.map(str::as_bytes),
         header_length: call.header_length.map(str::as_bytes),
+        route_key: None,
         content_length: Some((call.body.len() + call.tail.len()) as u64),
     };
     let body = std::future::ready(Ok(Bytes::from([call.body.as_bytes(), call.tail].concat())));

@@ -19,6 +19,7 @@ fn request() -> InferRequest<'static> {
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
         header_length: None,
+        route_key: None,
         content_length: None,
     }
 }

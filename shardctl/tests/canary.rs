@@ -1,0 +1,289 @@
+//! `shardctl canary` as an operator runs it, against real etcd, a real store, workers
+//! and a router under steady load: the served versions follow the canary's share, a
+//! sticky canary keeps each route key on one version, `activate` promotes it and
+//! `--clear` ends it without one failed request; bad input is refused with nothing
+//! written.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use shardline_shared::keys::{Prefix, Section};
+use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir};
+use shardline_testkit::fleet::{TestFleet, infer_body, rows, steady_load};
+use shardline_testkit::wait::eventually;
+
+/// The version that served one unpinned request, with an optional route key.
+async fn served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> String {
+    let mut req = fleet
+        .http
+        .post(format!("{}/v2/models/risk/infer", fleet.routers[0].url))
+        .bearer_auth(key)
+        .json(&infer_body(&rows(1, 5)));
+    if let Some(k) = route_key {
+        req = req.header("x-shardline-route-key", k);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["model_version"].as_str().unwrap().to_owned()
+}
+
+/// How many of `n` unpinned requests (32 at a time) each version served.
+async fn split(fleet: &TestFleet, key: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..32 {
+        let (fleet_http, url, key) = (
+            fleet.http.clone(),
+            format!("{}/v2/models/risk/infer", fleet.routers[0].url),
+            key.to_owned(),
+        );
+        let body = serde_json::to_vec(&infer_body(&rows(1, 5))).unwrap();
+        let share = n / 32 + usize::from(lane < n % 32);
+        tasks.spawn(async move {
+            let mut seen = Vec::with_capacity(share);
+            for _ in 0..share {
+                let resp = fleet_http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let v: Value = resp.json().await.unwrap();
+                seen.push(v["model_version"].as_str().unwrap().to_owned());
+            }
+            seen
+        });
+    }
+    while let Some(seen) = tasks.join_next().await {
+        for v in seen.unwrap() {
+            *counts.entry(v).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Every key and mod_revision under the models section (to prove nothing was written).
+async fn models_section(fleet: &TestFleet) -> Vec<(String, i64)> {
+    let listing = fleet
+        .cp
+        .store()
+        .list(&Prefix::default().section(Section::Models))
+        .await
+        .unwrap();
+    listing
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect()
+}
+
+fn canary_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["canary", "--tenant", "acme", "--model", "risk"];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
+    let fleet = TestFleet::builder().workers(2).routers(1).start().await;
+    let created = ctl_json(&fleet, &["tenant", "create", "acme", "--shard-size", "2"]).await;
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    let (v1, v2, v3) = (model_dir(1), model_dir(2), model_dir(3));
+    for (v, dir, more) in [
+        ("1", &v1, None),
+        ("2", &v2, Some("--no-activate")),
+        ("3", &v3, Some("--no-activate")),
+    ] {
+        let mut args = vec![
+            "publish",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            v,
+        ];
+        args.extend(more);
+        args.push(dir.path().to_str().unwrap());
+        ctl_json(&fleet, &args).await;
+    }
+    eventually("v1 served", Duration::from_secs(10), || async {
+        let v = served(&fleet, &key, None).await;
+        if v == "1" { Ok(()) } else { Err(v) }
+    })
+    .await;
+
+    // Refused, with one line, a usage or failure status, and nothing written.
+    let before = models_section(&fleet).await;
+    for (args, code, needle) in [
+        (
+            canary_args(&["--version", "9", "--percent", "10"]),
+            1,
+            "no version 9",
+        ),
+        (
+            canary_args(&["--version", "1", "--percent", "10"]),
+            1,
+            "already live",
+        ),
+        (
+            canary_args(&["--version", "2", "--percent", "101"]),
+            2,
+            "0 to 100",
+        ),
+        (canary_args(&["--version", "2", "--percent", "-3"]), 2, ""),
+        (canary_args(&["--version", "2"]), 2, "--percent"),
+        (canary_args(&["--clear", "--version", "2"]), 2, ""),
+        (canary_args(&[]), 2, ""),
+    ] {
+        let run = ctl(&fleet, &args).await;
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(
+        models_section(&fleet).await,
+        before,
+        "a refusal wrote something"
+    );
+
+    // Steady load across every change below: not one request may fail.
+    let load = tokio::spawn(steady_load(
+        fleet.http.clone(),
+        fleet.routers[0].url.clone(),
+        vec![(key.clone(), "risk".to_owned())],
+        25,
+        Duration::from_secs(12),
+    ));
+
+    // 10 % to v2: the share of 10,000 unpinned requests is 10 % ± 1 point.
+    let set = ctl_json(&fleet, &canary_args(&["--version", "2", "--percent", "10"])).await;
+    assert_eq!(set["canary"]["version"], "2");
+    assert_eq!(set["canary"]["percent"], 10.0);
+    let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
+    assert_eq!(models["models"][0]["canary"]["version"], "2");
+    assert_eq!(models["models"][0]["live"], "1");
+    eventually("a canary answer", Duration::from_secs(10), || async {
+        let v = served(&fleet, &key, None).await;
+        if v == "2" { Ok(()) } else { Err(v) }
+    })
+    .await;
+    let counts = split(&fleet, &key, 10_000).await;
+    let share = counts.get("2").copied().unwrap_or(0) as f64 / 10_000.0;
+    assert!(
+        (share - 0.10).abs() <= 0.01,
+        "canary share {share}: {counts:?}"
+    );
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["1", "2"], "{counts:?}");
+
+    // Sticky at 30 %: each route key sees one version; about 30 % of keys see v2.
+    ctl_json(
+        &fleet,
+        &canary_args(&["--version", "2", "--percent", "30", "--sticky"]),
+    )
+    .await;
+    eventually("sticky canary applied", Duration::from_secs(10), || async {
+        let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
+        let c = &models["models"][0]["canary"];
+        // The router watches the same key: give it the same chance to see it.
+        if c["sticky"] == true && c["percent"] == 30.0 {
+            Ok(())
+        } else {
+            Err(c.clone())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_canary = 0;
+    for user in 0..200 {
+        let route_key = format!("user-{user}");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(served(&fleet, &key, Some(&route_key)).await);
+        }
+        assert!(
+            seen.iter().all(|v| *v == seen[0]),
+            "{route_key} saw {seen:?}"
+        );
+        on_canary += usize::from(seen[0] == "2");
+    }
+    assert!(
+        (35..=85).contains(&on_canary),
+        "{on_canary} of 200 keys on the canary"
+    );
+
+    // Promote: v2 becomes live and the canary ends, in one write.
+    let promoted = ctl_json(
+        &fleet,
+        &[
+            "activate",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(promoted["live"], "2");
+    let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
+    assert_eq!(models["models"][0]["live"], "2");
+    assert!(models["models"][0]["canary"].is_null(), "{models}");
+    eventually("every answer from v2", Duration::from_secs(10), || async {
+        let counts = split(&fleet, &key, 64).await;
+        if counts.keys().eq(["2"].iter()) {
+            Ok(())
+        } else {
+            Err(counts)
+        }
+    })
+    .await;
+
+    // A canary of v3, which cannot be unpublished while it is one; then abort it.
+    ctl_json(&fleet, &canary_args(&["--version", "3", "--percent", "50"])).await;
+    let run = ctl(
+        &fleet,
+        &[
+            "unpublish",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("canary"), "{}", run.stderr);
+    let cleared = ctl_json(&fleet, &canary_args(&["--clear"])).await;
+    assert!(cleared["canary"].is_null(), "{cleared}");
+    eventually(
+        "every answer from v2 again",
+        Duration::from_secs(10),
+        || async {
+            let counts = split(&fleet, &key, 64).await;
+            if counts.keys().eq(["2"].iter()) {
+                Ok(())
+            } else {
+                Err(counts)
+            }
+        },
+    )
+    .await;
+
+    let report = load.await.unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "failed requests: {:?}",
+        report.failures
+    );
+    assert_eq!(report.ok, report.sent);
+}
