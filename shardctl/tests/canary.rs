@@ -14,8 +14,9 @@ use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir};
 use shardline_testkit::fleet::{TestFleet, infer_body, rows, steady_load};
 use shardline_testkit::wait::eventually;
 
-/// The version that served one unpinned request, with an optional route key.
-async fn served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> String {
+/// The version that served one unpinned request, with an optional route key (or the
+/// status when it was not a success).
+async fn try_served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> Result<String, u16> {
     let mut req = fleet
         .http
         .post(format!("{}/v2/models/risk/infer", fleet.routers[0].url))
@@ -25,9 +26,17 @@ async fn served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> String
         req = req.header("x-shardline-route-key", k);
     }
     let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(status);
+    }
     let body: Value = resp.json().await.unwrap();
-    body["model_version"].as_str().unwrap().to_owned()
+    Ok(body["model_version"].as_str().unwrap().to_owned())
+}
+
+/// The version that served one request, which must succeed.
+async fn served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> String {
+    try_served(fleet, key, route_key).await.unwrap()
 }
 
 /// How many of `n` unpinned requests (32 at a time) each version served.
@@ -114,8 +123,10 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
         ctl_json(&fleet, &args).await;
     }
     eventually("v1 served", Duration::from_secs(10), || async {
-        let v = served(&fleet, &key, None).await;
-        if v == "1" { Ok(()) } else { Err(v) }
+        match try_served(&fleet, &key, None).await {
+            Ok(v) if v == "1" => Ok(()),
+            other => Err(other),
+        }
     })
     .await;
 
@@ -166,6 +177,35 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
     let set = ctl_json(&fleet, &canary_args(&["--version", "2", "--percent", "10"])).await;
     assert_eq!(set["canary"]["version"], "2");
     assert_eq!(set["canary"]["percent"], 10.0);
+    // Loaded on both members of the shard before the canary was written.
+    let mut prefetched: Vec<&str> = set["prefetched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    prefetched.sort();
+    assert_eq!(prefetched, ["w-0", "w-1"], "{set}");
+    eventually(
+        "v2 resident on both members",
+        Duration::from_secs(10),
+        || async {
+            let listing = fleet
+                .cp
+                .store()
+                .list(&Prefix::default().section(Section::Resident))
+                .await
+                .unwrap();
+            let held: Vec<String> = listing
+                .kvs
+                .into_iter()
+                .map(|kv| kv.key)
+                .filter(|k| k.ends_with("/acme/risk/2"))
+                .collect();
+            if held.len() == 2 { Ok(()) } else { Err(held) }
+        },
+    )
+    .await;
     let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
     assert_eq!(models["models"][0]["canary"]["version"], "2");
     assert_eq!(models["models"][0]["live"], "1");
@@ -247,7 +287,12 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
     .await;
 
     // A canary of v3, which cannot be unpublished while it is one; then abort it.
-    ctl_json(&fleet, &canary_args(&["--version", "3", "--percent", "50"])).await;
+    let v3 = ctl_json(
+        &fleet,
+        &canary_args(&["--version", "3", "--percent", "50", "--no-prefetch"]),
+    )
+    .await;
+    assert_eq!(v3["prefetched"], serde_json::json!([]), "{v3}");
     let run = ctl(
         &fleet,
         &[
