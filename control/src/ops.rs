@@ -18,7 +18,7 @@ use shardline_shared::manifest::Manifest;
 use shardline_shared::records::{
     AdminState, Assignment, LiveVersion, PlacementConfig, TenantLimits, TenantRecord, WorkerAdmin,
 };
-use shardline_shared::rollout::{self, Canary};
+use shardline_shared::rollout::{self, Canary, Shadow};
 use shardline_shared::snapshot::Versioned;
 
 use crate::store::{KvStore, Op, Precondition, StoreError, Txn, TxnOutcome};
@@ -255,7 +255,8 @@ impl ControlPlane {
             let live = LiveVersion {
                 version: manifest.version.clone(),
                 updated_at: unix_now(),
-                canary: old.and_then(|l| l.value.canary),
+                canary: old.as_ref().and_then(|l| l.value.canary.clone()),
+                shadow: old.and_then(|l| l.value.shadow),
             };
             let lkey = self.key(&lkey);
             txn = txn
@@ -287,14 +288,17 @@ impl ControlPlane {
             Some(l) => Precondition::ModRevision(l.mod_revision),
             None => Precondition::Absent,
         };
-        // Activating the canary's version promotes it: the canary ends in the same write.
-        let canary = old
-            .and_then(|l| l.value.canary)
-            .filter(|c| c.version != *version);
+        // Activating the canary's version promotes it: the canary ends in the same write
+        // (and so does a shadow of that version, which would only compare it with itself).
+        let (canary, shadow) = match old {
+            Some(l) => (l.value.canary, l.value.shadow),
+            None => (None, None),
+        };
         let live = LiveVersion {
             version: version.clone(),
             updated_at: unix_now(),
-            canary,
+            canary: canary.filter(|c| c.version != *version),
+            shadow: shadow.filter(|s| s.version != *version),
         };
         let txn = Txn::new()
             .check(vkey, Precondition::ModRevision(vkv.mod_revision))
@@ -311,37 +315,72 @@ impl ControlPlane {
         model: &ModelKey,
         canary: Option<Canary>,
     ) -> Result<i64, OpError> {
+        if canary
+            .as_ref()
+            .is_some_and(|c| c.basis_points > rollout::FULL)
+        {
+            return Err(OpError::Refused("a canary's share is at most 100 %".into()));
+        }
+        let version = canary.as_ref().map(|c| c.version.clone());
+        self.edit_rollout(model, "canary", version, |live| {
+            live.canary = canary.map(Box::new);
+        })
+        .await
+    }
+
+    /// Sets (`Some`) or clears (`None`) `model`'s shadow, as [`ControlPlane::set_canary`].
+    pub async fn set_shadow(
+        &self,
+        model: &ModelKey,
+        shadow: Option<Shadow>,
+    ) -> Result<i64, OpError> {
+        if shadow
+            .as_ref()
+            .is_some_and(|s| s.basis_points > rollout::FULL)
+        {
+            return Err(OpError::Refused("a shadow's share is at most 100 %".into()));
+        }
+        let version = shadow.as_ref().map(|s| s.version.clone());
+        self.edit_rollout(model, "shadow", version, |live| {
+            live.shadow = shadow.map(Box::new);
+        })
+        .await
+    }
+
+    /// One compare-and-swap of `model`'s live pointer changed by `edit`; `version`, the
+    /// version a `role` (canary, shadow) names, must exist (checked in the same
+    /// transaction) and must not be the live one.
+    async fn edit_rollout(
+        &self,
+        model: &ModelKey,
+        role: &str,
+        version: Option<VersionId>,
+        edit: impl FnOnce(&mut LiveVersion),
+    ) -> Result<i64, OpError> {
         let lkey = Key::LiveVersion(model.clone());
         let Some(old) = self.read::<LiveVersion>(&lkey).await? else {
             return Err(OpError::Refused(format!(
-                "model {model} has no live version; activate one before a canary"
+                "model {model} has no live version; activate one before a {role}"
             )));
         };
         let mut txn =
             Txn::new().check(self.key(&lkey), Precondition::ModRevision(old.mod_revision));
-        if let Some(c) = &canary {
-            if c.version == old.value.version {
+        if let Some(v) = version {
+            if v == old.value.version {
                 return Err(OpError::Refused(format!(
-                    "version {} of {model} is already live; a canary must be another version",
-                    c.version
+                    "version {v} of {model} is already live; a {role} must be another version"
                 )));
             }
-            if c.basis_points > rollout::FULL {
-                return Err(OpError::Refused("a canary's share is at most 100 %".into()));
-            }
-            let vkey = self.key(&Key::ModelVersion(model.clone(), c.version.clone()));
+            let vkey = self.key(&Key::ModelVersion(model.clone(), v.clone()));
             let Some(vkv) = self.store.get(&vkey).await? else {
                 return Err(OpError::NotFound(format!(
-                    "model {model} has no version {}",
-                    c.version
+                    "model {model} has no version {v}"
                 )));
             };
             txn = txn.check(vkey, Precondition::ModRevision(vkv.mod_revision));
         }
-        let live = LiveVersion {
-            canary: canary.map(Box::new),
-            ..old.value
-        };
+        let mut live = old.value;
+        edit(&mut live);
         let txn = txn.op(Op::put(self.key(&lkey), to_json(&live)));
         self.commit(txn, "live version").await
     }
@@ -370,6 +409,16 @@ impl ControlPlane {
             {
                 return Err(OpError::Refused(format!(
                     "version {version} of {model} is its canary; clear the canary first"
+                )));
+            }
+            Some(l)
+                if l.value
+                    .shadow
+                    .as_ref()
+                    .is_some_and(|s| s.version == *version) =>
+            {
+                return Err(OpError::Refused(format!(
+                    "version {version} of {model} is its shadow; clear the shadow first"
                 )));
             }
             Some(l) => Precondition::ModRevision(l.mod_revision),

@@ -56,6 +56,13 @@ pub struct RouterArgs {
     /// --max-body.
     #[arg(long, env = "SHARDLINE_MAX_INFLIGHT_BYTES", value_parser = parse_bytes, default_value = "256MiB")]
     pub max_inflight_bytes: u64,
+    /// Shadow requests (copies of sampled requests to a model's shadow version) this
+    /// router runs at once; jobs beyond a queue of as many are dropped and counted.
+    #[arg(long, env = "SHARDLINE_SHADOW_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub shadow_max_in_flight: usize,
+    /// Shadow requests per second this router may send (0: no limit but the in-flight one).
+    #[arg(long, env = "SHARDLINE_SHADOW_RATE", default_value_t = 200)]
+    pub shadow_rate: u32,
     /// Largest batch (rows) per request, checked before forwarding.
     #[arg(long, env = "SHARDLINE_MAX_BATCH_ROWS", default_value_t = 4096)]
     pub max_batch_rows: usize,

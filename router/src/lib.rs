@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod routes;
 pub mod select;
 pub mod serve;
+pub mod shadow;
 pub mod state;
 pub mod threads;
 pub mod tls;

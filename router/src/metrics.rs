@@ -41,6 +41,8 @@ pub struct RouterMetrics {
     pub inflight_bytes: IntGauge,
     pub inflight_bytes_refused: IntCounter,
     pub build_info: IntGaugeVec,
+    /// Shadow requests by result, and the served/shadow score differences.
+    pub shadow: crate::shadow::ShadowMetrics,
     upstream_by_result: Vec<IntCounter>,
     /// Without per-model labels: `requests{code="200"}` and the unlabelled duration,
     /// resolved once so the common answer skips the label lookups. `None` means the
@@ -120,6 +122,7 @@ impl RouterMetrics {
                 Opts::new(names::BUILD_INFO, "Build of this component (always 1)"),
                 &["component", "version"],
             )?,
+            shadow: crate::shadow::ShadowMetrics::register(registry, per_model)?,
             plain: None,
             upstream_by_result: vec![],
         };

@@ -106,13 +106,15 @@ pub async fn serve_on(
         _ => None,
     };
     let upstream = WorkerClient::new(&args.sent_token())?.with_idle_limit(serving.gate.max());
-    let state = Arc::new(AppState::new(
-        watcher.subscribe(),
-        upstream,
-        budget,
-        limits,
-        metrics,
-    ));
+    let shadow_limits = crate::shadow::ShadowLimits {
+        max_in_flight: args.shadow_max_in_flight,
+        rate_per_sec: args.shadow_rate,
+    };
+    let state = Arc::new(
+        AppState::new(watcher.subscribe(), upstream, budget, limits, metrics)
+            .with_shadow_limits(shadow_limits),
+    );
+    let shadows = tokio::spawn(crate::shadow::run(state.clone()));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let sizing = match &pool {
         Some(pool) => {
@@ -168,6 +170,7 @@ pub async fn serve_on(
     }
     info!("stopped accepting; in-flight requests finished");
     housekeeping.abort();
+    shadows.abort();
     if let Some(s) = sizing {
         s.abort();
     }

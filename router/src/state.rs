@@ -17,6 +17,7 @@ use crate::health::{Fleet, get_or_default};
 use crate::inflight::{ByteBudget, Reservation, bytes_to_reserve};
 use crate::limiter::{InFlight, RateBucket, Refusal, admit};
 use crate::metrics::RouterMetrics;
+use crate::shadow::{ShadowLimits, Shadows};
 use crate::upstream::WorkerClient;
 
 /// Limits applied to every request.
@@ -73,6 +74,8 @@ pub struct AppState<U = WorkerClient> {
     pub metrics: RouterMetrics,
     /// Body bytes of the requests in flight, under `limits.max_inflight_bytes`.
     pub inflight: ByteBudget,
+    /// Sampled requests waiting to be copied to a shadow version ([`crate::shadow`]).
+    pub shadow: Shadows,
     gates: RwLock<HashMap<TenantId, Arc<TenantGate>>>,
 }
 
@@ -93,8 +96,15 @@ impl<U> AppState<U> {
             limits,
             metrics,
             inflight,
+            shadow: Shadows::new(ShadowLimits::default()),
             gates: RwLock::default(),
         }
+    }
+
+    /// The same state with `limits` on shadow work.
+    pub fn with_shadow_limits(mut self, limits: ShadowLimits) -> Self {
+        self.shadow = Shadows::new(limits);
+        self
     }
 
     /// The current snapshot (a cheap `Arc` clone).

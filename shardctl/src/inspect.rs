@@ -191,6 +191,8 @@ pub struct ModelRow {
     pub live: Option<String>,
     /// The version taking a share of unpinned requests, if any.
     pub canary: Option<CanaryRow>,
+    /// The version scoring a copy of a sample of unpinned requests, if any.
+    pub shadow: Option<ShadowRow>,
     pub versions: Vec<VersionRow>,
     /// Current shard members (empty before the controller placed the model).
     pub assignment: Vec<WorkerId>,
@@ -203,6 +205,14 @@ pub struct CanaryRow {
     /// Share of unpinned requests, in percent.
     pub percent: f64,
     pub sticky: bool,
+}
+
+/// A model's shadow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowRow {
+    pub version: String,
+    /// Share of unpinned requests copied, in percent.
+    pub percent: f64,
 }
 
 /// Every model, or those of `tenant`.
@@ -237,11 +247,20 @@ pub fn models(snap: &Snapshot, tenant: Option<&TenantId>) -> Vec<ModelRow> {
                     percent: f64::from(c.basis_points) / 100.0,
                     sticky: c.sticky,
                 });
+            let shadow = entry
+                .live
+                .as_ref()
+                .and_then(|l| l.value.shadow.as_deref())
+                .map(|s| ShadowRow {
+                    version: s.version.to_string(),
+                    percent: f64::from(s.basis_points) / 100.0,
+                });
             ModelRow {
                 tenant: key.tenant.clone(),
                 model: key.model.to_string(),
                 live,
                 canary,
+                shadow,
                 versions,
                 assignment: assigned(snap, key),
             }
@@ -275,6 +294,9 @@ pub fn models_table(rows: &[ModelRow]) -> String {
                         if c.sticky { " sticky" } else { "" }
                     )
                 }),
+                r.shadow
+                    .as_ref()
+                    .map_or("-".into(), |s| format!("{} {}%", s.version, s.percent)),
                 live.map_or("-".into(), |v| human_bytes(v.size)),
                 live.map_or("-".into(), |v| v.weights_sha256.chars().take(12).collect()),
                 join(&r.assignment),
@@ -286,6 +308,7 @@ pub fn models_table(rows: &[ModelRow]) -> String {
         "VERSIONS",
         "LIVE",
         "CANARY",
+        "SHADOW",
         "SIZE",
         "SHA256",
         "ASSIGNMENT",

@@ -135,6 +135,12 @@ pub enum Command {
         after_help = "Examples:\n  shardctl canary --tenant acme --model risk --version 3 --percent 10 --sticky\n  shardctl activate --tenant acme --model risk --version 3   # promote\n  shardctl canary --tenant acme --model risk --clear          # abort"
     )]
     Canary(rollouts::CanaryArgs),
+    /// Copy a sample of the requests that name no version to another version, after
+    /// their answer, and compare the scores (or end it).
+    #[command(
+        after_help = "Examples:\n  shardctl shadow --tenant acme --model risk --version 3 --percent 100\n  shardctl shadow --tenant acme --model risk --clear"
+    )]
+    Shadow(rollouts::ShadowArgs),
     /// Remove a version that is not live from the registry (its objects stay).
     #[command(after_help = "Example:\n  shardctl unpublish --tenant acme --model risk --version 1")]
     Unpublish(VersionArgs),
@@ -274,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<Output, CliError> {
             models::rollback(&ctx, &tenant, &model, to.as_deref()).await
         }
         Command::Canary(args) => rollouts::canary(&ctx, args).await,
+        Command::Shadow(args) => rollouts::shadow(&ctx, args).await,
         Command::Unpublish(v) => models::unpublish(&ctx, &v.tenant, &v.model, &v.version).await,
         Command::Drain {
             worker,

@@ -1,9 +1,10 @@
-//! `shardctl canary`: give a candidate version a share of the requests that name no
-//! version, or take it away. The canary's version is loaded on every member of the
-//! model's shard first (as the controller prefetches before a repair), so its first
-//! requests find it warm. The canary lives in the model's live pointer, so setting,
-//! clearing and promoting it (`shardctl activate` of its version) are one
-//! compare-and-swap each; routers pin each request to the version they chose.
+//! `shardctl canary` and `shardctl shadow`: give a candidate version a share of the
+//! requests that name no version (canary), or a copy of a sample of them scored after
+//! their answer for comparison (shadow), or take either away. The version is loaded on
+//! every member of the model's shard first (as the controller prefetches before a
+//! repair), so its first requests find it warm. Both live in the model's live pointer,
+//! so setting, clearing and promoting (`shardctl activate` of the canary's version) are
+//! one compare-and-swap each; routers pin each request to the version they chose.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use futures::future::join_all;
 use serde_json::json;
 use shardline_controller::{HttpPrefetcher, Prefetch};
 use shardline_shared::ids::{ModelKey, ModelName, TenantId, VersionId};
-use shardline_shared::rollout::{Canary, format_percent, parse_percent};
+use shardline_shared::rollout::{Canary, Shadow, format_percent, parse_percent};
 
 use super::context::{Ctx, Output, parse_id};
 use super::error::CliError;
@@ -36,45 +37,68 @@ pub struct CanaryArgs {
     /// End the canary: every unpinned request goes to the live version.
     #[arg(long, conflicts_with_all = ["version", "percent", "sticky", "no_prefetch"])]
     pub clear: bool,
-    /// Write the canary without loading its version on the shard first.
+    #[command(flatten)]
+    pub warm: Warm,
+}
+
+/// `shardctl shadow`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["version", "clear"])))]
+pub struct ShadowArgs {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub model: String,
+    /// The version to compare with the served one (published, not the live one).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Share of the requests that name no version copied to it: 0 to 100.
+    #[arg(long, requires = "version", default_value = "100")]
+    pub percent: String,
+    /// End the shadow.
+    #[arg(long, conflicts_with_all = ["version", "no_prefetch"])]
+    pub clear: bool,
+    #[command(flatten)]
+    pub warm: Warm,
+}
+
+/// Loading a version on the shard before it gets traffic.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Warm {
+    /// Write without loading the version on the shard first.
     #[arg(long)]
     pub no_prefetch: bool,
     /// Shared secret presented to workers when prefetching.
     #[arg(long, env = "SHARDLINE_INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: Option<String>,
-    /// Longest wait for one worker to load the canary's version.
+    /// Longest wait for one worker to load the version.
     #[arg(long, value_parser = shardline_shared::units::parse_duration, default_value = "60s")]
     pub prefetch_timeout: Duration,
 }
 
+fn model_key(tenant: &str, model: &str) -> Result<ModelKey, CliError> {
+    Ok(ModelKey::new(
+        parse_id::<TenantId>(tenant)?,
+        parse_id::<ModelName>(model)?,
+    ))
+}
+
+fn percent(p: &str) -> Result<u32, CliError> {
+    parse_percent(p).map_err(|e| CliError::Usage(e.to_string()))
+}
+
 /// Sets or clears a model's canary.
 pub async fn canary(ctx: &Ctx, args: CanaryArgs) -> Result<Output, CliError> {
-    let key = ModelKey::new(
-        parse_id::<TenantId>(&args.tenant)?,
-        parse_id::<ModelName>(&args.model)?,
-    );
+    let key = model_key(&args.tenant, &args.model)?;
     let canary = match (&args.version, &args.percent) {
         (Some(v), Some(p)) => Some(Canary {
             version: parse_id::<VersionId>(v)?,
-            basis_points: parse_percent(p).map_err(|e| CliError::Usage(e.to_string()))?,
+            basis_points: percent(p)?,
             sticky: args.sticky,
         }),
         _ => None,
     };
-    let token = match (&canary, &args.internal_token) {
-        (Some(_), _) if args.no_prefetch => None,
-        (Some(_), Some(t)) if t.len() >= 16 => Some(t.clone()),
-        (Some(_), _) => {
-            return Err(CliError::Usage(
-                "a canary is prefetched first: give --internal-token (or SHARDLINE_INTERNAL_TOKEN), at least 16 characters, or --no-prefetch".into(),
-            ));
-        }
-        (None, _) => None,
-    };
-    let mut prefetched = Vec::new();
-    if let (Some(c), Some(token)) = (&canary, token) {
-        prefetched = prefetch(ctx, &key, &c.version, token, args.prefetch_timeout).await?;
-    }
+    let prefetched = warm(ctx, &key, canary.as_ref().map(|c| &c.version), &args.warm).await?;
     ctx.cp.set_canary(&key, canary.clone()).await?;
     let text = match &canary {
         Some(c) => format!(
@@ -104,6 +128,59 @@ pub async fn canary(ctx: &Ctx, args: CanaryArgs) -> Result<Output, CliError> {
     )
 }
 
+/// Sets or clears a model's shadow.
+pub async fn shadow(ctx: &Ctx, args: ShadowArgs) -> Result<Output, CliError> {
+    let key = model_key(&args.tenant, &args.model)?;
+    let shadow = match &args.version {
+        Some(v) => Some(Shadow {
+            version: parse_id::<VersionId>(v)?,
+            basis_points: percent(&args.percent)?,
+        }),
+        None => None,
+    };
+    let prefetched = warm(ctx, &key, shadow.as_ref().map(|s| &s.version), &args.warm).await?;
+    ctx.cp.set_shadow(&key, shadow.clone()).await?;
+    let text = match &shadow {
+        Some(s) => format!(
+            "{key}: shadow version {} scores {} % of unpinned requests after their answer; \
+             see shardline_router_shadow_* on the routers",
+            s.version,
+            format_percent(s.basis_points)
+        ),
+        None => format!("{key}: no shadow"),
+    };
+    Output::new(
+        text,
+        &json!({
+            "tenant": key.tenant,
+            "model": key.model,
+            "shadow": shadow.as_ref().map(|s| json!({
+                "version": s.version,
+                "percent": f64::from(s.basis_points) / 100.0,
+            })),
+            "prefetched": prefetched,
+        }),
+    )
+}
+
+/// Loads `version` (when one is being set) on the shard unless `--no-prefetch`.
+async fn warm(
+    ctx: &Ctx,
+    key: &ModelKey,
+    version: Option<&VersionId>,
+    flags: &Warm,
+) -> Result<Vec<String>, CliError> {
+    let Some(version) = version.filter(|_| !flags.no_prefetch) else {
+        return Ok(Vec::new());
+    };
+    let Some(token) = flags.internal_token.clone().filter(|t| t.len() >= 16) else {
+        return Err(CliError::Usage(
+            "the version is loaded on the shard first: give --internal-token (or SHARDLINE_INTERNAL_TOKEN), at least 16 characters, or --no-prefetch".into(),
+        ));
+    };
+    prefetch(ctx, key, version, token, flags.prefetch_timeout).await
+}
+
 /// Loads `version` on every live member of `key`'s shard, all at once; the first
 /// failure is the command's (nothing is written then). Returns the members loaded.
 async fn prefetch(
@@ -119,14 +196,13 @@ async fn prefetch(
             "model {key} has no version {version}"
         )));
     }
+    // The members requests go to now (a model not yet placed is served by the top k).
     let members: Vec<(String, String)> = snap
-        .assignments()
-        .get(key)
-        .map(|a| a.value.workers.clone())
-        .unwrap_or_default()
+        .serving_members(key)
         .into_iter()
-        .filter_map(|w| {
-            let address = snap.workers().get(&w)?.value.address.clone();
+        .filter(|(_, replaced)| !replaced)
+        .filter_map(|(w, _)| {
+            let address = snap.workers().get(w)?.value.address.clone();
             Some((w.to_string(), address))
         })
         .collect();

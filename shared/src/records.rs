@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::KeyDigest;
 use crate::compat::Evolving;
 use crate::ids::{ModelKey, VersionId, WorkerId};
-use crate::rollout::Canary;
+use crate::rollout::{Canary, Shadow};
 
 /// `workers/<id>`: written by a worker under its lease; gone when the lease expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +156,9 @@ pub struct LiveVersion {
     /// have none, and the snapshot keeps one of these per model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Box<Canary>>,
+    /// A version scoring a sample of those requests for comparison only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<Shadow>>,
 }
 
 /// `assignments/<tenant>/<model>`: the shard of workers serving a model.

@@ -47,6 +47,22 @@ impl Canary {
     }
 }
 
+/// A version that also scores a sample of the requests that name no version, after
+/// their answer and for comparison only: its answers never reach a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shadow {
+    pub version: VersionId,
+    /// Share of unpinned requests copied to it, in 1/100 of a percent.
+    pub basis_points: u32,
+}
+
+impl Shadow {
+    /// Whether a request with the uniformly random `draw` is copied.
+    pub fn samples(&self, draw: u64) -> bool {
+        draw % u64::from(FULL) < u64::from(self.basis_points.min(FULL))
+    }
+}
+
 /// The sticky bucket of `key` for `model`, in `0..FULL`. SipHash-1-3 with fixed keys:
 /// stable across processes and releases (a change would move users between versions).
 pub fn bucket(model: &ModelKey, key: &[u8]) -> u64 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use shardline_shared::ids::ModelKey;
+use shardline_shared::ids::{ModelKey, VersionId};
 use shardline_shared::manifest::Manifest;
 use shardline_shared::snapshot::Snapshot;
 
@@ -61,16 +61,7 @@ pub async fn forward<U: Upstream>(
             key.model.as_str()
         )));
     }
-    let path = [
-        "/v2/models/",
-        key.tenant.as_str(),
-        ".",
-        key.model.as_str(),
-        "/versions/",
-        manifest.version.as_str(),
-        "/infer",
-    ]
-    .concat();
+    let path = worker_path(key, &manifest.version);
     let end = started + deadline;
     let ratio = {
         let mut budget = state.budget.lock().unwrap_or_else(PoisonError::into_inner);
@@ -178,4 +169,18 @@ pub async fn forward<U: Upstream>(
             key.model.as_str()
         ))),
     }
+}
+
+/// The worker's inference path for one version of a model.
+pub(crate) fn worker_path(key: &ModelKey, version: &VersionId) -> String {
+    [
+        "/v2/models/",
+        key.tenant.as_str(),
+        ".",
+        key.model.as_str(),
+        "/versions/",
+        version.as_str(),
+        "/infer",
+    ]
+    .concat()
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use shardline_shared::ids::{ModelKey, WorkerId};
 use shardline_shared::manifest::Manifest;
-use shardline_shared::placement;
 use shardline_shared::records::AdminState;
 use shardline_shared::snapshot::Snapshot;
 
@@ -33,28 +32,7 @@ pub fn candidates<'s>(
     manifest: &Manifest,
     now: Instant,
 ) -> (Vec<Member<'s>>, Vec<Candidate>) {
-    let mut ids: Vec<(&WorkerId, bool)> = Vec::new();
-    if let Some(a) = snap.assignments().get(key) {
-        ids.extend(a.value.workers.iter().map(|w| (w, false)));
-        ids.extend(
-            a.value
-                .previous
-                .iter()
-                .filter(|w| !a.value.workers.contains(w))
-                .map(|w| (w, true)),
-        );
-    } else if let Ok(params) = snap.placement_params() {
-        let shard_key = key.shard_key();
-        let mut ranked: Vec<(u64, &WorkerId)> = snap
-            .workers()
-            .keys()
-            .filter(|w| snap.admin_state(w) == AdminState::Active)
-            .map(|w| (placement::score(&params, &shard_key, w), w))
-            .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        let k = snap.shard_size(&key.tenant) as usize;
-        ids.extend(ranked.into_iter().take(k).map(|(_, w)| (w, false)));
-    }
+    let ids = snap.serving_members(key);
     let mut members = Vec::with_capacity(ids.len());
     let mut cands = Vec::with_capacity(ids.len());
     for (id, previous) in ids {

@@ -25,6 +25,9 @@ use http::HeaderMap;
 use prometheus::IntGauge;
 use shardline_service::http::BodyError;
 use shardline_shared::decode::{InputSpec, parse_header_length, validate_request};
+use shardline_shared::ids::{ModelKey, VersionId};
+use shardline_shared::manifest::Manifest;
+use shardline_shared::snapshot::Snapshot;
 
 pub use self::auth::{KeyMemo, authenticate};
 pub use self::relay::Relay;
@@ -67,7 +70,7 @@ pub async fn handle<U: Upstream>(
     let _in_flight = InFlightGauge::enter(&state.metrics.in_flight);
     let snap = state.snapshot();
     let mut model = None;
-    let result = async {
+    let result: Result<relay::Relay, RouterError> = async {
         let tenant = keys.tenant(&snap, request.authorization)?;
         let unpinned = resolve::Unpinned {
             route_key: request.route_key,
@@ -95,7 +98,13 @@ pub async fn handle<U: Upstream>(
         let bytes = body.await?;
         let spec = InputSpec::for_model(&manifest.config, state.limits.max_rows);
         validate_request(&bytes, header_length, &spec)?;
-        let request = forward::Request {
+        let shadow = if request.version.is_none() {
+            shadow_of(&snap, &key, manifest)
+        } else {
+            None
+        };
+        let copy = shadow.as_ref().map(|_| bytes.clone());
+        let forwarded = forward::Request {
             key: &key,
             manifest,
             tenant: permit.gate(),
@@ -103,7 +112,21 @@ pub async fn handle<U: Upstream>(
             started,
             header_length,
         };
-        forward::forward(state, &snap, request, bytes).await
+        let relay = forward::forward(state, &snap, forwarded, bytes).await?;
+        if let (Some(version), Some(body)) = (shadow, copy)
+            && relay.answer.status.is_success()
+        {
+            let job = crate::shadow::Job {
+                key: key.clone(),
+                version,
+                body,
+                header_length,
+                served: relay.answer.body.clone(),
+                served_json: relay.answer.header_length.is_none(),
+            };
+            state.shadow.offer(job, &state.metrics.shadow);
+        }
+        Ok(relay)
     }
     .await;
     let status = match &result {
@@ -116,6 +139,15 @@ pub async fn handle<U: Upstream>(
         started.elapsed().as_secs_f64(),
     );
     result
+}
+
+/// The shadow version a request to `key` served by `served` is copied to, if the model
+/// has a shadow (of another version) and this request is in its sample.
+fn shadow_of(snap: &Snapshot, key: &ModelKey, served: &Manifest) -> Option<VersionId> {
+    let live = snap.model(key)?.live.as_ref()?;
+    let shadow = live.value.shadow.as_deref()?;
+    (shadow.version != served.version && shadow.samples(fastrand::u64(..)))
+        .then(|| shadow.version.clone())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.

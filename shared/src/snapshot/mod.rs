@@ -414,6 +414,7 @@ mod listing;
 mod pack;
 mod problem;
 mod resident;
+mod serving;
 mod tenants;
 #[cfg(test)]
 mod tests;

@@ -203,6 +203,7 @@ pub async fn populate(
             version: version.clone(),
             updated_at: now,
             canary: None,
+            shadow: None,
         };
         ops.push(Op::put(
             cp.key(&Key::Tenant(key.tenant.clone())),

@@ -126,6 +126,7 @@ pub async fn publish(
         version: version.clone(),
         updated_at: shardline_control::ops::unix_now(),
         canary: None,
+        shadow: None,
     };
     let started = Instant::now();
     cp.store()

@@ -1,0 +1,216 @@
+//! `shardctl shadow` against real etcd, a real store, workers and a router under steady
+//! load: every sampled request is also scored by the shadow version after its answer,
+//! the router measures the difference (equal to what the two versions score apart when
+//! asked directly), a broken shadow version fails no served request and is counted, a
+//! shadow whose version cannot be loaded is refused with nothing written.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use shardline_shared::keys::{Prefix, Section};
+use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir};
+use shardline_testkit::fleet::{TestFleet, infer_body, rows, steady_load};
+use shardline_testkit::metric_sum;
+use shardline_testkit::wait::eventually;
+
+const SHADOW_REQUESTS: &str = "shardline_router_shadow_requests_total";
+
+/// What version `version` scores for the rows `steady_load` sends.
+async fn score(fleet: &TestFleet, key: &str, version: &str) -> Vec<f64> {
+    let url = format!(
+        "{}/v2/models/risk/versions/{version}/infer",
+        fleet.routers[0].url
+    );
+    let resp = fleet
+        .http
+        .post(url)
+        .bearer_auth(key)
+        .json(&infer_body(&rows(1, 7)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+async fn shadow_count(fleet: &TestFleet, result: &str) -> f64 {
+    let text = fleet.routers[0].metrics_text().await;
+    metric_sum(&text, SHADOW_REQUESTS, Some(("result", result)))
+}
+
+async fn live_pointer(fleet: &TestFleet) -> Vec<(String, i64)> {
+    let listing = fleet
+        .cp
+        .store()
+        .list(&Prefix::default().section(Section::Models))
+        .await
+        .unwrap();
+    listing
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect()
+}
+
+fn shadow_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["shadow", "--tenant", "acme", "--model", "risk"];
+    args.extend_from_slice(extra);
+    args
+}
+
+async fn load(fleet: &TestFleet, key: &str, seconds: u64) {
+    let report = steady_load(
+        fleet.http.clone(),
+        fleet.routers[0].url.clone(),
+        vec![(key.to_owned(), "risk".to_owned())],
+        25,
+        Duration::from_secs(seconds),
+    )
+    .await;
+    assert!(
+        report.failures.is_empty(),
+        "failed requests: {:?}",
+        report.failures
+    );
+    assert_eq!(report.ok, report.sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
+    let fleet = TestFleet::builder().workers(2).routers(1).start().await;
+    let created = ctl_json(&fleet, &["tenant", "create", "acme", "--shard-size", "2"]).await;
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    let dirs = [model_dir(1), model_dir(2), model_dir(3)];
+    for (i, dir) in dirs.iter().enumerate() {
+        let v = (i + 1).to_string();
+        let mut args = vec![
+            "publish",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            &v,
+        ];
+        if i > 0 {
+            args.push("--no-activate");
+        }
+        args.push(dir.path().to_str().unwrap());
+        ctl_json(&fleet, &args).await;
+    }
+    eventually("v1 served", Duration::from_secs(10), || async {
+        let reply = fleet.infer(0, &key, "risk", &rows(1, 7)).await;
+        if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(reply)
+        }
+    })
+    .await;
+    // What the two versions score apart, asked directly.
+    let (s1, s2) = (
+        score(&fleet, &key, "1").await,
+        score(&fleet, &key, "2").await,
+    );
+    let expected = s1
+        .iter()
+        .zip(&s2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(expected > 0.0, "two random models scored alike");
+
+    // Refused with one line and nothing written.
+    let before = live_pointer(&fleet).await;
+    for (args, code, needle) in [
+        (shadow_args(&["--version", "1"]), 1, "already live"),
+        (shadow_args(&["--version", "9"]), 1, "no version 9"),
+        (
+            shadow_args(&["--version", "2", "--percent", "150"]),
+            2,
+            "0 to 100",
+        ),
+        (shadow_args(&["--clear", "--version", "2"]), 2, ""),
+    ] {
+        let run = ctl(&fleet, &args).await;
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(
+        live_pointer(&fleet).await,
+        before,
+        "a refusal wrote something"
+    );
+
+    // Shadow v2 at 100 %: loaded on both members first, then every answer compared.
+    let set = ctl_json(&fleet, &shadow_args(&["--version", "2"])).await;
+    assert_eq!(set["shadow"]["percent"], 100.0, "{set}");
+    assert_eq!(set["prefetched"].as_array().unwrap().len(), 2, "{set}");
+    let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
+    assert_eq!(models["models"][0]["shadow"]["version"], "2");
+    eventually(
+        "the router has the shadow",
+        Duration::from_secs(10),
+        || async {
+            let _ = fleet.infer(0, &key, "risk", &rows(1, 7)).await;
+            let n = shadow_count(&fleet, "compared").await;
+            if n > 0.0 { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
+    load(&fleet, &key, 4).await;
+    eventually("100 comparisons", Duration::from_secs(10), || async {
+        let n = shadow_count(&fleet, "compared").await;
+        if n >= 100.0 { Ok(()) } else { Err(n) }
+    })
+    .await;
+    let text = fleet.routers[0].metrics_text().await;
+    let count = metric_sum(&text, "shardline_router_shadow_abs_diff_count", None);
+    let sum = metric_sum(&text, "shardline_router_shadow_abs_diff_sum", None);
+    assert!(count >= 100.0, "{count}");
+    let mean = sum / count;
+    assert!(
+        (mean - expected).abs() <= 1e-6 + expected * 1e-4,
+        "mean measured difference {mean}, the versions score {expected} apart"
+    );
+    assert_eq!(shadow_count(&fleet, "error").await, 0.0);
+
+    // v3's weights are corrupted in the store: loading it first fails, nothing written.
+    fleet
+        .store
+        .put(
+            "acme/risk/3/model.safetensors",
+            Bytes::from_static(b"not safetensors"),
+        )
+        .await
+        .unwrap();
+    let before = live_pointer(&fleet).await;
+    let run = ctl(&fleet, &shadow_args(&["--version", "3"])).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("loading version 3"), "{}", run.stderr);
+    assert_eq!(
+        live_pointer(&fleet).await,
+        before,
+        "a failed prefetch wrote"
+    );
+    // Forced: every shadow request fails; no served one does.
+    ctl_json(&fleet, &shadow_args(&["--version", "3", "--no-prefetch"])).await;
+    let errors = shadow_count(&fleet, "error").await;
+    load(&fleet, &key, 3).await;
+    eventually("shadow errors counted", Duration::from_secs(10), || async {
+        let n = shadow_count(&fleet, "error").await - errors;
+        if n >= 50.0 { Ok(()) } else { Err(n) }
+    })
+    .await;
+
+    let cleared = ctl_json(&fleet, &shadow_args(&["--clear"])).await;
+    assert!(cleared["shadow"].is_null(), "{cleared}");
+}
