@@ -114,7 +114,7 @@ pub async fn serve_on(
         AppState::new(watcher.subscribe(), upstream, budget, limits, metrics)
             .with_shadow_limits(shadow_limits),
     );
-    let shadows = tokio::spawn(crate::shadow::run(state.clone()));
+    let shadows = tokio::spawn(crate::infer::shadow::run(state.clone()));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let sizing = match &pool {
         Some(pool) => {

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod members;
 pub mod relay;
 pub mod resolve;
+pub mod shadow;
 
 #[cfg(test)]
 mod tests;

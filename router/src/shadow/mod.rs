@@ -4,7 +4,7 @@
 //!
 //! The request path only offers a [`Job`] to a bounded queue ([`Shadows::offer`]: one
 //! `try_send`, never a wait); a full queue drops the job and counts it. One task per
-//! router ([`run`]) takes jobs under the router's shadow rate (`--shadow-rate`) and at
+//! router (`crate::infer::shadow::run`) takes jobs under the router's shadow rate (`--shadow-rate`) and at
 //! most `--shadow-max-in-flight` at a time, so under load shadow work is shed first and
 //! served requests keep their CPU. A shadow request goes to one member of the shard,
 //! without retries, and its outcome is not held against the worker's health: a broken
@@ -14,23 +14,12 @@ pub mod compare;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use bytes::Bytes;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use shardline_shared::ids::{ModelKey, VersionId};
 use shardline_shared::metrics as names;
-use shardline_shared::records::TenantLimits;
-use tokio::sync::{Semaphore, mpsc};
-use tracing::info;
-
-use crate::health::Fleet;
-use crate::infer::forward::worker_path;
-use crate::infer::members::candidates;
-use crate::limiter::RateBucket;
-use crate::select;
-use crate::state::AppState;
-use crate::upstream::{Attempt, Outcome, Upstream};
+use tokio::sync::mpsc;
 
 /// Absolute score differences, from bit-equal to opposite.
 const DIFF_BUCKETS: &[f64] = &[0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -82,6 +71,19 @@ impl Shadows {
             tx,
             rx: Mutex::new(Some(rx)),
         }
+    }
+
+    /// The bounds this queue was made with.
+    pub fn limits(&self) -> ShadowLimits {
+        self.limits
+    }
+
+    /// The queue's receiving end, for the one task that runs jobs (`None` once taken).
+    pub fn take_jobs(&self) -> Option<mpsc::Receiver<Job>> {
+        self.rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Queues `job` if there is room; otherwise drops it and counts the drop.
@@ -141,7 +143,8 @@ impl ShadowMetrics {
         Ok(m)
     }
 
-    fn count(&self, key: &ModelKey, result: &str) {
+    /// Counts one shadow request's `result`.
+    pub fn count(&self, key: &ModelKey, result: &str) {
         if let Some(i) = RESULTS.iter().position(|r| *r == result) {
             self.totals[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -153,7 +156,8 @@ impl ShadowMetrics {
         }
     }
 
-    fn observe(&self, key: &ModelKey, diff: f64) {
+    /// Records one comparison's difference (and counts it as compared).
+    pub fn observe(&self, key: &ModelKey, diff: f64) {
         if self.per_model {
             let model = key.shard_key();
             self.abs_diff.with_label_values(&[&model]).observe(diff);
@@ -162,116 +166,13 @@ impl ShadowMetrics {
         }
         self.count(key, "compared");
     }
-}
 
-/// Takes jobs off the queue for as long as the router runs (one task per router).
-pub async fn run<U: Upstream>(state: Arc<AppState<U>>) {
-    let taken = state
-        .shadow
-        .rx
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    let Some(mut rx) = taken else {
-        return;
-    };
-    let limits = state.shadow.limits;
-    let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
-    let mut bucket = RateBucket::default();
-    let rate = TenantLimits {
-        max_in_flight: 0,
-        rate_per_sec: limits.rate_per_sec,
-    };
-    let mut summary = Summary::default();
-    while let Some(job) = rx.recv().await {
-        summary.log_if_due(&state);
-        if limits.rate_per_sec > 0 && bucket.try_take(Instant::now(), rate).is_err() {
-            state.metrics.shadow.count(&job.key, "dropped");
-            continue;
-        }
-        // Waiting for a slot fills the queue, and the request path then drops new jobs.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = score(&state, &job).await;
-            match result {
-                Ok(Some(diff)) => state.metrics.shadow.observe(&job.key, diff),
-                Ok(None) => state.metrics.shadow.count(&job.key, "uncompared"),
-                Err(label) => state.metrics.shadow.count(&job.key, label),
-            }
-        });
-    }
-}
-
-/// Sends `job` to one member of its shard and compares the answers: the difference, or
-/// `None` when the served answer had binary data; `Err` names the result to count.
-async fn score<U: Upstream>(state: &AppState<U>, job: &Job) -> Result<Option<f64>, &'static str> {
-    let snap = state.snapshot();
-    let manifest = snap.manifest(&job.key, &job.version).ok_or("error")?;
-    let now = Instant::now();
-    let (members, cands) = candidates(&snap, &state.fleet, &job.key, manifest, now);
-    let order = select::order(&cands, &mut fastrand::Rng::new());
-    let member = order.first().map(|&i| &members[i]).ok_or("error")?;
-    let path = worker_path(&job.key, &job.version);
-    let health = state.fleet.get(member.id);
-    let outcome = {
-        // Counted in the member's load while it runs, so choices see it.
-        let _in_flight = Fleet::enter(&health);
-        state
-            .upstream
-            .send(Attempt {
-                address: member.address,
-                path: &path,
-                body: job.body.clone(),
-                header_length: job.header_length,
-                public_name: job.key.model.as_str(),
-                revision: snap.revision(),
-                timeout: state.limits.attempt_timeout,
-            })
-            .await
-    };
-    let answer = match outcome {
-        Outcome::Answered(a) if a.status.is_success() => a,
-        _ => return Err("error"),
-    };
-    if !job.served_json || answer.header_length.is_some() {
-        return Ok(None);
-    }
-    compare::max_abs_diff(&job.served, &answer.body)
-        .map(Some)
-        .map_err(|_| "mismatch")
-}
-
-/// A log line every minute with the shadow counters (the metrics hold the detail).
-#[derive(Debug, Default)]
-struct Summary {
-    last: Option<Instant>,
-}
-
-impl Summary {
-    fn log_if_due<U>(&mut self, state: &AppState<U>) {
-        let now = Instant::now();
-        let due = self
-            .last
-            .is_none_or(|t| now.duration_since(t).as_secs() >= 60);
-        if !due {
-            return;
-        }
-        self.last = Some(now);
-        let t = |i: usize| state.metrics.shadow.totals[i].load(Ordering::Relaxed);
-        if (0..RESULTS.len()).all(|i| t(i) == 0) {
-            return;
-        }
-        info!(
-            compared = t(0),
-            mismatched = t(1),
-            errors = t(2),
-            dropped = t(3),
-            uncompared = t(4),
-            "shadow traffic so far"
-        );
+    /// Totals by result since start, as `(result, count)`.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        RESULTS
+            .iter()
+            .zip(self.totals.iter())
+            .map(|(r, t)| (*r, t.load(Ordering::Relaxed)))
+            .collect()
     }
 }
