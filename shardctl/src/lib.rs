@@ -15,6 +15,7 @@
 //! - `context.rs`: the etcd connection and snapshot reads; `error.rs`: exit statuses.
 
 mod blast;
+mod compare;
 mod context;
 mod error;
 #[cfg(test)]
@@ -141,6 +142,11 @@ pub enum Command {
         after_help = "Examples:\n  shardctl shadow --tenant acme --model risk --version 3 --percent 100\n  shardctl shadow --tenant acme --model risk --clear"
     )]
     Shadow(rollouts::ShadowArgs),
+    /// How a model's shadow scores against the served version, from the routers' metrics.
+    #[command(
+        after_help = "Example:\n  shardctl compare --tenant acme --model risk --router http://r-0:9090 --router http://r-1:9090"
+    )]
+    Compare(compare::CompareArgs),
     /// Remove a version that is not live from the registry (its objects stay).
     #[command(after_help = "Example:\n  shardctl unpublish --tenant acme --model risk --version 1")]
     Unpublish(VersionArgs),
@@ -249,6 +255,10 @@ pub struct RebalanceArgs {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<Output, CliError> {
+    // Reads the routers, not etcd.
+    if let Command::Compare(args) = cli.command {
+        return compare::run(args).await;
+    }
     let ctx = Ctx::connect(&cli.etcd, &cli.prefix, cli.json).await?;
     match cli.command {
         Command::Workers => {
@@ -281,6 +291,7 @@ pub async fn run(cli: Cli) -> Result<Output, CliError> {
         }
         Command::Canary(args) => rollouts::canary(&ctx, args).await,
         Command::Shadow(args) => rollouts::shadow(&ctx, args).await,
+        Command::Compare(args) => compare::run(args).await,
         Command::Unpublish(v) => models::unpublish(&ctx, &v.tenant, &v.model, &v.version).await,
         Command::Drain {
             worker,

@@ -85,7 +85,12 @@ async fn load(fleet: &TestFleet, key: &str, seconds: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
-    let fleet = TestFleet::builder().workers(2).routers(1).start().await;
+    let fleet = TestFleet::builder()
+        .workers(2)
+        .routers(1)
+        .router_arg("--per-model-metrics")
+        .start()
+        .await;
     let created = ctl_json(&fleet, &["tenant", "create", "acme", "--shard-size", "2"]).await;
     let key = created["api_key"].as_str().unwrap().to_owned();
     let dirs = [model_dir(1), model_dir(2), model_dir(3)];
@@ -182,6 +187,58 @@ async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
         "mean measured difference {mean}, the versions score {expected} apart"
     );
     assert_eq!(shadow_count(&fleet, "error").await, 0.0);
+    // shardctl compare reads the same from the router's metrics, for this model.
+    let url = fleet.routers[0].metrics_url.clone();
+    let c = ctl_json(
+        &fleet,
+        &[
+            "compare", "--tenant", "acme", "--model", "risk", "--router", &url,
+        ],
+    )
+    .await;
+    assert_eq!(c["per_model"], true, "{c}");
+    assert!(c["compared"].as_f64().unwrap() >= 100.0, "{c}");
+    assert_eq!(c["errors"], 0.0, "{c}");
+    for field in ["mean", "max"] {
+        let v = c[field].as_f64().unwrap();
+        assert!(
+            (v - expected).abs() <= 1e-6 + expected * 1e-4,
+            "{field}: {c}"
+        );
+    }
+    // Every difference is the same, so p99 lies in the bucket holding it.
+    let p99 = c["p99"].as_f64().unwrap();
+    let bounds = [
+        0.0,
+        1e-6,
+        1e-4,
+        1e-3,
+        0.01,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1.0,
+        f64::INFINITY,
+    ];
+    let upper = bounds.iter().copied().find(|b| *b >= expected).unwrap();
+    let lower = bounds
+        .iter()
+        .copied()
+        .filter(|b| *b < expected)
+        .fold(0.0, f64::max);
+    assert!(
+        lower <= p99 && p99 <= upper,
+        "p99 {p99} outside ({lower}, {upper}]: {c}"
+    );
+    let other = ctl_json(
+        &fleet,
+        &[
+            "compare", "--tenant", "acme", "--model", "other", "--router", &url,
+        ],
+    )
+    .await;
+    assert_eq!(other["compared"], 0.0, "{other}");
 
     // v3's weights are corrupted in the store: loading it first fails, nothing written.
     fleet

@@ -26,6 +26,7 @@ pub const ROUTER_CLIENT_DEADLINE_TIMEOUTS_TOTAL: &str =
 pub const ROUTER_IN_FLIGHT: &str = "shardline_router_in_flight";
 pub const ROUTER_SHADOW_REQUESTS_TOTAL: &str = "shardline_router_shadow_requests_total";
 pub const ROUTER_SHADOW_ABS_DIFF: &str = "shardline_router_shadow_abs_diff";
+pub const ROUTER_SHADOW_ABS_DIFF_MAX: &str = "shardline_router_shadow_abs_diff_max";
 pub const ROUTER_TENANT_LIMITED_TOTAL: &str = "shardline_router_tenant_limited_total";
 pub const ROUTER_INFLIGHT_BODY_BYTES: &str = "shardline_router_inflight_body_bytes";
 pub const ROUTER_INFLIGHT_BYTES_REFUSED_TOTAL: &str =

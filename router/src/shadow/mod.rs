@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use shardline_shared::ids::{ModelKey, VersionId};
 use shardline_shared::metrics as names;
 use tokio::sync::mpsc;
@@ -102,6 +102,9 @@ impl Shadows {
 pub struct ShadowMetrics {
     requests: IntCounterVec,
     abs_diff: HistogramVec,
+    /// The largest difference seen since start (updated under `max_lock`).
+    abs_diff_max: GaugeVec,
+    max_lock: Arc<Mutex<()>>,
     per_model: bool,
     /// Totals by result (in [`RESULTS`] order), for the log summary.
     totals: Arc<[AtomicU64; RESULTS.len()]>,
@@ -130,11 +133,20 @@ impl ShadowMetrics {
                 .buckets(DIFF_BUCKETS.to_vec()),
                 diff_labels,
             )?,
+            abs_diff_max: GaugeVec::new(
+                Opts::new(
+                    names::ROUTER_SHADOW_ABS_DIFF_MAX,
+                    "Largest absolute difference between a served answer and its shadow since start",
+                ),
+                diff_labels,
+            )?,
+            max_lock: Arc::default(),
             per_model,
             totals: Arc::default(),
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.abs_diff.clone()))?;
+        registry.register(Box::new(m.abs_diff_max.clone()))?;
         if !per_model {
             for r in RESULTS {
                 m.requests.with_label_values(&[*r]);
@@ -158,12 +170,15 @@ impl ShadowMetrics {
 
     /// Records one comparison's difference (and counts it as compared).
     pub fn observe(&self, key: &ModelKey, diff: f64) {
-        if self.per_model {
-            let model = key.shard_key();
-            self.abs_diff.with_label_values(&[&model]).observe(diff);
-        } else {
-            self.abs_diff.with_label_values::<&str>(&[]).observe(diff);
+        let model = self.per_model.then(|| key.shard_key());
+        let labels: Vec<&str> = model.iter().map(String::as_str).collect();
+        self.abs_diff.with_label_values(&labels).observe(diff);
+        let max = self.abs_diff_max.with_label_values(&labels);
+        let _guard = self.max_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if diff > max.get() {
+            max.set(diff);
         }
+        drop(_guard);
         self.count(key, "compared");
     }
 
