@@ -14,7 +14,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shardline_shared::ids::{ModelKey, VersionId};
 use shardline_shared::records::TenantLimits;
+use shardline_shared::rollout::{FULL, Shadow};
 use shardline_testkit::fleet::{TestFleet, infer_body, rows};
 use shardline_testkit::models::MlpArtifact;
 use shardline_testkit::models::publish::publish;
@@ -67,6 +69,19 @@ async fn check_fleet(per_model: bool) {
             .await
             .unwrap();
     }
+    // A shadow of m0 (version 2, every request) for the Rollouts panels.
+    let m0 = ModelKey::parse_shard_key(&format!("{TENANT}/{}", MODELS[0])).unwrap();
+    let v2 = MlpArtifact::random(&[shardline_testkit::fleet::DIM, 16, 1], 99);
+    publish(&fleet.store, &fleet.cp, TENANT, MODELS[0], "2", &v2)
+        .await
+        .unwrap();
+    let one = VersionId::new("1").unwrap();
+    fleet.cp.set_live(&m0, &one).await.unwrap();
+    let shadow = Shadow {
+        version: VersionId::new("2").unwrap(),
+        basis_points: FULL,
+    };
+    fleet.cp.set_shadow(&m0, Some(shadow)).await.unwrap();
     let limited = fleet
         .tenant_with(
             "limited",
@@ -99,6 +114,7 @@ async fn check_fleet(per_model: bool) {
         r#"sum(shardline_router_requests_total{code=~"401|404|429"}) > 0"#,
         r#"sum(shardline_router_tenant_limited_total{limit="rate"}) > 0"#,
         "sum(shardline_placement_writes_total) > 0",
+        r#"sum(shardline_router_shadow_requests_total{result="compared"}) > 0"#,
     ] {
         prometheus.wait_for(activity, Duration::from_secs(20)).await;
     }
