@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use shardline_shared::keys::{Prefix, Section};
-use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir};
+use shardline_shared::keys::Section;
+use shardline_testkit::fleet::ctl::{assert_refusals, ctl, ctl_json, model_dir, section_revisions};
 use shardline_testkit::fleet::{TestFleet, infer_body, rows, steady_load};
 use shardline_testkit::wait::eventually;
 
@@ -77,19 +77,18 @@ async fn split(fleet: &TestFleet, key: &str, n: usize) -> BTreeMap<String, usize
     counts
 }
 
-/// Every key and mod_revision under the models section (to prove nothing was written).
-async fn models_section(fleet: &TestFleet) -> Vec<(String, i64)> {
-    let listing = fleet
-        .cp
-        .store()
-        .list(&Prefix::default().section(Section::Models))
-        .await
-        .unwrap();
-    listing
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.mod_revision))
-        .collect()
+/// Waits until every one of 64 unpinned requests is served by `version`.
+async fn only_version(fleet: &TestFleet, key: &str, version: &str) {
+    let what = format!("every answer from {version}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let counts = split(fleet, key, 64).await;
+        if counts.keys().eq([version].iter()) {
+            Ok(())
+        } else {
+            Err(counts)
+        }
+    })
+    .await;
 }
 
 fn canary_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -131,35 +130,34 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
     .await;
 
     // Refused, with one line, a usage or failure status, and nothing written.
-    let before = models_section(&fleet).await;
-    for (args, code, needle) in [
-        (
-            canary_args(&["--version", "9", "--percent", "10"]),
-            1,
-            "no version 9",
-        ),
-        (
-            canary_args(&["--version", "1", "--percent", "10"]),
-            1,
-            "already live",
-        ),
-        (
-            canary_args(&["--version", "2", "--percent", "101"]),
-            2,
-            "0 to 100",
-        ),
-        (canary_args(&["--version", "2", "--percent", "-3"]), 2, ""),
-        (canary_args(&["--version", "2"]), 2, "--percent"),
-        (canary_args(&["--clear", "--version", "2"]), 2, ""),
-        (canary_args(&[]), 2, ""),
-    ] {
-        let run = ctl(&fleet, &args).await;
-        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
-        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
-    }
+    let before = section_revisions(&fleet, Section::Models).await;
+    assert_refusals(
+        &fleet,
+        &[
+            (
+                canary_args(&["--version", "9", "--percent", "10"]),
+                1,
+                "no version 9",
+            ),
+            (
+                canary_args(&["--version", "1", "--percent", "10"]),
+                1,
+                "already live",
+            ),
+            (
+                canary_args(&["--version", "2", "--percent", "101"]),
+                2,
+                "0 to 100",
+            ),
+            (canary_args(&["--version", "2", "--percent", "-3"]), 2, ""),
+            (canary_args(&["--version", "2"]), 2, "--percent"),
+            (canary_args(&["--clear", "--version", "2"]), 2, ""),
+            (canary_args(&[]), 2, ""),
+        ],
+    )
+    .await;
     assert_eq!(
-        models_section(&fleet).await,
+        section_revisions(&fleet, Section::Models).await,
         before,
         "a refusal wrote something"
     );
@@ -190,16 +188,10 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
         "v2 resident on both members",
         Duration::from_secs(10),
         || async {
-            let listing = fleet
-                .cp
-                .store()
-                .list(&Prefix::default().section(Section::Resident))
+            let held: Vec<String> = section_revisions(&fleet, Section::Resident)
                 .await
-                .unwrap();
-            let held: Vec<String> = listing
-                .kvs
                 .into_iter()
-                .map(|kv| kv.key)
+                .map(|(key, _)| key)
                 .filter(|k| k.ends_with("/acme/risk/2"))
                 .collect();
             if held.len() == 2 { Ok(()) } else { Err(held) }
@@ -276,15 +268,7 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
     let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
     assert_eq!(models["models"][0]["live"], "2");
     assert!(models["models"][0]["canary"].is_null(), "{models}");
-    eventually("every answer from v2", Duration::from_secs(10), || async {
-        let counts = split(&fleet, &key, 64).await;
-        if counts.keys().eq(["2"].iter()) {
-            Ok(())
-        } else {
-            Err(counts)
-        }
-    })
-    .await;
+    only_version(&fleet, &key, "2").await;
 
     // A canary of v3, which cannot be unpublished while it is one; then abort it.
     let v3 = ctl_json(
@@ -310,19 +294,7 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
     assert!(run.stderr.contains("canary"), "{}", run.stderr);
     let cleared = ctl_json(&fleet, &canary_args(&["--clear"])).await;
     assert!(cleared["canary"].is_null(), "{cleared}");
-    eventually(
-        "every answer from v2 again",
-        Duration::from_secs(10),
-        || async {
-            let counts = split(&fleet, &key, 64).await;
-            if counts.keys().eq(["2"].iter()) {
-                Ok(())
-            } else {
-                Err(counts)
-            }
-        },
-    )
-    .await;
+    only_version(&fleet, &key, "2").await;
 
     let report = load.await.unwrap();
     assert!(

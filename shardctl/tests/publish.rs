@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use shardline_artifacts::FetchError;
-use shardline_shared::keys::{Prefix, Section};
+use shardline_shared::keys::Section;
 use shardline_shared::manifest::FileDigest;
-use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir, write_model};
+use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir, section_revisions, write_model};
 use shardline_testkit::fleet::{DIM, TestFleet, rows, steady_load};
 use shardline_testkit::models::MlpArtifact;
 use shardline_testkit::wait::eventually;
@@ -25,21 +25,6 @@ async fn wait_version(fleet: &TestFleet, key: &str, version: &str) {
         }
     })
     .await;
-}
-
-/// Every key and mod_revision under one section (to prove nothing was written).
-async fn section(fleet: &TestFleet, s: Section) -> Vec<(String, i64)> {
-    let listing = fleet
-        .cp
-        .store()
-        .list(&Prefix::default().section(s))
-        .await
-        .unwrap();
-    listing
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.mod_revision))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +123,7 @@ async fn publish_activate_rollback_without_a_failed_request() {
     assert_eq!(report.ok, report.sent);
 
     // Malformed models fail before anything is written, with a precise message.
-    let models_before = section(&fleet, Section::Models).await;
+    let models_before = section_revisions(&fleet, Section::Models).await;
     let good = MlpArtifact::random(&[DIM, 16, 1], 3);
     let config = String::from_utf8(good.config_json.clone()).unwrap();
     let cases: [(&str, String, Vec<u8>, &str); 4] = [
@@ -203,7 +188,7 @@ async fn publish_activate_rollback_without_a_failed_request() {
         }
     }
     assert_eq!(
-        section(&fleet, Section::Models).await,
+        section_revisions(&fleet, Section::Models).await,
         models_before,
         "etcd was written"
     );

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use shardline_shared::keys::{Prefix, Section};
-use shardline_testkit::fleet::ctl::{ctl, ctl_json, model_dir};
+use shardline_shared::keys::Section;
+use shardline_testkit::fleet::ctl::{assert_refusals, ctl, ctl_json, model_dir, section_revisions};
 use shardline_testkit::fleet::{TestFleet, infer_body, rows, steady_load};
 use shardline_testkit::metric_sum;
 use shardline_testkit::wait::eventually;
@@ -44,20 +44,6 @@ async fn score(fleet: &TestFleet, key: &str, version: &str) -> Vec<f64> {
 async fn shadow_count(fleet: &TestFleet, result: &str) -> f64 {
     let text = fleet.routers[0].metrics_text().await;
     metric_sum(&text, SHADOW_REQUESTS, Some(("result", result)))
-}
-
-async fn live_pointer(fleet: &TestFleet) -> Vec<(String, i64)> {
-    let listing = fleet
-        .cp
-        .store()
-        .list(&Prefix::default().section(Section::Models))
-        .await
-        .unwrap();
-    listing
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.mod_revision))
-        .collect()
 }
 
 fn shadow_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -133,24 +119,23 @@ async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
     assert!(expected > 0.0, "two random models scored alike");
 
     // Refused with one line and nothing written.
-    let before = live_pointer(&fleet).await;
-    for (args, code, needle) in [
-        (shadow_args(&["--version", "1"]), 1, "already live"),
-        (shadow_args(&["--version", "9"]), 1, "no version 9"),
-        (
-            shadow_args(&["--version", "2", "--percent", "150"]),
-            2,
-            "0 to 100",
-        ),
-        (shadow_args(&["--clear", "--version", "2"]), 2, ""),
-    ] {
-        let run = ctl(&fleet, &args).await;
-        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
-        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
-    }
+    let before = section_revisions(&fleet, Section::Models).await;
+    assert_refusals(
+        &fleet,
+        &[
+            (shadow_args(&["--version", "1"]), 1, "already live"),
+            (shadow_args(&["--version", "9"]), 1, "no version 9"),
+            (
+                shadow_args(&["--version", "2", "--percent", "150"]),
+                2,
+                "0 to 100",
+            ),
+            (shadow_args(&["--clear", "--version", "2"]), 2, ""),
+        ],
+    )
+    .await;
     assert_eq!(
-        live_pointer(&fleet).await,
+        section_revisions(&fleet, Section::Models).await,
         before,
         "a refusal wrote something"
     );
@@ -249,12 +234,12 @@ async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
         )
         .await
         .unwrap();
-    let before = live_pointer(&fleet).await;
+    let before = section_revisions(&fleet, Section::Models).await;
     let run = ctl(&fleet, &shadow_args(&["--version", "3"])).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("loading version 3"), "{}", run.stderr);
     assert_eq!(
-        live_pointer(&fleet).await,
+        section_revisions(&fleet, Section::Models).await,
         before,
         "a failed prefetch wrote"
     );

@@ -12,6 +12,7 @@ use super::{DIM, TestFleet};
 use crate::TOKEN;
 use crate::models::MlpArtifact;
 use serde_json::Value;
+use shardline_shared::keys::Section;
 
 /// What one run printed and how it exited.
 #[derive(Debug)]
@@ -74,4 +75,31 @@ pub fn model_dir(seed: u64) -> tempfile::TempDir {
 pub fn write_model(dir: &Path, config: &[u8], weights: &[u8]) {
     std::fs::write(dir.join("config.json"), config).unwrap();
     std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+}
+
+/// Every key and `mod_revision` under one section of the fleet's prefix: compared
+/// before and after a refused command, it proves nothing was written.
+pub async fn section_revisions(fleet: &TestFleet, section: Section) -> Vec<(String, i64)> {
+    let listing = fleet
+        .cp
+        .store()
+        .list(&fleet.cp.prefix().section(section))
+        .await
+        .unwrap();
+    listing
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect()
+}
+
+/// Runs each refused command `(args, exit status, text its message must hold)` and
+/// checks it exits so with one line on stderr.
+pub async fn assert_refusals(fleet: &TestFleet, cases: &[(Vec<&str>, i32, &str)]) {
+    for (args, code, needle) in cases {
+        let run = ctl(fleet, args).await;
+        assert_eq!(run.code, *code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
 }
