@@ -95,7 +95,7 @@ fn retained(parts: &[&str]) -> i64 {
 fn each_part_of_a_tenant_model_stays_within_its_ceiling() {
     let parts = [
         ("tenant", 240),
-        ("live version", 40),
+        ("live version", 50),
         ("manifest", 220),
         ("assignment (k=4)", 135),
         ("resident keys (4 workers)", 150),
