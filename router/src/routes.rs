@@ -192,6 +192,7 @@ async fn infer_response<U: Upstream>(
     let request = InferRequest {
         name,
         version,
+        chosen: None,
         authorization: headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),

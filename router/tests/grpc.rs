@@ -394,3 +394,57 @@ async fn get_json(fleet: &TestFleet, path: &str, key: &str) -> Value {
     let reply = fleet.http.get(url).bearer_auth(key).send().await.unwrap();
     reply.json().await.unwrap()
 }
+
+/// A request naming no version over gRPC gets the canary's share (the answer names the
+/// version that served) and is copied to the shadow like one over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_and_shadow_apply_over_grpc() {
+    use shardline_shared::ids::{ModelKey, VersionId};
+    use shardline_shared::rollout::{Canary, FULL, Shadow};
+
+    let (fleet, grpc) = fleet().await;
+    let key = fleet.placed_model("acme", "risk", 1, 11).await;
+    fleet.publish("acme", "risk", "2", 12).await;
+    fleet.publish("acme", "risk", "3", 13).await;
+    let model = ModelKey::parse_shard_key("acme/risk").unwrap();
+    let v = |s: &str| VersionId::new(s).unwrap();
+    fleet.cp.set_live(&model, &v("1")).await.unwrap();
+    let canary = Canary {
+        version: v("2"),
+        basis_points: FULL,
+        sticky: false,
+    };
+    fleet.cp.set_canary(&model, Some(canary)).await.unwrap();
+    let shadow = Shadow {
+        version: v("3"),
+        basis_points: FULL,
+    };
+    fleet.cp.set_shadow(&model, Some(shadow)).await.unwrap();
+    let ch = channel(grpc).await;
+    let batch = narrow(&rows(2, 5));
+    let served = || async {
+        let request = raw_request(&batch, vec![2, DIM as i64]);
+        let answer = call::<_, ModelInferResponse>(&ch, INFER, request, Some(&key), None)
+            .await
+            .unwrap();
+        answer.into_inner().model_version
+    };
+    shardline_testkit::wait::eventually("the canary serves", Duration::from_secs(10), || async {
+        let version = served().await;
+        if version == "2" { Ok(()) } else { Err(version) }
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(served().await, "2");
+    }
+    shardline_testkit::wait::eventually("shadow comparisons", Duration::from_secs(10), || async {
+        let text = fleet.routers[0].metrics_text().await;
+        let n = shardline_testkit::metric_sum(
+            &text,
+            "shardline_router_shadow_requests_total",
+            Some(("result", "compared")),
+        );
+        if n >= 20.0 { Ok(()) } else { Err(n) }
+    })
+    .await;
+}

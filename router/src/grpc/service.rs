@@ -169,10 +169,8 @@ impl<U: Upstream> GrpcInferenceService for InferenceService<U> {
         };
         let request = InferRequest {
             name: &message.model_name,
-            version: pinned
-                .as_ref()
-                .map(|v| v.as_str())
-                .or(version(&message.model_version)),
+            version: version(&message.model_version),
+            chosen: pinned.as_ref().map(|v| v.as_str()),
             authorization: auth,
             route_key,
             deadline,

@@ -319,6 +319,7 @@ impl Connection {
         let parts = InferRequest {
             name: text(&spans.model),
             version: spans.version.as_ref().map(text),
+            chosen: None,
             authorization: spans.authorization.as_ref().map(bytes),
             deadline: spans.deadline.as_ref().map(bytes),
             header_length: spans.header_length.as_ref().map(bytes),

@@ -43,6 +43,9 @@ use crate::upstream::Upstream;
 pub struct InferRequest<'a> {
     pub name: &'a str,
     pub version: Option<&'a str>,
+    /// For a request naming no version, the version its transport already chose (live or
+    /// a canary's; gRPC converts the body for it before the service sees it).
+    pub chosen: Option<&'a str>,
     /// The `Authorization` value.
     pub authorization: Option<&'a [u8]>,
     /// The `x-shardline-deadline-ms` value.
@@ -81,7 +84,7 @@ pub async fn handle<U: Upstream>(
             &snap,
             &tenant,
             request.name,
-            request.version,
+            request.version.or(request.chosen),
             Some(unpinned),
         )?;
         if state.metrics.per_model() {

@@ -18,6 +18,7 @@ fn request(content_length: Option<u64>) -> InferRequest<'static> {
     InferRequest {
         name: "risk",
         version: None,
+        chosen: None,
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
         header_length: None,

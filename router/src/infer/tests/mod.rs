@@ -301,6 +301,7 @@ async fn call<U: Upstream>(state: &AppState<U>, call: Call<'_>) -> Result<Relay,
     let request = InferRequest {
         name: call.name,
         version: call.version,
+        chosen: None,
         authorization: call.authorization.map(str::as_bytes),
         deadline: call.deadline.map(str::as_bytes),
         header_length: call.header_length.map(str::as_bytes),

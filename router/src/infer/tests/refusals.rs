@@ -16,6 +16,7 @@ fn request() -> InferRequest<'static> {
     InferRequest {
         name: "risk",
         version: None,
+        chosen: None,
         authorization: Some(b"Bearer acme-key"),
         deadline: None,
         header_length: None,
