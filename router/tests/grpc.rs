@@ -4,7 +4,8 @@
 //! typed contents, `grpc.health.v1`, UNIMPLEMENTED for what is not served; every
 //! refusal with its code and the HTTP path's message — bad key, another tenant's model,
 //! wrong shape, raw contents of the wrong length, non-finite values, too many rows,
-//! `grpc-timeout` exceeded, a tenant over its limit.
+//! `grpc-timeout` exceeded, a tenant over its limit; and a model's canary and shadow
+//! apply to gRPC requests as to HTTP ones.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/grpc.rs"]
