@@ -5,7 +5,6 @@
 //! written.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -39,49 +38,11 @@ async fn served(fleet: &TestFleet, key: &str, route_key: Option<&str>) -> String
     try_served(fleet, key, route_key).await.unwrap()
 }
 
-/// How many of `n` unpinned requests (32 at a time) each version served.
-async fn split(fleet: &TestFleet, key: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for lane in 0..32 {
-        let (fleet_http, url, key) = (
-            fleet.http.clone(),
-            format!("{}/v2/models/risk/infer", fleet.routers[0].url),
-            key.to_owned(),
-        );
-        let body = serde_json::to_vec(&infer_body(&rows(1, 5))).unwrap();
-        let share = n / 32 + usize::from(lane < n % 32);
-        tasks.spawn(async move {
-            let mut seen = Vec::with_capacity(share);
-            for _ in 0..share {
-                let resp = fleet_http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                let v: Value = resp.json().await.unwrap();
-                seen.push(v["model_version"].as_str().unwrap().to_owned());
-            }
-            seen
-        });
-    }
-    while let Some(seen) = tasks.join_next().await {
-        for v in seen.unwrap() {
-            *counts.entry(v).or_default() += 1;
-        }
-    }
-    counts
-}
-
 /// Waits until every one of 64 unpinned requests is served by `version`.
 async fn only_version(fleet: &TestFleet, key: &str, version: &str) {
     let what = format!("every answer from {version}");
     eventually(&what, Duration::from_secs(10), || async {
-        let counts = split(fleet, key, 64).await;
+        let counts = fleet.version_counts(0, key, "risk", 64).await;
         if counts.keys().eq([version].iter()) {
             Ok(())
         } else {
@@ -206,7 +167,7 @@ async fn canary_split_sticky_promote_and_clear_without_a_failed_request() {
         if v == "2" { Ok(()) } else { Err(v) }
     })
     .await;
-    let counts = split(&fleet, &key, 10_000).await;
+    let counts = fleet.version_counts(0, &key, "risk", 10_000).await;
     let share = counts.get("2").copied().unwrap_or(0) as f64 / 10_000.0;
     eprintln!("canary share of 10,000 unpinned requests at 10 %: {share}");
     // The target is ±1 point; one σ of 10,000 draws at 10 % is 0.3 point, so the test

@@ -1,7 +1,9 @@
-//! `shardctl shadow` against real etcd, a real store, workers and a router under steady
-//! load: every sampled request is also scored by the shadow version after its answer,
-//! the router measures the difference (equal to what the two versions score apart when
-//! asked directly), a broken shadow version fails no served request and is counted, a
+//! A rollout as a risk team runs it, against real etcd, a real store, workers and a
+//! router under steady load: publish v2 → shadow it (every sampled request is also
+//! scored by v2 after its answer, and the router's measured difference, read back by
+//! `shardctl compare`, equals what the two versions score apart when asked directly) →
+//! canary at 10 % (the served share matches) → promote → roll back, with zero failed
+//! requests; then a broken shadow version fails no served request and is counted, and a
 //! shadow whose version cannot be loaded is refused with nothing written.
 #![allow(clippy::unwrap_used)]
 
@@ -70,7 +72,7 @@ async fn load(fleet: &TestFleet, key: &str, seconds: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
+async fn shadow_compare_canary_promote_rollback_and_a_broken_shadow_fail_nothing() {
     let fleet = TestFleet::builder()
         .workers(2)
         .routers(1)
@@ -224,6 +226,86 @@ async fn shadow_scores_are_compared_and_a_broken_shadow_fails_nothing() {
     )
     .await;
     assert_eq!(other["compared"], 0.0, "{other}");
+
+    // Then the rest of a rollout under steady load: canary 10 % → promote → roll back.
+    let steady = tokio::spawn(steady_load(
+        fleet.http.clone(),
+        fleet.routers[0].url.clone(),
+        vec![(key.clone(), "risk".to_owned())],
+        25,
+        Duration::from_secs(6),
+    ));
+    ctl_json(
+        &fleet,
+        &[
+            "canary",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            "2",
+            "--percent",
+            "10",
+        ],
+    )
+    .await;
+    eventually("the canary serves", Duration::from_secs(10), || async {
+        let counts = fleet.version_counts(0, &key, "risk", 32).await;
+        if counts.contains_key("2") {
+            Ok(())
+        } else {
+            Err(counts)
+        }
+    })
+    .await;
+    let counts = fleet.version_counts(0, &key, "risk", 2_000).await;
+    let share = counts.get("2").copied().unwrap_or(0) as f64 / 2_000.0;
+    // 4σ of 2,000 draws at 10 %.
+    assert!(
+        (share - 0.10).abs() <= 0.027,
+        "canary share {share}: {counts:?}"
+    );
+    let promoted = ctl_json(
+        &fleet,
+        &[
+            "activate",
+            "--tenant",
+            "acme",
+            "--model",
+            "risk",
+            "--version",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(promoted["live"], "2");
+    let models = ctl_json(&fleet, &["models", "--tenant", "acme"]).await;
+    // Promoting the shadow's version ends the shadow too (it would compare with itself).
+    assert!(models["models"][0]["canary"].is_null(), "{models}");
+    assert!(models["models"][0]["shadow"].is_null(), "{models}");
+    for (step, version) in [("promoted", "2"), ("rolled back", "1")] {
+        if step == "rolled back" {
+            let back = ctl_json(&fleet, &["rollback", "--tenant", "acme", "--model", "risk"]).await;
+            assert_eq!(back["live"], "1");
+        }
+        eventually(step, Duration::from_secs(10), || async {
+            let counts = fleet.version_counts(0, &key, "risk", 64).await;
+            if counts.keys().eq([version].iter()) {
+                Ok(())
+            } else {
+                Err(counts)
+            }
+        })
+        .await;
+    }
+    let report = steady.await.unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "failed requests: {:?}",
+        report.failures
+    );
+    assert_eq!(report.ok, report.sent);
 
     // v3's weights are corrupted in the store: loading it first fails, nothing written.
     fleet

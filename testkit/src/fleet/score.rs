@@ -2,6 +2,8 @@
 //! requests through a router or straight to a worker's internal API, and a node's
 //! `/metrics` and resident models.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::{DIM, TestFleet};
@@ -9,6 +11,50 @@ use crate::TOKEN;
 use crate::fleet::node::Node;
 
 impl TestFleet {
+    /// How many of `n` requests for `model` naming no version (32 at a time, each must
+    /// succeed) each version served, through router `r`.
+    pub async fn version_counts(
+        &self,
+        r: usize,
+        key: &str,
+        model: &str,
+        n: usize,
+    ) -> BTreeMap<String, usize> {
+        const LANES: usize = 32;
+        let url = format!("{}/v2/models/{model}/infer", self.routers[r].url);
+        let body = serde_json::to_vec(&infer_body(&rows(1, 5))).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for lane in 0..LANES {
+            let (http, url, key, body) =
+                (self.http.clone(), url.clone(), key.to_owned(), body.clone());
+            let share = n / LANES + usize::from(lane < n % LANES);
+            tasks.spawn(async move {
+                let mut seen = Vec::with_capacity(share);
+                for _ in 0..share {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let v: Value = resp.json().await.unwrap();
+                    seen.push(v["model_version"].as_str().unwrap_or("").to_owned());
+                }
+                seen
+            });
+        }
+        let mut counts = BTreeMap::new();
+        while let Some(seen) = tasks.join_next().await {
+            for v in seen.unwrap() {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// Scores `rows` of `model` through router `r` with `key`.
     pub async fn infer(&self, r: usize, key: &str, model: &str, rows: &[Vec<f32>]) -> Reply {
         let url = format!("{}/v2/models/{model}/infer", self.routers[r].url);
