@@ -164,6 +164,9 @@ impl RouterArgs {
         if self.max_body < 1024 || self.max_batch_rows == 0 {
             errors.push("--max-body must be at least 1KiB and --max-batch-rows positive".into());
         }
+        if !(1..=65_536).contains(&self.shadow_max_in_flight) {
+            errors.push("--shadow-max-in-flight must be from 1 to 65536".into());
+        }
         if self.max_inflight_bytes < self.max_body {
             errors.push(format!(
                 "--max-inflight-bytes ({}) must be at least --max-body ({})",
@@ -262,6 +265,7 @@ mod tests {
         assert_eq!(c.args.default_deadline, Duration::from_secs(10));
         assert_eq!(c.args.max_body, 8 << 20);
         assert_eq!(c.args.max_inflight_bytes, 256 << 20);
+        assert_eq!((c.args.shadow_max_in_flight, c.args.shadow_rate), (32, 200));
         assert_eq!(c.id, "r-1");
         assert_eq!(c.prefix.root(), "/shardline/");
         assert_eq!(c.args.max_balance_moves_per_minute, 60);
@@ -279,6 +283,7 @@ mod tests {
             ("--min-threads", "0"),
             ("--header-timeout", "0s"),
             ("--max-inflight-bytes", "1MiB"),
+            ("--shadow-max-in-flight", "0"),
         ])
         .unwrap()
         .validate()
@@ -292,6 +297,7 @@ mod tests {
             "--min-threads must be positive",
             "--header-timeout",
             "--max-inflight-bytes",
+            "--shadow-max-in-flight",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
