@@ -6,9 +6,10 @@
 //! generator (`loadtest run`); [`fleet`] starts a local fleet and [`demo`] is `just demo`.
 //! [`cli`] is the `loadtest` command tree; [`procfs`] reads `/proc`.
 //!
-//! Below those, four leaves that import nothing from the crate: [`client`] is the HTTP/1.1
-//! client the benchmarks and the load generator both send with, [`protocol`] what their
-//! requests carry (`--protocol`: JSON or binary tensors), [`stats`] the percentile maths
+//! Below those, the leaves: [`client`] is the HTTP/1.1 and HTTP/2 client the benchmarks
+//! and the load generator both send with, [`protocol`] what their requests carry
+//! (`--protocol`: JSON or binary tensors over HTTP, or gRPC), [`grpc`] the gRPC calls'
+//! framing and answers (both use it; it imports nothing), [`stats`] the percentile maths
 //! both report with, and [`args`] the flag value parsers. Dependencies point one way:
 //! `cli` → `demo`, `bench` → `fleet` → `loadgen` → the leaves (`models` and `procfs` are
 //! used from several levels and use only the leaves).
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod grpc;
 pub mod loadgen;
 pub mod models;
 pub mod procfs;

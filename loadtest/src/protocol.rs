@@ -1,8 +1,8 @@
 //! How the load tools talk to a server ([`Protocol`], `--protocol`): OIP v2 REST with
 //! JSON tensors, or with binary tensor data both ways (the binary tensor data extension,
-//! `tritonclient`'s default). One enum, so that another transport (gRPC) is one more
-//! variant; [`Protocol::payload`] turns a batch of features into what is sent. Pure: no
-//! I/O.
+//! `tritonclient`'s default), or OIP gRPC (`ModelInfer` with `raw_input_contents`, see
+//! [`crate::grpc`]); [`Protocol::payload`] turns a batch of features into what is sent.
+//! Pure: no I/O.
 
 use bytes::Bytes;
 
@@ -15,6 +15,9 @@ pub enum Protocol {
     /// The features as little-endian FP32 after a JSON header
     /// (`Inference-Header-Content-Length`), and the scores asked back in binary.
     HttpBinary,
+    /// `inference.GRPCInferenceService/ModelInfer` over HTTP/2, the features as raw FP32
+    /// (`raw_input_contents`), many concurrent calls per connection.
+    Grpc,
 }
 
 /// What one request carries: its body and the headers that describe it.
@@ -27,21 +30,30 @@ pub struct Payload {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::HttpJson, Protocol::HttpBinary];
+    pub const ALL: [Protocol; 3] = [Protocol::HttpJson, Protocol::HttpBinary, Protocol::Grpc];
 
     /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::HttpJson => "http-json",
             Protocol::HttpBinary => "http-binary",
+            Protocol::Grpc => "grpc",
         }
     }
 
     /// An infer request for input `name` of `rows` rows of `data` (row-major,
-    /// `data.len() / rows` wide).
+    /// `data.len() / rows` wide). For gRPC: the encoded `ModelInferRequest` without its
+    /// model name ([`crate::client::RequestSpec::grpc_infer`] adds it and frames it).
     pub fn payload(self, name: &str, rows: usize, data: &[f32]) -> Payload {
         let features = data.len().checked_div(rows).unwrap_or(0);
         match self {
+            Protocol::Grpc => Payload {
+                body: Bytes::from(prost::Message::encode_to_vec(&crate::grpc::model_infer(
+                    name, None, rows, data,
+                ))),
+                content_type: "application/grpc",
+                header_length: None,
+            },
             Protocol::HttpJson => {
                 let body = serde_json::json!({"inputs": [{
                     "name": name, "shape": [rows, features], "datatype": "FP32", "data": data,
@@ -103,7 +115,7 @@ mod tests {
             let mut rng = fastrand::Rng::with_seed(seed);
             let data: Vec<f32> = (0..rows * features).map(|_| rng.f32() - 0.5).collect();
             let spec = InputSpec { name: "x", dim: features, output_name: "y", max_rows: 8 };
-            for protocol in Protocol::ALL {
+            for protocol in [Protocol::HttpJson, Protocol::HttpBinary] {
                 let p = protocol.payload("x", rows, &data);
                 let batch = decode_request(&p.body, p.header_length, &spec).unwrap();
                 prop_assert_eq!(&batch.data, &data, "{}", protocol.name());

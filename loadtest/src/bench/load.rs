@@ -1,6 +1,8 @@
-//! A lean closed-loop HTTP/1.1 load client: a fixed number of keep-alive connections
-//! (raw hyper 1 `http1` connections, one task each), each sending the same request again
-//! as soon as the previous answer is read, for a warm-up and then a measured window.
+//! A lean closed-loop load client: a fixed number of requests in flight, each sent again
+//! as soon as the previous answer is read, for a warm-up and then a measured window. Over
+//! HTTP/1.1 one keep-alive connection (raw hyper 1 `http1`, one task) per request in
+//! flight; over gRPC [`GRPC_STREAMS_PER_CONNECTION`] concurrent streams share each HTTP/2
+//! connection, as gRPC clients multiplex calls on a channel.
 //!
 //! Only answers completed inside the measured window count: throughput is their number
 //! divided by the window, and their latencies (send to last body byte) are the samples.
@@ -13,14 +15,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
 use tokio::task::JoinSet;
 
+pub use crate::client::GRPC_STREAMS_PER_CONNECTION;
 pub use crate::client::{RequestSpec, once};
-use crate::client::{connect_to, exchange, keep_error};
+use crate::client::{Sender, connect_to, exchange, keep_error};
 use crate::stats::Summary;
 
 /// What one load run saw.
@@ -123,8 +123,18 @@ pub async fn run(
 ) -> LoadResult {
     let until = from + window;
     let mut tasks = JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        tasks.spawn(connection_loop(spec.clone(), from, until));
+    let concurrency = concurrency.max(1);
+    if spec.grpc {
+        let mut left = concurrency;
+        while left > 0 {
+            let streams = left.min(GRPC_STREAMS_PER_CONNECTION);
+            tasks.spawn(multiplexed_loop(spec.clone(), streams, from, until));
+            left -= streams;
+        }
+    } else {
+        for _ in 0..concurrency {
+            tasks.spawn(connection_loop(spec.clone(), from, until));
+        }
     }
     let mut total = LoadResult {
         window,
@@ -265,29 +275,74 @@ impl LoadPlan {
     }
 }
 
+/// One HTTP/1.1 connection, one request at a time, reopened after a transport error.
 async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) -> LoadResult {
     let mut out = LoadResult::default();
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     while Instant::now() < until {
-        let s = match sender.as_mut() {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                out.connections += 1;
-                match connect_to(&spec).await {
-                    Ok(s) => sender.insert(s),
-                    Err(e) => {
-                        if Instant::now() >= from {
-                            out.errors += 1;
-                        }
-                        keep_error(&mut out.error_messages, format!("connect: {e:#}"));
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                }
-            }
+        if let Some(sender) = open(&spec, from, &mut out).await {
+            requests(sender, &spec, from, until, &mut out).await;
+        }
+    }
+    out
+}
+
+/// One HTTP/2 connection carrying `streams` calls at a time (each its own request loop on
+/// a clone of the connection's sender), reopened once they have all stopped on an error.
+async fn multiplexed_loop(
+    spec: Arc<RequestSpec>,
+    streams: usize,
+    from: Instant,
+    until: Instant,
+) -> LoadResult {
+    let mut out = LoadResult::default();
+    while Instant::now() < until {
+        let Some(sender) = open(&spec, from, &mut out).await else {
+            continue;
         };
+        let loops = (0..streams).filter_map(|_| sender.stream()).map(|s| {
+            let spec = spec.clone();
+            async move {
+                let mut out = LoadResult::default();
+                requests(s, &spec, from, until, &mut out).await;
+                out
+            }
+        });
+        for r in futures::future::join_all(loops).await {
+            out.merge(r);
+        }
+    }
+    out
+}
+
+/// A new connection for `spec`, counted; on failure the error is counted (inside the
+/// window) and kept, after a short pause.
+async fn open(spec: &RequestSpec, from: Instant, out: &mut LoadResult) -> Option<Sender> {
+    out.connections += 1;
+    match connect_to(spec).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            if Instant::now() >= from {
+                out.errors += 1;
+            }
+            keep_error(&mut out.error_messages, format!("connect: {e:#}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
+/// Sends `spec` on `sender` again and again until `until`, or until the connection fails
+/// or closes.
+async fn requests(
+    mut sender: Sender,
+    spec: &RequestSpec,
+    from: Instant,
+    until: Instant,
+    out: &mut LoadResult,
+) {
+    while Instant::now() < until && !sender.is_closed() {
         let start = Instant::now();
-        let result = exchange(s, &spec).await;
+        let result = exchange(&mut sender, spec).await;
         let end = Instant::now();
         let counted = end >= from && end <= until;
         match result {
@@ -308,11 +363,10 @@ async fn connection_loop(spec: Arc<RequestSpec>, from: Instant, until: Instant) 
                     out.errors += 1;
                 }
                 keep_error(&mut out.error_messages, format!("{e:#}"));
-                sender = None;
+                return;
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

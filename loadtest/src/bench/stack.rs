@@ -99,6 +99,21 @@ pub async fn start_router(bin: &Path, etcd: &str, threads: Option<usize>) -> any
     spec.spawn(Some(bin.to_owned())).await
 }
 
+/// The router as [`start_router`] starts it, also serving gRPC (`--grpc-listen`) on the
+/// address returned beside it.
+pub async fn start_router_grpc(
+    bin: &Path,
+    etcd: &str,
+    threads: Option<usize>,
+) -> anyhow::Result<(Node, SocketAddr)> {
+    let grpc = SocketAddr::from(([127, 0, 0, 1], shardline_testkit::free_port()));
+    let mut spec = Spec::router("r-0", etcd).set("--grpc-listen", grpc.to_string());
+    if let Some(t) = threads {
+        spec = spec.set("--threads", t.to_string());
+    }
+    Ok((spec.spawn(Some(bin.to_owned())).await?, grpc))
+}
+
 /// The router's request for tenant [`TENANT`]'s `model`: `POST /v2/models/<model>/infer`
 /// with the tenant's key.
 pub fn router_spec(
@@ -162,6 +177,11 @@ pub async fn wait_scores(
     let deadline = Instant::now() + within;
     loop {
         let last = match load::once(spec).await {
+            Ok((status, body)) if status == 200 && spec.grpc => {
+                return crate::grpc::scores(&body)
+                    .map(|s| serde_json::json!(s))
+                    .map_err(|e| anyhow::anyhow!(e));
+            }
             Ok((status, body)) if status == 200 => return answer_scores(&body),
             Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
             Err(e) => format!("{e:#}"),

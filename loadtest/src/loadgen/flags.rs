@@ -14,7 +14,8 @@ use crate::protocol::Protocol;
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("pace").required(true).args(["rate", "concurrency"])))]
 pub struct Flags {
-    /// The router, `http://host:port` (plain HTTP only).
+    /// The router, `http://host:port` (plain HTTP only; with `--protocol grpc`, its gRPC
+    /// listener, `--grpc-listen`).
     #[arg(long, env = "SHARDLINE_LOADTEST_ROUTER")]
     pub router: String,
     /// JSON keys file: `[{"tenant": "t1", "key": "…", "models": ["risk"]}, …]`, busiest
@@ -56,8 +57,10 @@ pub struct Flags {
     /// Seed of the tenant and model choices and of the feature values.
     #[arg(long, env = "SHARDLINE_LOADTEST_SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Request encoding: `http-json` (JSON tensors) or `http-binary` (binary tensor data
-    /// both ways, as tritonclient sends by default).
+    /// Request encoding: `http-json` (JSON tensors), `http-binary` (binary tensor data
+    /// both ways, as tritonclient sends by default) or `grpc` (OIP gRPC `ModelInfer` with
+    /// raw FP32 contents; 8 calls share each HTTP/2 connection in closed loop, and in open
+    /// loop `--connections` counts HTTP/2 connections).
     #[arg(long, env = "SHARDLINE_LOADTEST_PROTOCOL", value_enum, default_value_t = Protocol::HttpJson)]
     pub protocol: Protocol,
     /// Print the result as one JSON object instead of a table.

@@ -1,22 +1,22 @@
 //! The load generator's I/O: resolving the router, reading the model's metadata, and the
 //! open- and closed-loop request loops (see the parent module for how open loop keeps its
-//! schedule). Finished requests go over a channel to one collector task.
+//! schedule). Finished requests go over a channel to one collector task. Over gRPC
+//! (`--protocol grpc`, `--router` naming the router's gRPC listener) calls share HTTP/2
+//! connections: in closed loop [`GRPC_STREAMS_PER_CONNECTION`] tasks per connection, in
+//! open loop at most `--connections` connections, each carrying as many calls as due.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::plan::{self, Schedule, TenantMix};
 use super::report::{Outcome, Record, Recorder, Report, Setup};
 use super::{DEFAULT_FEATURES, DEFAULT_INPUT, Error, Mix, Mode, Options};
-use crate::client::{RequestSpec, connect, exchange};
+use crate::client::{GRPC_STREAMS_PER_CONNECTION, RequestSpec, Sender, connect, exchange};
 use crate::protocol::Protocol;
 
 /// How long to wait before retrying a refused connection in closed loop (so a dead router
@@ -26,8 +26,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 const BODY_EXCERPT: usize = 200;
 /// Timeout of the metadata request made before the run.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Sender = SendRequest<Full<Bytes>>;
 
 /// Runs the load described by `options` and reports what it saw.
 ///
@@ -43,6 +41,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             router: options.router.clone(),
             reason,
         })?;
+    let grpc = options.protocol == Protocol::Grpc;
     let (input, features, metadata_error) = input_shape(options, addr).await;
     let payload = plan::infer_body(
         &input,
@@ -59,6 +58,9 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             .models
             .iter()
             .map(|m| {
+                if grpc {
+                    return RequestSpec::grpc_infer(addr, m, &t.key, &payload.body).map(Arc::new);
+                }
                 let path = format!("/v2/models/{m}/infer");
                 let mut headers = vec![("authorization", bearer.as_str())];
                 headers.extend(described.iter().map(|(n, v)| (*n, v.as_str())));
@@ -103,6 +105,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         timeout: options.timeout,
         seed: options.seed,
         opened: opened.clone(),
+        grpc,
         tx,
     };
     let load = Arc::new(load);
@@ -131,6 +134,8 @@ struct Load {
     seed: u64,
     /// Connections opened so far (read after the last request task is done).
     opened: Arc<AtomicU64>,
+    /// gRPC calls over shared HTTP/2 connections, or HTTP/1.1 requests.
+    grpc: bool,
     tx: mpsc::UnboundedSender<Record>,
 }
 
@@ -144,7 +149,7 @@ impl Load {
     /// Opens a connection, counting it.
     async fn connect(&self) -> Result<Sender, Outcome> {
         self.opened.fetch_add(1, Ordering::Relaxed);
-        connect(self.addr)
+        connect(self.addr, self.grpc)
             .await
             .map_err(|e| Outcome::Connect(format!("{e:#}")))
     }
@@ -167,8 +172,14 @@ async fn open_loop(load: Arc<Load>, rate: f64, connections: usize) {
         return;
     };
     let pool = Arc::new(Pool {
-        permits: Semaphore::new(connections),
+        permits: Semaphore::new(if load.grpc {
+            connections.saturating_mul(GRPC_STREAMS_PER_CONNECTION)
+        } else {
+            connections
+        }),
         idle: Mutex::new(Vec::new()),
+        connections,
+        next: AtomicU64::new(0),
     });
     let mut rng = fastrand::Rng::with_seed(load.seed);
     for i in 0..schedule.len() {
@@ -186,12 +197,18 @@ async fn open_loop(load: Arc<Load>, rate: f64, connections: usize) {
     }
 }
 
-/// At most `permits` connections in use at once; idle ones are kept for reuse.
+/// At most `permits` requests in flight at once. HTTP/1.1: one per connection, idle
+/// connections kept for reuse. HTTP/2: up to `connections` connections, shared by every
+/// call in turn.
 #[derive(Debug)]
 struct Pool {
     /// FIFO: requests get connections in the order they were due.
     permits: Semaphore,
+    /// HTTP/1.1: the idle connections; HTTP/2: the shared ones.
     idle: Mutex<Vec<Sender>>,
+    connections: usize,
+    /// The next shared HTTP/2 connection to use.
+    next: AtomicU64,
 }
 
 impl Pool {
@@ -199,6 +216,9 @@ impl Pool {
         let Ok(_permit) = self.permits.acquire().await else {
             return Outcome::Transport("connection pool closed".to_owned());
         };
+        if load.grpc {
+            return self.send_shared(load, spec).await;
+        }
         let idle = self
             .idle
             .lock()
@@ -220,13 +240,72 @@ impl Pool {
         }
         outcome
     }
+
+    /// One call on a shared HTTP/2 connection: the next one in turn, opened when there
+    /// are fewer than `connections` or it has closed.
+    async fn send_shared(&self, load: &Load, spec: &RequestSpec) -> Outcome {
+        let shared = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|s| !s.is_closed());
+            if idle.len() < self.connections {
+                None
+            } else {
+                let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+                idle[n % idle.len()].stream()
+            }
+        };
+        let mut sender = match shared {
+            Some(s) => s,
+            None => match load.connect().await {
+                Ok(s) => {
+                    if let Some(copy) = s.stream() {
+                        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                        idle.push(copy);
+                    }
+                    s
+                }
+                Err(outcome) => return outcome,
+            },
+        };
+        send_one(&mut sender, spec).await
+    }
 }
 
-/// `concurrency` tasks, each on its own connection, sending until the duration is over.
+/// Connections shared by closed-loop gRPC tasks ([`GRPC_STREAMS_PER_CONNECTION`] per slot).
+type Shared = Arc<tokio::sync::Mutex<Option<Sender>>>;
+
+/// A connection for closed-loop task: over gRPC a handle on its group's shared one
+/// (opened by the first task that finds it missing or closed), else its own.
+async fn checkout(load: &Load, shared: Option<&Shared>) -> Result<Sender, Outcome> {
+    let Some(slot) = shared else {
+        return load.connect().await;
+    };
+    let mut slot = slot.lock().await;
+    if let Some(s) = slot
+        .as_ref()
+        .filter(|s| !s.is_closed())
+        .and_then(Sender::stream)
+    {
+        return Ok(s);
+    }
+    let s = load.connect().await?;
+    *slot = s.stream();
+    Ok(s)
+}
+
+/// `concurrency` tasks, each on its own connection (over gRPC, groups of
+/// [`GRPC_STREAMS_PER_CONNECTION`] tasks on one), sending until the duration is over.
 async fn closed_loop(load: Arc<Load>, concurrency: usize) {
     let mut tasks = tokio::task::JoinSet::new();
+    let groups: Vec<Shared> = if load.grpc {
+        let n = concurrency.div_ceil(GRPC_STREAMS_PER_CONNECTION);
+        (0..n).map(|_| Shared::default()).collect()
+    } else {
+        Vec::new()
+    };
     for n in 0..concurrency {
         let load = load.clone();
+        let shared = groups.get(n / GRPC_STREAMS_PER_CONNECTION).cloned();
         tasks.spawn(async move {
             let mut rng = fastrand::Rng::with_seed(load.seed.wrapping_add(n as u64));
             let until = load.start + load.duration;
@@ -237,7 +316,7 @@ async fn closed_loop(load: Arc<Load>, concurrency: usize) {
                 let attempt = async {
                     let sender = match conn.as_mut() {
                         Some(s) if !s.is_closed() => s,
-                        _ => conn.insert(load.connect().await?),
+                        _ => conn.insert(checkout(&load, shared.as_ref()).await?),
                     };
                     Ok::<_, Outcome>(send_one(sender, &spec).await)
                 };
@@ -304,6 +383,18 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 async fn input_shape(options: &Options, addr: SocketAddr) -> (String, usize, Option<String>) {
     if let (Some(input), Some(features)) = (&options.input, options.features) {
         return (input.clone(), features, None);
+    }
+    if options.protocol == Protocol::Grpc {
+        let why = "metadata is read over HTTP, not gRPC: give --input and --features";
+        let input = options
+            .input
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INPUT.to_owned());
+        return (
+            input,
+            options.features.unwrap_or(DEFAULT_FEATURES),
+            Some(why.to_owned()),
+        );
     }
     let first = &options.tenants[0];
     let (meta, error) = match metadata(addr, &first.key, &first.models[0]).await {

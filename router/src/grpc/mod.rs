@@ -1,5 +1,5 @@
 //! The gRPC front door: the Open Inference Protocol's `inference.GRPCInferenceService`
-//! (`router/proto/grpc_predict_v2.proto`) and the standard `grpc.health.v1` service on
+//! (`proto/defs/grpc_predict_v2.proto`, generated in `shardline-proto`) and the standard `grpc.health.v1` service on
 //! `--grpc-listen`, for clients such as `tritonclient.grpc`, KServe's and generated stubs.
 //! It is another transport of the same inference service: every `ModelInfer` runs
 //! [`crate::infer::handle`] — authentication from the `authorization: Bearer <key>`
@@ -23,17 +23,11 @@ pub mod meta;
 pub mod service;
 pub mod status;
 
-/// Messages and the service trait generated from `router/proto/grpc_predict_v2.proto`.
-#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
+/// Messages and the service trait of `inference.GRPCInferenceService` (`shardline-proto`).
+pub use shardline_proto::inference as pb;
 
-/// Messages and the service trait generated from `router/proto/health.proto`.
-#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
-pub mod health_pb {
-    tonic::include_proto!("grpc.health.v1");
-}
+/// Messages and the service trait of `grpc.health.v1` (`shardline-proto`).
+pub use shardline_proto::health as health_pb;
 
 pub use self::args::GrpcArgs;
 pub use self::listen::{GrpcServing, serve};

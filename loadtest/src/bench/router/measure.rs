@@ -1,4 +1,4 @@
-//! Starting the three targets and measuring them: the servers (worker, router, nginx),
+//! Starting the targets and measuring them: the servers (worker, router, nginx),
 //! one request spec per target and model, the rounds in rotated order, and the CPU time
 //! read around each measured window.
 
@@ -14,7 +14,7 @@ use super::nginx::nginx_conf;
 use super::{Cpu, INPUT_DIM, ModelResult, Options, Run, Target, TargetResult};
 use crate::bench::load::{self, RequestSpec};
 use crate::bench::stack::{
-    self, TENANT, TOKEN, router_spec, start_router, start_worker, wait_scores,
+    self, TENANT, TOKEN, router_spec, start_router_grpc, start_worker, wait_scores,
 };
 use crate::client::Tls;
 use crate::models::MlpArtifact;
@@ -31,6 +31,8 @@ pub(super) struct Servers {
     worker_addr: SocketAddr,
     router: Node,
     router_addr: SocketAddr,
+    /// The same router's gRPC listener.
+    router_grpc: SocketAddr,
     router_metrics: String,
     /// A second router, serving TLS with `tls`'s certificate.
     router_tls: Node,
@@ -47,7 +49,8 @@ impl Servers {
         match t {
             Target::Direct => self.worker_addr,
             Target::Nginx => self.nginx_addr,
-            Target::Router => self.router_addr,
+            Target::Router | Target::RouterBinary => self.router_addr,
+            Target::RouterGrpc => self.router_grpc,
             Target::NginxTls => self.nginx_tls_addr,
             Target::RouterTls => self.router_tls.addr,
         }
@@ -73,7 +76,7 @@ pub(super) async fn start_servers(
     let ready = |s: reqwest::StatusCode, _: &str| s.is_success();
     let timeout = Duration::from_secs(30);
     let worker = start_worker(worker_bin, etcd, store_url).await?;
-    let router = start_router(router_bin, etcd, options.router_threads).await?;
+    let (router, router_grpc) = start_router_grpc(router_bin, etcd, options.router_threads).await?;
     let (worker_addr, router_addr) = (worker.addr, router.addr);
     let router_metrics = router.metrics_url.clone();
 
@@ -126,6 +129,7 @@ pub(super) async fn start_servers(
         worker_addr,
         router,
         router_addr,
+        router_grpc,
         router_metrics,
         router_tls,
         nginx,
@@ -154,17 +158,28 @@ async fn start_router_tls(
     spec.spawn(Some(bin.to_owned())).await
 }
 
-/// The request each target gets for `model`: same body bytes, different path and auth.
+/// The request each target gets for `model`: the same features, the same body bytes for
+/// the HTTP targets in the run's protocol, different path and auth.
 pub(super) fn spec(
     servers: &Servers,
     target: Target,
     model: &str,
     key: &str,
-    body: &Bytes,
+    bodies: &Bodies,
 ) -> anyhow::Result<RequestSpec> {
     let addr = servers.addr(target);
-    let internal = format!("/v2/models/{TENANT}.{model}/infer");
+    let (body, headers) = &bodies.run;
+    let plain = |spec: anyhow::Result<RequestSpec>| spec?.with_headers(headers);
     match target {
+        Target::RouterBinary => {
+            let (body, headers) = &bodies.binary;
+            return router_spec(addr, model, key, body.clone())?.with_headers(headers);
+        }
+        Target::RouterGrpc => return RequestSpec::grpc_infer(addr, model, key, &bodies.grpc),
+        _ => {}
+    }
+    let internal = format!("/v2/models/{TENANT}.{model}/infer");
+    let spec = match target {
         Target::Direct => RequestSpec::post_json(
             addr,
             &internal,
@@ -172,14 +187,53 @@ pub(super) fn spec(
             body.clone(),
         ),
         Target::Nginx => RequestSpec::post_json(addr, &internal, &[], body.clone()),
-        Target::Router => router_spec(addr, model, key, body.clone()),
+        Target::Router | Target::RouterBinary | Target::RouterGrpc => {
+            router_spec(addr, model, key, body.clone())
+        }
         Target::NginxTls => {
             Ok(RequestSpec::post_json(addr, &internal, &[], body.clone())?.over_tls(&servers.tls))
         }
         Target::RouterTls => {
             Ok(router_spec(addr, model, key, body.clone())?.over_tls(&servers.tls))
         }
+    };
+    plain(spec)
+}
+
+/// The bodies of one run: in the run's protocol (with its headers), with binary tensor
+/// data, and the gRPC message — the same features in each.
+pub(super) struct Bodies {
+    run: (Bytes, Vec<(&'static str, String)>),
+    binary: (Bytes, Vec<(&'static str, String)>),
+    grpc: Bytes,
+}
+
+impl Bodies {
+    fn new(protocol: Protocol, batch: usize, data: &[f32]) -> Self {
+        let encoded = |p: Protocol| {
+            let payload = p.payload("features", batch, data);
+            let headers = Protocol::headers(&payload);
+            (payload.body, headers)
+        };
+        Self {
+            run: encoded(protocol),
+            binary: encoded(Protocol::HttpBinary),
+            grpc: Protocol::Grpc.payload("features", batch, data).body,
+        }
     }
+}
+
+/// Scores as `f32` (JSON answers give them as decimal numbers, binary and gRPC ones as
+/// `f32`s: the same value either way when the worker's answers agree).
+fn as_f32(scores: &serde_json::Value) -> Vec<f32> {
+    scores
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(super) async fn measure(
@@ -197,30 +251,31 @@ pub(super) async fn measure(
                 .map(move |x| x * (1.0 - r as f32 / 128.0))
         })
         .collect();
-    let payload = options.protocol.payload("features", options.batch, &data);
-    let headers = Protocol::headers(&payload);
+    let bodies = Bodies::new(options.protocol, options.batch, &data);
     let mut specs = Vec::new();
     for (name, _) in models {
         let mut per = Vec::new();
         for t in Target::ALL {
-            let spec = spec(servers, t, name, key, &payload.body)?.with_headers(&headers)?;
-            per.push(Arc::new(spec));
+            per.push(Arc::new(spec(servers, t, name, key, &bodies)?));
         }
         specs.push(per);
     }
 
     progress("checking that every target answers the same scores");
     for ((name, _), per) in models.iter().zip(&specs) {
-        let mut first: Option<serde_json::Value> = None;
+        let mut first: Option<Vec<f32>> = None;
         for (t, s) in Target::ALL.iter().zip(per) {
             let scores = wait_scores(s, Duration::from_secs(30))
                 .await
                 .with_context(|| format!("{name} via {}", t.name()))?;
+            let scores = as_f32(&scores);
             match &first {
                 None => first = Some(scores),
                 Some(want) => ensure!(
-                    *want == scores,
-                    "{name}: {} scored {scores}, direct {want}",
+                    want.iter()
+                        .map(|x| x.to_bits())
+                        .eq(scores.iter().map(|x| x.to_bits())),
+                    "{name}: {} scored {scores:?}, direct {want:?}",
                     t.name()
                 ),
             }
@@ -256,11 +311,14 @@ pub(super) async fn measure(
             for ti in round_order(round) {
                 let t = &Target::ALL[ti];
                 let mut run = load_once(options, per[ti].clone(), *t, &pids).await?;
-                if matches!(t, Target::Router | Target::RouterTls) {
-                    let url = if *t == Target::Router {
-                        &servers.router_metrics
-                    } else {
+                if matches!(
+                    t,
+                    Target::Router | Target::RouterTls | Target::RouterBinary | Target::RouterGrpc
+                ) {
+                    let url = if *t == Target::RouterTls {
                         &servers.router_tls.metrics_url
+                    } else {
+                        &servers.router_metrics
                     };
                     run.router_threads = Some(
                         serving_threads(url)
@@ -269,7 +327,7 @@ pub(super) async fn measure(
                     );
                 }
                 progress(&format!(
-                    "round {round}/{}: {:<7} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
+                    "round {round}/{}: {:<7} {:<13} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  other load {:.2} cores",
                     options.load.rounds,
                     results[mi].name,
                     t.name(),
@@ -291,7 +349,7 @@ pub(super) async fn measure(
 
 /// The order of the targets (indexes into [`Target::ALL`]) in 1-based round `round`
 /// ([`load::rotation`]).
-pub fn round_order(round: usize) -> [usize; 5] {
+pub fn round_order(round: usize) -> [usize; 7] {
     load::rotation(round)
 }
 
@@ -314,7 +372,7 @@ pub(super) async fn load_once(
     let proxy = match target {
         Target::Direct => None,
         Target::Nginx | Target::NginxTls => Some(pids.nginx),
-        Target::Router => Some(pids.router),
+        Target::Router | Target::RouterBinary | Target::RouterGrpc => Some(pids.router),
         Target::RouterTls => Some(pids.router_tls),
     };
     let (result, before, after) = options

@@ -18,13 +18,19 @@
 //!
 //! - direct: `POST worker/v2/models/bench.<model>/infer` with `x-shardline-token`;
 //! - nginx: `POST nginx/v2/models/bench.<model>/infer` (nginx adds the token);
-//! - router: `POST router/v2/models/<model>/infer` with `Authorization: Bearer <key>`.
+//! - router: `POST router/v2/models/<model>/infer` with `Authorization: Bearer <key>`;
+//! - router-binary: the same with binary tensor data both ways, whatever `--protocol`;
+//! - router-grpc: the router's gRPC listener (`--grpc-listen`), `ModelInfer` with the
+//!   same features as raw FP32 (`raw_input_contents`), 8 concurrent calls per HTTP/2
+//!   connection ([`GRPC_STREAMS_PER_CONNECTION`](crate::client::GRPC_STREAMS_PER_CONNECTION)).
 //!
 //! Each round rotates the order of the targets. Each figure is the median of its rounds;
 //! each ratio is the median of the rounds' ratios, each against the direct run of the
 //! same round (paired: the machine's speed drifts by ±10 % over minutes on a shared
-//! host, more than the gap being measured). The target: router ÷ direct throughput at
-//! least nginx ÷ direct, for both models. A missed target is reported, not an error.
+//! host, more than the gap being measured). The targets: router ÷ direct throughput at
+//! least nginx ÷ direct, and gRPC through the router at least 0.8 × binary HTTP through
+//! the router (paired the same way), for both models. A missed target is reported, not an
+//! error.
 //! During each measured window it also reads the CPU time of the worker, of the proxy
 //! (router, or nginx's master and workers), of this client process, and of the whole
 //! machine (`/proc`), so that CPU per request and other load on the machine show.
@@ -57,8 +63,12 @@ pub const MODELS: [(&str, &[usize]); 2] = [("mlp", &[64, 256, 256, 1]), ("trivia
 /// This benchmark's section of `docs/benchmarks.md`.
 pub const DOCS: Section = Section::fixed("router", "## Router hop (`just bench-router`)");
 
+/// gRPC through the router ÷ binary HTTP through the router, in req/s: the target.
+pub const GRPC_TARGET: f64 = 0.8;
+
 /// The ways to the worker: direct, and through nginx or the router over plain HTTP or
-/// TLS (the same self-signed certificate for both).
+/// TLS (the same self-signed certificate for both), and through the router with binary
+/// tensor data and over gRPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Direct,
@@ -66,15 +76,19 @@ pub enum Target {
     Router,
     NginxTls,
     RouterTls,
+    RouterBinary,
+    RouterGrpc,
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 7] = [
         Target::Direct,
         Target::Nginx,
         Target::Router,
         Target::NginxTls,
         Target::RouterTls,
+        Target::RouterBinary,
+        Target::RouterGrpc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +98,8 @@ impl Target {
             Target::Router => "router",
             Target::NginxTls => "nginx-tls",
             Target::RouterTls => "router-tls",
+            Target::RouterBinary => "router-binary",
+            Target::RouterGrpc => "router-grpc",
         }
     }
 }
@@ -135,7 +151,8 @@ pub struct Options {
     // Which of [`MODELS`] to run (all when empty).
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
-    /// Request encoding: `http-json` or `http-binary` (binary tensor data both ways).
+    /// Request encoding of the HTTP targets: `http-json` or `http-binary` (binary tensor
+    /// data both ways). gRPC through the router (`router-grpc`) runs in every run.
     #[arg(long, value_enum, default_value_t = Protocol::HttpJson)]
     pub protocol: Protocol,
     /// Rows per request.
@@ -207,6 +224,10 @@ impl Options {
 pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<Report> {
     options.load.validate()?;
     ensure!(options.batch > 0, "--batch must be at least 1");
+    ensure!(
+        options.protocol != Protocol::Grpc,
+        "--protocol grpc: the direct and nginx targets speak HTTP; gRPC through the router is measured in every run (router-grpc)"
+    );
     let models: Vec<(&str, &[usize])> = MODELS
         .iter()
         .copied()
@@ -270,12 +291,13 @@ mod tests {
         let mut leads = std::collections::BTreeSet::new();
         for round in 1..=6 {
             let mut order = round_order(round);
+            // Six rounds: six of the seven targets lead once.
             leads.insert(order[0]);
             order.sort_unstable();
-            assert_eq!(order, [0, 1, 2, 3, 4], "round {round}");
+            assert_eq!(order, [0, 1, 2, 3, 4, 5, 6], "round {round}");
         }
-        assert_eq!(leads.len(), Target::ALL.len());
-        assert_eq!(round_order(1), [0, 1, 2, 3, 4]);
+        assert_eq!(leads.len(), Target::ALL.len() - 1);
+        assert_eq!(round_order(1), [0, 1, 2, 3, 4, 5, 6]);
     }
 
     fn run(throughput: f64, p99_ms: u64) -> Run {
@@ -307,8 +329,20 @@ mod tests {
                     Target::Router,
                     vec![run(850.0, 11), run(420.0, 22), run(790.0, 11)],
                 ),
+                target(
+                    Target::RouterBinary,
+                    vec![run(900.0, 10), run(450.0, 20), run(1000.0, 10)],
+                ),
+                target(
+                    Target::RouterGrpc,
+                    vec![run(810.0, 12), run(450.0, 20), run(700.0, 13)],
+                ),
             ],
         };
+        // gRPC is paired with binary HTTP of the same round, not with direct.
+        assert_eq!(m.round_grpc_ratios(), vec![0.9, 1.0, 0.7]);
+        assert_eq!(m.grpc_ratio(), 0.9);
+        assert!(m.grpc_met());
         assert_eq!(
             m.round_throughput_ratios(Target::Router),
             vec![0.85, 0.84, 0.79]
@@ -318,6 +352,60 @@ mod tests {
         assert_eq!(m.router_ahead_rounds(), 2);
         assert!((m.p99_ratio(Target::Router) - 1.1).abs() < 1e-9);
         assert!(m.met());
+    }
+
+    #[test]
+    fn a_grpc_miss_is_reported_with_its_ratio() {
+        let target = |target, throughput| TargetResult {
+            target,
+            runs: vec![run(throughput, 10)],
+        };
+        let m = ModelResult {
+            name: "mlp".into(),
+            dims: vec![64, 1],
+            targets: Target::ALL
+                .iter()
+                .map(|&t| match t {
+                    Target::RouterGrpc => target(t, 700.0),
+                    _ => target(t, 1000.0),
+                })
+                .collect(),
+        };
+        assert!(m.met());
+        assert!(!m.grpc_met());
+        let report = Report {
+            options: Options::default(),
+            machine: "test".into(),
+            date: "today".into(),
+            nginx_version: "nginx".into(),
+            models: vec![m],
+        };
+        assert_eq!(
+            report.misses(),
+            ["target missed: mlp: router-grpc ÷ router-binary 0.700 < 0.8"]
+        );
+        let table = report.table();
+        assert!(
+            table.contains("| mlp | 1000 | 700 | 0.700 |"),
+            "no gRPC row in:\n{table}"
+        );
+        assert!(table.contains("| missed |"));
+        assert_eq!(report.json()["models"][0]["grpc_met"], false);
+        assert!(
+            report
+                .rounds_table()
+                .contains("| mlp | router-grpc ÷ router-binary | 0.700 |")
+        );
+    }
+
+    #[test]
+    fn grpc_is_not_a_protocol_of_the_http_targets() {
+        let options = Options {
+            protocol: Protocol::Grpc,
+            ..Options::default()
+        };
+        let err = futures::executor::block_on(super::run(&options, |_| {})).unwrap_err();
+        assert!(err.to_string().contains("router-grpc"), "{err}");
     }
 
     #[test]

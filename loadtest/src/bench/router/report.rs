@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Options, Target};
+use super::{GRPC_TARGET, Options, Target};
 use crate::bench::load::Measured;
 use crate::stats::{median, ms, ratio};
 
@@ -124,13 +124,47 @@ impl ModelResult {
         self.throughput_ratio(Target::Router) >= self.throughput_ratio(Target::Nginx)
     }
     fn paired(&self, t: Target, figure: impl Fn(&Run) -> f64) -> Vec<f64> {
-        let direct = &self.get(Target::Direct).runs;
+        self.paired_with(t, Target::Direct, figure)
+    }
+    fn paired_with(&self, t: Target, base: Target, figure: impl Fn(&Run) -> f64) -> Vec<f64> {
+        let base = &self.get(base).runs;
         self.get(t)
             .runs
             .iter()
-            .zip(direct)
-            .map(|(r, d)| ratio(figure(r), figure(d)))
+            .zip(base)
+            .map(|(r, b)| ratio(figure(r), figure(b)))
             .collect()
+    }
+    /// gRPC ÷ binary HTTP throughput through the router in each round.
+    pub fn round_grpc_ratios(&self) -> Vec<f64> {
+        self.paired_with(Target::RouterGrpc, Target::RouterBinary, |r| {
+            r.load.throughput
+        })
+    }
+    /// gRPC ÷ binary HTTP throughput through the router: the median of the rounds' ratios.
+    pub fn grpc_ratio(&self) -> f64 {
+        median(self.round_grpc_ratios().into_iter())
+    }
+    /// The gRPC target: at least [`GRPC_TARGET`] × binary HTTP's throughput.
+    pub fn grpc_met(&self) -> bool {
+        self.grpc_ratio() >= GRPC_TARGET
+    }
+    /// The gRPC table's row: req/s of each, their ratio, and the router's CPU per request
+    /// over each and the difference (what a gRPC call costs the router over binary HTTP).
+    fn grpc_cells(&self) -> String {
+        let (binary, grpc) = (self.get(Target::RouterBinary), self.get(Target::RouterGrpc));
+        let (b, g) = (binary.cpu_us(|c| c.proxy), grpc.cpu_us(|c| c.proxy));
+        format!(
+            "{:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:+.0} | {:.3} | {:.3}",
+            binary.throughput(),
+            grpc.throughput(),
+            self.grpc_ratio(),
+            b,
+            g,
+            g - b,
+            binary.p99(),
+            grpc.p99(),
+        )
     }
 }
 
@@ -145,9 +179,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// One line per model whose target is missed.
+    /// One line per model and target missed.
     pub fn misses(&self) -> Vec<String> {
-        self.models
+        let mut out: Vec<String> = self
+            .models
             .iter()
             .filter(|m| !m.met())
             .map(|m| {
@@ -158,7 +193,15 @@ impl Report {
                     m.throughput_ratio(Target::Nginx)
                 )
             })
-            .collect()
+            .collect();
+        out.extend(self.models.iter().filter(|m| !m.grpc_met()).map(|m| {
+            format!(
+                "target missed: {}: router-grpc ÷ router-binary {:.3} < {GRPC_TARGET}",
+                m.name,
+                m.grpc_ratio()
+            )
+        }));
+        out
     }
 
     /// Markdown tables: figures per target, then the ratios.
@@ -203,6 +246,17 @@ impl Report {
             let pair = m.pair_cells(Target::RouterTls, Target::NginxTls);
             let _ = writeln!(s, "| {} | {pair} |", m.name);
         }
+        let _ = write!(
+            s,
+            "\ngRPC through the router against binary HTTP through the router (the same features as raw FP32; {} concurrent calls per HTTP/2 connection; ratio the median of each round's ratio; router CPU per request, and what a gRPC call costs it over binary HTTP):\n\n",
+            crate::client::GRPC_STREAMS_PER_CONNECTION
+        );
+        s += "| Model | router-binary req/s | router-grpc req/s | gRPC ÷ binary HTTP (req/s) | router CPU binary (µs/req) | router CPU gRPC (µs/req) | gRPC − binary (µs/req) | binary p99 (ms) | gRPC p99 (ms) | target: gRPC ≥ 0.8 × binary |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|\n";
+        for m in &self.models {
+            let verdict = if m.grpc_met() { "met" } else { "missed" };
+            let _ = writeln!(s, "| {} | {} | {verdict} |", m.name, m.grpc_cells());
+        }
         s
     }
 
@@ -239,6 +293,8 @@ impl Report {
                 );
                 let _ = writeln!(s, "| {} | {} ÷ direct | {per} |", m.name, t.name());
             }
+            let per = join(&mut m.round_grpc_ratios().into_iter().map(|r| format!("{r:.3}")));
+            let _ = writeln!(s, "| {} | router-grpc ÷ router-binary | {per} |", m.name);
         }
         s
     }
@@ -279,7 +335,7 @@ impl Report {
         s += "\n";
         s += &crate::bench::docs::verdict(
             &self.misses(),
-            "Target met for every model: the router keeps at least nginx's share of direct throughput.",
+            "Targets met for every model: the router keeps at least nginx's share of direct throughput, and gRPC through it at least 0.8 × binary HTTP's.",
         );
         s
     }
@@ -341,7 +397,10 @@ impl Report {
                         "nginx_tls_throughput": m.throughput_ratio(Target::NginxTls),
                         "router_tls_p99": m.p99_ratio(Target::RouterTls),
                         "nginx_tls_p99": m.p99_ratio(Target::NginxTls),
+                        "grpc_over_binary_throughput": m.grpc_ratio(),
+                        "grpc_over_binary_throughput_rounds": m.round_grpc_ratios(),
                     },
+                    "grpc_met": m.grpc_met(),
                     "router_ahead_rounds": m.router_ahead_rounds(),
                     "met": m.met(),
                 })

@@ -1,6 +1,7 @@
-//! Generates the gRPC front door's messages and service traits from `proto/` (the Open
-//! Inference Protocol's `inference.GRPCInferenceService` and `grpc.health.v1`): server
-//! side only, with `protoc` (installed by `scripts/ensure-deps.sh`).
+//! Generates the gRPC messages and service traits from `defs/` (the Open Inference
+//! Protocol's `inference.GRPCInferenceService` and `grpc.health.v1`): messages and the
+//! server side only (clients frame messages themselves), with `protoc` (installed by
+//! `scripts/ensure-deps.sh`).
 
 fn main() -> std::io::Result<()> {
     tonic_prost_build::configure()
@@ -11,7 +12,7 @@ fn main() -> std::io::Result<()> {
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_protos(
-            &["proto/grpc_predict_v2.proto", "proto/health.proto"],
-            &["proto"],
+            &["defs/grpc_predict_v2.proto", "defs/health.proto"],
+            &["defs"],
         )
 }
