@@ -182,6 +182,11 @@ impl Conn {
                 }
                 reason = idle(watched.clone(), limits), if closing.is_none() => {
                     self.slot.gate().closed(reason);
+                    if matches!(reason, Reason::HeaderTimeout) {
+                        // No call ever began (perhaps not even the preface): nothing to
+                        // let finish, so no GOAWAY and no wait for the client to close.
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + limits.write_timeout);
                 }
