@@ -122,24 +122,42 @@ pub fn http_status(code: i32) -> u16 {
 }
 
 /// The scores of a `ModelInfer` answer's body: its first raw output as little-endian
-/// FP32, else its first output's `fp32_contents`.
-pub fn scores(body: &[u8]) -> Result<Vec<f32>, String> {
+/// FP32 (FP64 when its datatype says so, as MLServer answers), else its first output's
+/// `fp32_contents` or `fp64_contents`.
+pub fn scores(body: &[u8]) -> Result<Vec<f64>, String> {
     let answer = ModelInferResponse::decode(unframe(body)?).map_err(|e| e.to_string())?;
+    let first = answer.outputs.first();
     if let Some(raw) = answer.raw_output_contents.first() {
-        if raw.len() % 4 != 0 {
-            return Err(format!("a raw FP32 output of {} bytes", raw.len()));
-        }
-        return Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect());
+        return if first.is_some_and(|o| o.datatype == "FP64") {
+            if raw.len() % 8 != 0 {
+                return Err(format!("a raw FP64 output of {} bytes", raw.len()));
+            }
+            Ok(raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect())
+        } else {
+            if raw.len() % 4 != 0 {
+                return Err(format!("a raw FP32 output of {} bytes", raw.len()));
+            }
+            Ok(raw
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect())
+        };
     }
-    answer
-        .outputs
-        .first()
+    let contents = first
         .and_then(|o| o.contents.as_ref())
-        .map(|c| c.fp32_contents.clone())
-        .ok_or_else(|| "an answer without outputs".to_owned())
+        .ok_or_else(|| "an answer without outputs".to_owned())?;
+    if contents.fp64_contents.is_empty() {
+        Ok(contents
+            .fp32_contents
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect())
+    } else {
+        Ok(contents.fp64_contents.clone())
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +204,26 @@ mod tests {
             ..ModelInferResponse::default()
         };
         assert_eq!(scores(&frame(&raw.encode_to_vec())), Ok(vec![0.5, -2.0]));
+        let raw64 = ModelInferResponse {
+            outputs: vec![InferOutputTensor {
+                datatype: "FP64".into(),
+                ..InferOutputTensor::default()
+            }],
+            raw_output_contents: vec![Bytes::from(0.1f64.to_le_bytes().to_vec())],
+            ..ModelInferResponse::default()
+        };
+        assert_eq!(scores(&frame(&raw64.encode_to_vec())), Ok(vec![0.1]));
+        let typed64 = ModelInferResponse {
+            outputs: vec![InferOutputTensor {
+                contents: Some(InferTensorContents {
+                    fp64_contents: vec![0.3],
+                    ..InferTensorContents::default()
+                }),
+                ..InferOutputTensor::default()
+            }],
+            ..ModelInferResponse::default()
+        };
+        assert_eq!(scores(&frame(&typed64.encode_to_vec())), Ok(vec![0.3]));
         let typed = ModelInferResponse {
             outputs: vec![InferOutputTensor {
                 contents: Some(InferTensorContents {

@@ -18,7 +18,10 @@
 //! input `features`):
 //!
 //! - MLServer: `POST mlserver/v2/models/mlp/infer`;
-//! - Shardline: `POST router/v2/models/mlp/infer` with `Authorization: Bearer <key>`.
+//! - Shardline: `POST router/v2/models/mlp/infer` with `Authorization: Bearer <key>`;
+//! - over gRPC, each: `ModelInfer` with the same event as raw FP32 to MLServer's own gRPC
+//!   port and to the router's `--grpc-listen` (8 concurrent calls per HTTP/2
+//!   connection), whose answers must agree with the HTTP ones too.
 //!
 //! During each window it reads CPU time from `/proc` and at its end the resident memory
 //! of the Shardline worker and router (VmRSS, PSS) or of MLServer's whole process tree
@@ -43,11 +46,12 @@ use self::report::{Agreement, Cpu, ModelInfo, Report, Run};
 use super::docs::{Section, machine, today};
 use super::load::{self, LoadPlan, RequestSpec};
 use super::stack::{
-    Control, infer_body, router_spec, sibling, start_router, start_worker, wait_scores,
+    Control, infer_body, router_spec, sibling, start_router_grpc, start_worker, wait_scores,
 };
 use crate::models::train::{TEST_STREAM, TRAIN_STREAM};
 use crate::models::{Dataset, FEATURES, MlpArtifact, TenantProfile, auc};
 use crate::procfs::{Footprint, machine_busy, process_cpu, tree_cpu};
+use crate::protocol::Protocol;
 use shardline_testkit::fleet::Node;
 
 /// This benchmark's section of `docs/benchmarks.md`.
@@ -62,21 +66,35 @@ const LOAD_STREAM: u64 = 3;
 /// Held-out events the model's AUC is measured on.
 const AUC_ROWS: usize = 2000;
 
-/// The two ways to a score.
+/// The ways to a score: each server over OIP REST (JSON) and over OIP gRPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     MlServer,
     Shardline,
+    MlServerGrpc,
+    ShardlineGrpc,
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::MlServer, Target::Shardline];
+    pub const ALL: [Target; 4] = [
+        Target::MlServer,
+        Target::Shardline,
+        Target::MlServerGrpc,
+        Target::ShardlineGrpc,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Target::MlServer => "MLServer (direct)",
             Target::Shardline => "Shardline (router → worker)",
+            Target::MlServerGrpc => "MLServer gRPC (direct)",
+            Target::ShardlineGrpc => "Shardline gRPC (router → worker)",
         }
+    }
+
+    /// Whether it is Shardline (its CPU and memory are the worker's and the router's).
+    pub fn is_shardline(self) -> bool {
+        matches!(self, Target::Shardline | Target::ShardlineGrpc)
     }
 }
 
@@ -152,6 +170,7 @@ struct Servers {
     worker: Node,
     router: Node,
     router_addr: SocketAddr,
+    router_grpc: SocketAddr,
     mlserver: MlServer,
 }
 
@@ -207,7 +226,8 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     progress("starting the worker, the router and MLServer");
     let etcd = control.etcd.endpoint();
     let worker = start_worker(&worker_bin, &etcd, &control.store_url).await?;
-    let router = start_router(&router_bin, &etcd, options.router_threads).await?;
+    let (router, router_grpc) =
+        start_router_grpc(&router_bin, &etcd, options.router_threads).await?;
     let router_addr = router.addr;
     let mlserver = MlServer::start(
         &peer,
@@ -219,6 +239,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
         worker,
         router,
         router_addr,
+        router_grpc,
         mlserver,
     };
     let result = measure(options, &servers, &tenant, &control.key, &progress).await;
@@ -227,7 +248,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
     servers.router.stop().await;
     servers.worker.stop().await;
     drop(control);
-    let (agreement, mlserver, shardline) = result?;
+    let (agreement, [mlserver, shardline, mlserver_grpc, shardline_grpc]) = result?;
     Ok(Report {
         options: options.clone(),
         machine: machine(),
@@ -241,10 +262,13 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> anyhow::Result<R
         agreement,
         mlserver,
         shardline,
+        mlserver_grpc,
+        shardline_grpc,
     })
 }
 
-type Measured = (Agreement, Vec<Run>, Vec<Run>);
+/// The agreement of the scores, and each target's runs (in [`Target::ALL`]'s order).
+type Measured = (Agreement, [Vec<Run>; 4]);
 
 async fn measure(
     options: &Options,
@@ -253,17 +277,25 @@ async fn measure(
     key: &str,
     progress: &impl Fn(&str),
 ) -> anyhow::Result<Measured> {
-    let spec = |t: Target, body: Bytes| -> anyhow::Result<RequestSpec> {
+    // The same rows as a JSON body (`json`) and as a gRPC message (`message`).
+    let spec = |t: Target, json: Bytes, message: &[u8]| -> anyhow::Result<RequestSpec> {
         match t {
             Target::MlServer => RequestSpec::post_json(
                 servers.mlserver.addr,
                 &format!("/v2/models/{MODEL}/infer"),
                 &[],
-                body,
+                json,
             ),
-            Target::Shardline => router_spec(servers.router_addr, MODEL, key, body),
+            Target::Shardline => router_spec(servers.router_addr, MODEL, key, json),
+            Target::MlServerGrpc => {
+                RequestSpec::grpc_infer(servers.mlserver.grpc, MODEL, key, message)
+            }
+            Target::ShardlineGrpc => {
+                RequestSpec::grpc_infer(servers.router_grpc, MODEL, key, message)
+            }
         }
     };
+    let message = |rows: &[f32], n: usize| Protocol::Grpc.payload("features", n, rows).body;
 
     progress(&format!(
         "checking that both answer the same scores for {} events",
@@ -271,9 +303,10 @@ async fn measure(
     ));
     let rows = tenant.sample_input(options.check_rows, TEST_STREAM);
     let body = Bytes::from(infer_body(&rows, options.check_rows)?);
+    let grpc = message(&rows, options.check_rows);
     let mut scores = Vec::new();
     for t in Target::ALL {
-        let data = wait_scores(&spec(t, body.clone())?, Duration::from_secs(60))
+        let data = wait_scores(&spec(t, body.clone(), &grpc)?, Duration::from_secs(60))
             .await
             .with_context(|| t.name())?;
         let values: Option<Vec<f64>> = data
@@ -295,28 +328,41 @@ async fn measure(
         scores[1],
         scores[0]
     );
+    // Over gRPC each server answers what it answers over HTTP.
+    for (grpc, http) in [(2, 0), (3, 1)] {
+        let same = Agreement::of(&scores[grpc], &scores[http]);
+        ensure!(
+            same.is_some_and(|a| a.relative <= TOLERANCE),
+            "{} scored {:?}, over HTTP {:?}",
+            Target::ALL[grpc].name(),
+            scores[grpc],
+            scores[http]
+        );
+    }
     progress(&format!(
         "scores agree: max |Δ| {:.2e} ({:.2e} relative)",
         agreement.max_abs, agreement.relative
     ));
 
-    let body = Bytes::from(infer_body(&tenant.sample_input(1, LOAD_STREAM), 1)?);
-    let specs = [
-        Arc::new(spec(Target::MlServer, body.clone())?),
-        Arc::new(spec(Target::Shardline, body)?),
-    ];
+    let load_rows = tenant.sample_input(1, LOAD_STREAM);
+    let body = Bytes::from(infer_body(&load_rows, 1)?);
+    let grpc = message(&load_rows, 1);
+    let mut specs = Vec::new();
+    for t in Target::ALL {
+        specs.push(Arc::new(spec(t, body.clone(), &grpc)?));
+    }
     let pids = Pids {
         mlserver: servers.mlserver.pid()?,
         worker: servers.worker.pid().context("the worker is not running")?,
         router: servers.router.pid().context("the router is not running")?,
     };
-    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut runs: [Vec<Run>; 4] = Default::default();
     for round in 1..=options.load.rounds {
-        for ti in load::rotation::<2>(round) {
+        for ti in load::rotation::<4>(round) {
             let t = Target::ALL[ti];
             let run = load_once(options, specs[ti].clone(), t, &pids).await?;
             progress(&format!(
-                "round {round}/{}: {:<27} {:>7.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  RSS {:.1} MiB  other load {:.2} cores",
+                "round {round}/{}: {:<32} {:>7.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  RSS {:.1} MiB  other load {:.2} cores",
                 options.load.rounds,
                 t.name(),
                 run.load.throughput,
@@ -332,8 +378,7 @@ async fn measure(
             runs[ti].push(run);
         }
     }
-    let [mlserver, shardline] = runs;
-    Ok((agreement, mlserver, shardline))
+    Ok((agreement, runs))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -346,12 +391,11 @@ struct Pids {
 /// CPU seconds so far of `target`'s server side (and of its router), the client and the
 /// machine.
 fn cpu_now(target: Target, pids: &Pids) -> Cpu {
-    let (server, router) = match target {
-        Target::MlServer => (tree_cpu(pids.mlserver), 0.0),
-        Target::Shardline => {
-            let router = process_cpu(pids.router);
-            (process_cpu(pids.worker) + router, router)
-        }
+    let (server, router) = if target.is_shardline() {
+        let router = process_cpu(pids.router);
+        (process_cpu(pids.worker) + router, router)
+    } else {
+        (tree_cpu(pids.mlserver), 0.0)
     };
     Cpu {
         server,
@@ -373,13 +417,14 @@ async fn load_once(
         .load
         .window(spec, || {
             let cpu = cpu_now(target, pids);
-            match target {
-                Target::MlServer => (cpu, Footprint::of_tree(pids.mlserver), None),
-                Target::Shardline => (
+            if target.is_shardline() {
+                (
                     cpu,
                     Footprint::of(pids.worker).unwrap_or_default(),
                     Footprint::of(pids.router),
-                ),
+                )
+            } else {
+                (cpu, Footprint::of_tree(pids.mlserver), None)
             }
         })
         .await?;
@@ -402,10 +447,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_alternate_which_goes_first() {
-        assert_eq!(load::rotation::<2>(1), [0, 1]);
-        assert_eq!(load::rotation::<2>(2), [1, 0]);
-        assert_eq!(load::rotation::<2>(3), [0, 1]);
+    fn targets_take_turns_going_first() {
+        assert_eq!(load::rotation::<4>(1), [0, 1, 2, 3]);
+        assert_eq!(load::rotation::<4>(2), [1, 2, 3, 0]);
+        assert_eq!(load::rotation::<4>(5), [0, 1, 2, 3]);
+        assert!(Target::ShardlineGrpc.is_shardline() && !Target::MlServerGrpc.is_shardline());
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub fn model_settings(joblib: &Path) -> serde_json::Value {
 pub struct MlServer {
     process: ManagedProcess,
     pub addr: SocketAddr,
+    /// Its gRPC listener (`grpc_port`).
+    pub grpc: SocketAddr,
 }
 
 impl MlServer {
@@ -179,7 +181,12 @@ impl MlServer {
                 |s, _| s.is_success(),
             )
             .await;
-        let server = Self { process, addr };
+        let grpc: SocketAddr = format!("127.0.0.1:{}", ports.grpc).parse()?;
+        let server = Self {
+            process,
+            addr,
+            grpc,
+        };
         if let Err(e) = ready {
             server.stop(&peer.venv).await;
             return Err(e);

@@ -111,6 +111,8 @@ pub struct Report {
     pub agreement: Agreement,
     pub mlserver: Vec<Run>,
     pub shardline: Vec<Run>,
+    pub mlserver_grpc: Vec<Run>,
+    pub shardline_grpc: Vec<Run>,
 }
 
 impl Report {
@@ -118,7 +120,19 @@ impl Report {
         match t {
             Target::MlServer => &self.mlserver,
             Target::Shardline => &self.shardline,
+            Target::MlServerGrpc => &self.mlserver_grpc,
+            Target::ShardlineGrpc => &self.shardline_grpc,
         }
+    }
+
+    /// Shardline's gRPC throughput ÷ MLServer's gRPC throughput, paired by round.
+    pub fn grpc_throughput_ratio(&self) -> f64 {
+        median(
+            self.shardline_grpc
+                .iter()
+                .zip(&self.mlserver_grpc)
+                .map(|(s, m)| ratio(s.load.throughput, m.load.throughput)),
+        )
     }
 
     fn med(&self, t: Target, figure: impl Fn(&Run) -> f64) -> f64 {
@@ -252,6 +266,8 @@ mod tests {
                 auc_rows: 100,
             },
             agreement: Agreement::of(&[1.0, 0.5], &[1.0001, 0.5]).expect("comparable"),
+            mlserver_grpc: vec![run(4000.0, 10, 200_000), run(3000.0, 12, 200_000)],
+            shardline_grpc: vec![run(10000.0, 2, 20_000), run(9000.0, 2, 20_000)],
             mlserver,
             shardline,
         }
@@ -281,6 +297,29 @@ mod tests {
         // 2 s × 6000 req/s, 1 s of CPU.
         assert!((r.shardline[0].cpu_us(1.0) - 1e6 / 12_000.0).abs() < 1e-9);
         assert!((r.shardline[0].other_cores() - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn grpc_targets_are_paired_with_each_other_and_shown() {
+        let r = report(vec![run(5000.0, 8, 300_000)], vec![run(9000.0, 3, 30_000)]);
+        // 10000 ÷ 4000 and 9000 ÷ 3000: the median of 2.5 and 3.0.
+        assert!((r.grpc_throughput_ratio() - 2.75).abs() < 1e-9);
+        let table = r.table();
+        assert!(
+            table.contains("| MLServer gRPC (direct) | 3500 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| Shardline ÷ MLServer throughput over gRPC | — | 2.75 |"),
+            "{table}"
+        );
+        assert_eq!(
+            r.json()["shardline_grpc"]["rounds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

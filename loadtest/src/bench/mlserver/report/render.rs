@@ -16,9 +16,10 @@ impl Report {
             "| Target | req/s | p50 (ms) | p99 (ms) | errors | server CPU (µs/req) | of which router | client CPU (µs/req) | other load (cores) |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for t in Target::ALL {
-            let router = match t {
-                Target::MlServer => "—".to_owned(),
-                Target::Shardline => format!("{:.0}", self.med(t, |r| r.cpu_us(r.cpu.router))),
+            let router = if t.is_shardline() {
+                format!("{:.0}", self.med(t, |r| r.cpu_us(r.cpu.router)))
+            } else {
+                "—".to_owned()
             };
             let _ = writeln!(
                 s,
@@ -69,6 +70,11 @@ impl Report {
             s,
             "| MLServer RSS ÷ worker RSS | ≥ {RSS_TARGET} | {rr:.2} | {} |",
             met(rr >= RSS_TARGET)
+        );
+        let _ = writeln!(
+            s,
+            "| Shardline ÷ MLServer throughput over gRPC | — | {:.2} | |",
+            self.grpc_throughput_ratio()
         );
         let _ = writeln!(
             s,
@@ -188,11 +194,14 @@ impl Report {
             },
             "mlserver": target(Target::MlServer),
             "shardline": target(Target::Shardline),
+            "mlserver_grpc": target(Target::MlServerGrpc),
+            "shardline_grpc": target(Target::ShardlineGrpc),
             "router_memory": footprint(self.router_memory()),
             "ratios": {
                 "throughput": self.throughput_ratio(), "p99": self.p99_ratio(),
                 "rss": self.rss_ratio(), "pss": self.pss_ratio(),
                 "rss_with_router": self.rss_ratio_with_router(),
+                "grpc_throughput": self.grpc_throughput_ratio(),
             },
             "met": self.misses().is_empty(),
         })
